@@ -1,0 +1,125 @@
+"""The ``segbench`` command line. Heavy imports (torch, timm, mlflow) wait until a command needs them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from segbench import __version__
+from segbench.errors import UserError
+
+app = typer.Typer(
+    help="Benchmark and compare semantic segmentation models.",
+    add_completion=False,
+    no_args_is_help=False,
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
+
+LIST_KINDS = ("models", "backbones", "datasets", "losses", "metrics", "suites")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Benchmark and compare semantic segmentation models. Run with no command: the embedded default suite."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run, overrides=[])
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def run(overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. suite=synthetic train.iters=50")) -> None:
+    """Train, evaluate and time every model of a suite; write results.json and log to MLflow."""
+    from segbench.config import load_config
+
+    cfg = load_config(overrides or [])
+    from segbench.runner import run as run_suite
+
+    path = run_suite(cfg)
+    typer.echo(f"results: {path}")
+
+
+@app.command("list")
+def list_(
+    kind: str = typer.Argument(..., help="models, backbones, datasets, losses, metrics or suites"),
+    pattern: str = typer.Argument("*", help="for backbones: a timm name pattern such as 'resnet*'"),
+) -> None:
+    """List what a registry holds."""
+    from segbench.errors import closest
+
+    if kind not in LIST_KINDS:
+        hints = closest(kind, LIST_KINDS)
+        hint = f"; did you mean '{hints[0]}'?" if hints else ""
+        raise UserError(f"cannot list '{kind}'{hint} (expected one of {', '.join(LIST_KINDS)})")
+    for name, description in _listing(kind, pattern):
+        typer.echo(f"{name:<28} {description}".rstrip())
+
+
+def _listing(kind: str, pattern: str) -> list[tuple[str, str]]:
+    if kind == "suites":
+        import yaml
+
+        from segbench.config import available_suites
+
+        return [(name, (yaml.safe_load(path.read_text()) or {}).get("description", ""))
+                for name, path in available_suites().items()]
+    if kind == "models":
+        from segbench.models import ARCHITECTURES
+
+        return [(name, f"[{a.source}] {a.description}") for name, a in ARCHITECTURES.items()]
+    if kind == "backbones":
+        from segbench.models import BACKBONE_ALIASES, list_backbones
+
+        aliases = {v: k for k, v in BACKBONE_ALIASES.items()}
+        names = list_backbones(pattern)
+        if not names:
+            raise UserError(f"no timm backbone matches '{pattern}'")
+        return [(name, f"alias {aliases[name]}" if name in aliases else "") for name in names]
+    if kind == "datasets":
+        from segbench.datasets import DATASETS
+
+        return [(name, entry.description) for name, entry in DATASETS.items()]
+    if kind == "losses":
+        from segbench.losses import LOSSES
+
+        return [(name, entry.description) for name, entry in LOSSES.items()]
+    from segbench.metrics import METRICS
+
+    return list(METRICS.items())
+
+
+def entry() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"segbench: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("segbench: interrupted; open MLflow runs were marked KILLED, no results.json was written", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    entry()

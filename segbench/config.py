@@ -1,0 +1,252 @@
+"""Suite configuration: YAML files in suites/ plus Hydra-style ``key=value`` overrides, validated up front."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from segbench.errors import UserError, closest, unknown
+
+DEFAULT_SUITE = "synthetic"
+OPTIMIZERS = ("sgd", "adamw", "adam")
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    root: Optional[str] = None
+    image_size: int = 64
+    train_samples: int = 4096
+    val_samples: int = 256
+    ignore_index: int = 255
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    enabled: bool = True
+    iters: int = 300
+    batch_size: int = 16
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    min_lr: float = 0.0
+    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    class_weights: Optional[list[float]] = None
+    log_every: int = 10
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    metrics: list[str] = field(default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
+
+
+@dataclass
+class BenchConfig:
+    enabled: bool = True
+    batch_size: int = 1
+    warmup: int = 5
+    iters: int = 20
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
+@dataclass
+class SuiteConfig:
+    name: str = DEFAULT_SUITE
+    description: str = ""
+    models: list[str] = field(default_factory=list)
+    seed: int = 0
+    device: str = "auto"
+    output_dir: Optional[str] = None
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Keys that do not change the numbers a suite produces; left out of its hash.
+_UNHASHED = ("output_dir", "progress", "tracking", "description")
+
+
+def resource_dir(name: str) -> Path:
+    """Locate a top-level resource folder (suites, zoo) in an installed wheel or a clone."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / name, here.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise UserError(f"cannot find the '{name}' folder next to the segbench package ({here})")
+
+
+def available_suites() -> dict[str, Path]:
+    """Suite names mapped to their YAML files."""
+    return {p.stem: p for p in sorted(resource_dir("suites").glob("*.yaml"))}
+
+
+def resolve_suite(suite: str) -> Path:
+    """Turn ``suite=NAME`` or ``suite=path/to/file.yaml`` into a file path."""
+    if suite.endswith((".yaml", ".yml")) or os.sep in suite:
+        path = Path(suite)
+        if not path.is_file():
+            raise UserError(f"suite file '{suite}' does not exist")
+        return path
+    suites = available_suites()
+    if suite not in suites:
+        raise unknown("suite", suite, suites)
+    return suites[suite]
+
+
+def valid_keys(schema: type = SuiteConfig, prefix: str = "") -> list[str]:
+    """All dotted keys the schema accepts (leaves and sections)."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        key = prefix + f.name
+        keys.append(key)
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            keys += valid_keys(f.default_factory, key + ".")
+    return keys
+
+
+def _check_key(key: str) -> None:
+    """Raise a UserError for a dotted key the schema does not have (free-form dict fields accept any child)."""
+    schema: Any = SuiteConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        if part not in fields:
+            valid = valid_keys()
+            hints = closest(key, valid) or closest(part, [k.rsplit(".", 1)[-1] for k in valid])
+            hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
+            raise UserError(f"unknown config key '{key}'{hint}")
+        factory = fields[part].default_factory
+        if dataclasses.is_dataclass(factory):
+            schema = factory
+            continue
+        free_form = callable(factory) and isinstance(factory(), dict)
+        if depth < len(parts) - 1 and not free_form:
+            raise UserError(f"config key '{'.'.join(parts[: depth + 1])}' is a value, not a section: '{key}'")
+        return
+
+
+def _flatten(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        keys = []
+        for k, v in node.items():
+            keys += _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+        return keys
+    return [prefix.rstrip(".")] if prefix else []
+
+
+def parse_overrides(overrides: list[str]) -> tuple[str, dict[str, Any]]:
+    """Split ``key=value`` strings into the suite name and a nested dict of the other values."""
+    from omegaconf import OmegaConf
+
+    suite = DEFAULT_SUITE
+    rest: list[str] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not of the form key=value")
+        if key.startswith(("+", "~")):
+            raise UserError(f"override '{item}': adding or deleting keys is not supported; set an existing key")
+        if key == "suite":
+            suite = value
+            continue
+        _check_key(key)
+        rest.append(item)
+    try:
+        values = OmegaConf.to_container(OmegaConf.from_dotlist(rest))
+    except Exception as exc:  # omegaconf's grammar errors
+        raise UserError(f"cannot parse overrides {rest}: {exc}".splitlines()[0]) from None
+    return suite, values
+
+
+def load_config(overrides: list[str] | None = None) -> SuiteConfig:
+    """Load the suite named by ``suite=`` (the embedded default otherwise), apply overrides and validate."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    suite, values = parse_overrides(list(overrides or []))
+    path = resolve_suite(suite)
+    try:
+        file_values = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as exc:
+        raise UserError(f"suite file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(file_values, dict):
+        raise UserError(f"suite file '{path}' must hold a mapping of config keys")
+    for key in _flatten(file_values):
+        try:
+            _check_key(key)
+        except UserError as exc:
+            raise UserError(f"{path.name}: {exc}") from None
+    file_values.setdefault("name", path.stem)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SuiteConfig), file_values, values)
+        cfg: SuiteConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        raise UserError(f"{key}: {exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]) from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: SuiteConfig) -> None:
+    """Check every name and number in ``cfg`` before any work starts."""
+    from segbench import datasets, losses, metrics, models
+
+    if not cfg.models:
+        raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
+    for spec in cfg.models:
+        models.parse_spec(spec, check=True)
+    datasets.DATASETS.get(cfg.data.name)
+    if not cfg.train.loss:
+        raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
+    for name in cfg.train.loss:
+        losses.LOSSES.get(name)
+    for name in cfg.eval.metrics:
+        if name not in metrics.METRICS:
+            raise unknown("metric", name, metrics.METRICS)
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise unknown("optimizer", cfg.train.optimizer, OPTIMIZERS)
+    if cfg.device != "auto" and not cfg.device.startswith(("cpu", "cuda", "mps")):
+        raise UserError(f"device: expected auto, cpu, cuda, cuda:N or mps, got '{cfg.device}'")
+    positive = {
+        "train.iters": cfg.train.iters,
+        "train.batch_size": cfg.train.batch_size,
+        "eval.batch_size": cfg.eval.batch_size,
+        "bench.batch_size": cfg.bench.batch_size,
+        "bench.iters": cfg.bench.iters,
+        "data.image_size": cfg.data.image_size,
+        "data.train_samples": cfg.data.train_samples,
+        "data.val_samples": cfg.data.val_samples,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key}: expected a positive integer, got {value}")
+    if cfg.train.lr <= 0:
+        raise UserError(f"train.lr: expected a positive number, got {cfg.train.lr}")
+
+
+def to_dict(cfg: SuiteConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: SuiteConfig) -> str:
+    """A short, stable hash of everything in ``cfg`` that changes the numbers."""
+    values = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,60 @@
+"""Evaluation: whole-image inference over a split into one streaming confusion matrix."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from segbench.metrics import ConfusionMatrix
+
+
+@dataclass
+class EvalResult:
+    """The accumulated confusion matrix and where the wall time went."""
+
+    confusion: ConfusionMatrix
+    images: int
+    seconds: float  # whole loop: data loading, copies, forward, metric update
+    forward_seconds: float  # forward passes alone, device-synchronised
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index: int,
+             device: torch.device, desc: str = "eval", progress: bool = True) -> EvalResult:
+    """Run ``model`` over ``loader`` and accumulate predictions against the masks."""
+    model.to(device).eval()
+    confusion = ConfusionMatrix(num_classes, ignore_index, device)
+    images_seen, forward_seconds = 0, 0.0
+    start = time.perf_counter()
+    for images, masks in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        synchronize(device)
+        t0 = time.perf_counter()
+        logits = model(images)
+        synchronize(device)
+        forward_seconds += time.perf_counter() - t0
+        if logits.shape[-2:] != masks.shape[-2:]:
+            raise RuntimeError(f"model returned logits of size {tuple(logits.shape[-2:])} "
+                               f"for masks of size {tuple(masks.shape[-2:])}")
+        confusion.update(logits.argmax(dim=1), masks)
+        images_seen += images.shape[0]
+    synchronize(device)
+    confusion.all_reduce()
+    return EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds)

@@ -1,0 +1,121 @@
+"""Streaming confusion matrix and the metrics derived from it.
+
+Convention (MMSegmentation's IoUMetric, HF evaluate's mean_iou, torchmetrics' macro Jaccard, the
+Cityscapes scripts): one int64 matrix accumulated over the whole split; pixels labelled with the
+ignore index are dropped; a class absent from both ground truth and prediction has IoU NaN and is
+left out of the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+METRICS = {
+    "mIoU": "mean over classes of TP / (TP + FP + FN)",
+    "mDice": "mean over classes of 2TP / (2TP + FP + FN)",
+    "aAcc": "pixel accuracy over all labelled pixels",
+    "mAcc": "mean over classes of per-class recall TP / (TP + FN)",
+    "fwIoU": "IoU weighted by each class's share of labelled pixels",
+}
+
+
+def convention(num_classes: int, ignore_index: int, label_space: str) -> dict:
+    """The settings that make a number comparable with another tool's; stored with every result."""
+    return {
+        "accumulation": "dataset",
+        "absent_class": "nan_excluded",
+        "ignore_index": ignore_index,
+        "label_space": label_space,
+        "num_classes": num_classes,
+    }
+
+
+class ConfusionMatrix:
+    """An int64 ``num_classes x num_classes`` matrix (rows ground truth, columns prediction) on a device."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of predicted and ground-truth label maps (any equal shapes)."""
+        k = self.num_classes
+        target = target.reshape(-1).long()
+        pred = pred.reshape(-1).long()
+        # Ignored (or out-of-range) ground truth goes to one overflow bin that is cut off: no boolean
+        # indexing, which would copy the kept pixels.
+        valid = (target >= 0) & (target < k)
+        index = torch.where(valid, target * k + pred, k * k)
+        counts = torch.bincount(index, minlength=k * k + 1)
+        self.matrix += counts[: k * k].view(k, k)
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over all processes of a torch.distributed job (no-op otherwise)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix)
+
+    def reset(self) -> None:
+        self.matrix.zero_()
+
+    def compute(self) -> "SegMetrics":
+        return compute_metrics(self.matrix.cpu().numpy())
+
+
+@dataclass
+class SegMetrics:
+    """Dataset-level metrics (fractions in [0, 1]); per-class arrays hold NaN for absent classes."""
+
+    mIoU: float
+    mDice: float
+    aAcc: float
+    mAcc: float
+    fwIoU: float
+    iou: np.ndarray
+    dice: np.ndarray
+    acc: np.ndarray
+    support: np.ndarray  # ground-truth pixels per class
+
+    def summary(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in METRICS}
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else float("nan")
+
+
+def compute_metrics(matrix: np.ndarray) -> SegMetrics:
+    """Metrics from a confusion matrix with ground truth on rows and predictions on columns."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(matrix)
+    gt = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    union = gt + predicted - tp
+    iou = _ratio(tp, union)
+    dice = _ratio(2 * tp, gt + predicted)
+    acc = _ratio(tp, gt)
+    total = gt.sum()
+    freq = gt / total if total > 0 else np.zeros_like(gt)
+    return SegMetrics(
+        mIoU=_nanmean(iou),
+        mDice=_nanmean(dice),
+        aAcc=float(tp.sum() / total) if total > 0 else float("nan"),
+        mAcc=_nanmean(acc),
+        fwIoU=float(np.nansum(freq * iou)) if total > 0 else float("nan"),
+        iou=iou,
+        dice=dice,
+        acc=acc,
+        support=gt.astype(np.int64),
+    )

@@ -1,0 +1,76 @@
+"""The registries: names, suggestions, and that every listed architecture really builds."""
+
+import pytest
+import torch
+
+from segbench.errors import UserError
+from segbench.losses import LOSSES
+from segbench.models import ARCHITECTURES, build_model, check_backbone, parse_spec
+from segbench.registry import Registry
+
+SMP_ARCHS = ["unet", "unetplusplus", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "linknet", "manet", "pan",
+             "upernet", "segformer", "dpt"]
+
+
+def test_registry_rejects_duplicates_and_suggests():
+    reg: Registry[int] = Registry("widget")
+    reg.register("alpha", 1)
+    with pytest.raises(ValueError):
+        reg.register("alpha", 2)
+    with pytest.raises(UserError, match="unknown widget 'alpah'; did you mean 'alpha'"):
+        reg.get("alpah")
+
+
+def test_every_smp_architecture_is_registered():
+    assert set(SMP_ARCHS) <= set(ARCHITECTURES.names())
+    assert {"ce", "focal", "dice"} <= set(LOSSES.names())
+
+
+def test_aliases_and_timm_names():
+    assert parse_spec("unet-r18").backbone == "resnet18"
+    assert check_backbone("r50") == "resnet50"
+    assert check_backbone("efficientnet_b0") == "efficientnet_b0"
+
+
+@pytest.mark.parametrize("arch", [a for a in SMP_ARCHS if a != "dpt"])
+def test_smp_architectures_build_on_a_timm_backbone_and_keep_the_input_size(arch):
+    torch.manual_seed(0)
+    model = build_model(f"{arch}-resnet10t", num_classes=5).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96))
+    assert out.shape == (1, 5, 64, 96)
+
+
+def test_dpt_builds_on_a_vision_transformer():
+    model = build_model("dpt-vit_tiny_patch16_224", num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 3, 224, 224)
+
+
+def test_random_init_never_downloads(monkeypatch):
+    import timm
+
+    calls = []
+    real = timm.create_model
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("pretrained"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    build_model("unet-resnet10t", num_classes=2)
+    assert calls and not any(calls)
+
+
+def test_list_commands(cli):
+    code, out, _ = cli("list", "models")
+    assert code == 0
+    assert all(name in out for name in SMP_ARCHS)
+    code, out, _ = cli("list", "backbones", "resnet1*")
+    assert code == 0 and "resnet18" in out and "alias r18" in out and "convnext" not in out
+    for kind, expected in [("losses", "focal"), ("metrics", "mIoU"), ("suites", "synthetic"), ("datasets", "synthetic")]:
+        code, out, _ = cli("list", kind)
+        assert code == 0 and expected in out
+    code, _, err = cli("list", "modles")
+    assert code == 2 and "did you mean 'models'" in err
