@@ -45,7 +45,12 @@ def run(overrides: Optional[list[str]] = typer.Argument(None, help="key=value ov
     cfg = load_config(overrides or [])
     from segbench.runner import run as run_suite
 
-    path = run_suite(cfg)
+    try:
+        path = run_suite(cfg)
+    except KeyboardInterrupt:
+        typer.echo("segbench: interrupted; open MLflow runs were marked KILLED, no results.json was written",
+                   err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"results: {path}")
 
 
@@ -101,24 +106,17 @@ def _listing(kind: str, pattern: str) -> list[tuple[str, str]]:
 def entry() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UserError as exc:
         typer.echo(f"segbench: error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("segbench: interrupted; open MLflow runs were marked KILLED, no results.json was written", err=True)
-        sys.exit(130)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown command or option, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"segbench: error: {message} (see segbench --help)", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -61,9 +61,20 @@ def test_config_errors(overrides, expected):
     assert "\n" not in message
 
 
-def test_backbone_without_features_only_is_refused():
-    with pytest.raises(UserError, match="does not support features_only"):
-        load_config(["models=[unet-vit_tiny_patch16_224]"]) if False else load_config(["models=[unet-coat_tiny]"])
+def test_backbone_without_features_only_is_refused(monkeypatch):
+    # every model of the installed timm supports features_only; an older timm may not
+    import timm
+
+    from segbench.models import check_backbone
+
+    def create_model(name, pretrained=False, features_only=False, **kwargs):
+        raise RuntimeError("features_only not implemented for this model")
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    check_backbone.cache_clear()
+    with pytest.raises(UserError, match="backbone 'resnet34' does not support features_only"):
+        load_config(["models=[unet-resnet34]"])
+    check_backbone.cache_clear()
 
 
 def test_unknown_key_in_suite_file_names_the_file(tmp_path):

@@ -37,8 +37,8 @@ def test_smp_architectures_build_on_a_timm_backbone_and_keep_the_input_size(arch
     torch.manual_seed(0)
     model = build_model(f"{arch}-resnet10t", num_classes=5).eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 96))
-    assert out.shape == (1, 5, 64, 96)
+        out = model(torch.randn(1, 3, 128, 160))
+    assert out.shape == (1, 5, 128, 160)
 
 
 def test_dpt_builds_on_a_vision_transformer():
