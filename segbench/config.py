@@ -19,12 +19,26 @@ OPTIMIZERS = ("sgd", "adamw", "adam")
 @dataclass
 class DataConfig:
     name: str = "synthetic"
-    root: Optional[str] = None
+    root: Optional[str] = None  # on-disk data sets; suites may use ${oc.env:VAR,null}
+    train_split: str = "train"
+    val_split: str = "val"
+    ignore_index: int = 255
+    num_workers: int = 0
+    skip_bad: bool = False  # skip (and count) bad samples instead of refusing to start
+    # synthetic data set
     image_size: int = 64
     train_samples: int = 4096
     val_samples: int = 256
-    ignore_index: int = 255
-    num_workers: int = 0
+    # folder data set: class names (and optional colours), label 0 ignored if reduce_zero_label
+    classes: Optional[list[str]] = None
+    palette: Optional[list[list[int]]] = None
+    reduce_zero_label: bool = False
+    # training transforms (image and mask together)
+    base_size: Optional[list[int]] = None  # (width, height) the scale range refers to, as MMSegmentation
+    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    crop_size: Optional[list[int]] = None  # (height, width)
+    flip: bool = False
+    photometric: bool = False
 
 
 @dataclass
@@ -44,8 +58,28 @@ class TrainConfig:
 
 
 @dataclass
+class CRFConfig:
+    """Fully connected CRF post-processing (DeepLab v1 defaults)."""
+
+    enabled: bool = False
+    iters: int = 10
+    pos_xy_std: float = 3.0
+    pos_weight: float = 3.0
+    bi_xy_std: float = 80.0
+    bi_rgb_std: float = 13.0
+    bi_weight: float = 4.0
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 16
+    mode: str = "whole"  # whole | slide | resize
+    window: Optional[list[int]] = None  # slide: (height, width)
+    stride: Optional[list[int]] = None  # slide: (height, width)
+    resize: Optional[list[int]] = None  # resize: (width, height) to fit the image in, keeping its ratio
+    scales: list[float] = field(default_factory=lambda: [1.0])  # multi-scale test-time augmentation
+    flip: bool = False  # horizontal-flip test-time augmentation
+    crf: CRFConfig = field(default_factory=CRFConfig)
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
 
 

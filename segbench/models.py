@@ -130,3 +130,12 @@ def list_backbones(pattern: str = "*") -> list[str]:
     import timm
 
     return list(timm.list_models(pattern))
+
+
+def _register_own() -> None:
+    from segbench.archs import register_architectures
+
+    register_architectures(ARCHITECTURES)
+
+
+_register_own()
