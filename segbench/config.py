@@ -247,7 +247,7 @@ def validate(cfg: SuiteConfig) -> None:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
     for spec in cfg.models:
         models.parse_spec(spec, check=True)
-    datasets.DATASETS.get(cfg.data.name)
+    datasets.check_available(cfg.data)
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
     for name in cfg.train.loss:

@@ -55,6 +55,11 @@ def dataset_info(cfg: "DataConfig") -> DatasetInfo:
     return DATASETS.get(cfg.name).info(cfg)
 
 
+def check_available(cfg: "DataConfig") -> None:
+    """Raise a UserError at config time if the data set named by ``cfg`` cannot be read (e.g. no data root)."""
+    DATASETS.get(cfg.name)
+
+
 def _register_builtin() -> None:
     from segbench.datasets import synthetic
 
