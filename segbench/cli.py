@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -37,7 +38,18 @@ def main(
         ctx.invoke(run, overrides=[])
 
 
-@app.command(context_settings={"allow_extra_args": False})
+def _finish(command: Callable[[Any], Path], cfg: Any) -> None:
+    """Run ``command(cfg)`` and print where its results are; Ctrl-C exits 130 with nothing left as complete."""
+    try:
+        path = command(cfg)
+    except KeyboardInterrupt:
+        typer.echo("segbench: interrupted; open MLflow runs were marked KILLED and no results were written",
+                   err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"results: {path}")
+
+
+@app.command()
 def run(overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. suite=synthetic train.iters=50")) -> None:
     """Train, evaluate and time every model of a suite; write results.json and log to MLflow."""
     from segbench.config import load_config
@@ -45,13 +57,19 @@ def run(overrides: Optional[list[str]] = typer.Argument(None, help="key=value ov
     cfg = load_config(overrides or [])
     from segbench.runner import run as run_suite
 
-    try:
-        path = run_suite(cfg)
-    except KeyboardInterrupt:
-        typer.echo("segbench: interrupted; open MLflow runs were marked KILLED, no results.json was written",
-                   err=True)
-        raise typer.Exit(130) from None
-    typer.echo(f"results: {path}")
+    _finish(run_suite, cfg)
+
+
+@app.command()
+def bench(overrides: Optional[list[str]] = typer.Argument(
+        None, help="key=value overrides, e.g. models=[unet-r18] bench.batch_sizes=[1,4] bench.input_size=[512,1024]")) -> None:
+    """Time the forward pass of every model of a suite (random weights, no data set needed)."""
+    from segbench.config import load_config
+
+    cfg = load_config(overrides or [])
+    from segbench.runner import bench as bench_suite
+
+    _finish(bench_suite, cfg)
 
 
 @app.command("list")

@@ -14,6 +14,7 @@ from segbench.errors import UserError, closest, unknown
 
 DEFAULT_SUITE = "synthetic"
 OPTIMIZERS = ("sgd", "adamw", "adam")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -86,9 +87,15 @@ class EvalConfig:
 @dataclass
 class BenchConfig:
     enabled: bool = True
-    batch_size: int = 1
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    input_size: Optional[list[int]] = None  # (height, width); default: the data set's evaluation size
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
     warmup: int = 5
+    warmup_seconds: float = 0.0
     iters: int = 20
+    repeats: int = 3
 
 
 @dataclass
@@ -263,8 +270,8 @@ def validate(cfg: SuiteConfig) -> None:
         "train.iters": cfg.train.iters,
         "train.batch_size": cfg.train.batch_size,
         "eval.batch_size": cfg.eval.batch_size,
-        "bench.batch_size": cfg.bench.batch_size,
         "bench.iters": cfg.bench.iters,
+        "bench.repeats": cfg.bench.repeats,
         "data.image_size": cfg.data.image_size,
         "data.train_samples": cfg.data.train_samples,
         "data.val_samples": cfg.data.val_samples,
@@ -272,6 +279,12 @@ def validate(cfg: SuiteConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key}: expected a positive integer, got {value}")
+    if not cfg.bench.batch_sizes or min(cfg.bench.batch_sizes) <= 0:
+        raise UserError(f"bench.batch_sizes: expected a list of positive integers, got {cfg.bench.batch_sizes}")
+    if cfg.bench.precision not in PRECISIONS:
+        raise unknown("precision", cfg.bench.precision, PRECISIONS)
+    if cfg.bench.input_size is not None and (len(cfg.bench.input_size) != 2 or min(cfg.bench.input_size) <= 0):
+        raise UserError(f"bench.input_size: expected [height, width], got {cfg.bench.input_size}")
     if cfg.train.lr <= 0:
         raise UserError(f"train.lr: expected a positive number, got {cfg.train.lr}")
 

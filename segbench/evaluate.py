@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from segbench.benchmark import synchronize
 from segbench.metrics import ConfusionMatrix
 
 
@@ -24,14 +25,17 @@ class EvalResult:
 
     @property
     def images_per_second(self) -> float:
+        """End to end: data loading, copies, forward pass and metric update."""
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def forward_images_per_second(self) -> float:
+        return self.images / self.forward_seconds if self.forward_seconds > 0 else float("nan")
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+    @property
+    def forward_share(self) -> float:
+        """Share of the evaluation's wall time spent in the forward pass (end-to-end over forward throughput)."""
+        return self.forward_seconds / self.seconds if self.seconds > 0 else float("nan")
 
 
 @torch.no_grad()

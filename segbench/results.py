@@ -51,8 +51,8 @@ def leaderboard(results: dict, columns: list[str] | None = None) -> pd.DataFrame
     columns = columns or list(METRICS)
     rows = []
     for record in results["models"]:
-        speed = record.get("speed") or {}
-        row = {"model": record["name"], "arch": record["arch"], "backbone": record["backbone"]}
+        speed = (record.get("speed") or [{}])[0]
+        row = {"model": record["name"]}
         row.update({name: record["metrics"].get(name) for name in columns})
         row["img/s"] = speed.get("images_per_second")
         row["params (M)"] = record["params"] / 1e6
@@ -69,7 +69,7 @@ def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
 
     table = Table(title=title)
     for column in frame.columns:
-        table.add_column(column, justify="left" if column in ("model", "arch", "backbone") else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=column == "model")
     for _, row in frame.iterrows():
         cells = []
         for column, value in row.items():
@@ -83,3 +83,29 @@ def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
                 cells.append(str(value))
         table.add_row(*cells)
     Console().print(table)
+
+
+def speed_table(records: list[dict]) -> pd.DataFrame:
+    """One row per model and batch size from speed records."""
+    rows = []
+    for record in records:
+        for speed in record["speed"]:
+            rows.append({
+                "model": record["name"],
+                "batch": speed["batch_size"],
+                "img/s": speed["images_per_second"],
+                "spread %": 100 * speed["spread"],
+                "p50 ms": speed["latency_ms_p50"],
+                "p90 ms": speed["latency_ms_p90"],
+                "p99 ms": speed["latency_ms_p99"],
+                "GFLOPs/img": speed["gflops_per_image"],
+                "peak MB": speed["peak_memory_mb"],
+                "params (M)": speed["params"] / 1e6,
+                "precision": speed["precision"],
+                "format": speed["memory_format"],
+            })
+    return pd.DataFrame(rows)
+
+
+def print_speed_table(records: list[dict], title: str) -> None:
+    print_leaderboard(speed_table(records), title)

@@ -1,4 +1,4 @@
-"""``segbench run``: for each model of a suite, build, train, evaluate, time and log it."""
+"""``segbench run`` and ``segbench bench``: for each model of a suite, build, train, evaluate, time and log it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from segbench import metrics as seg_metrics
 from segbench.benchmark import measure_throughput
@@ -19,7 +19,14 @@ from segbench.environment import fingerprint, resolve_device
 from segbench.evaluate import evaluate
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, parse_spec
-from segbench.results import SCHEMA_VERSION, leaderboard, per_class_table, print_leaderboard, write_json
+from segbench.results import (
+    SCHEMA_VERSION,
+    leaderboard,
+    per_class_table,
+    print_leaderboard,
+    print_speed_table,
+    write_json,
+)
 from segbench.tracking import Tracker
 from segbench.train import train
 
@@ -30,14 +37,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def output_dir(cfg: SuiteConfig) -> Path:
-    """``output_dir`` if set, else ``outputs/<suite>/<timestamp>``; never an existing folder."""
-    path = Path(cfg.output_dir) if cfg.output_dir else Path("outputs") / cfg.name / datetime.now().strftime(
-        "%Y%m%d-%H%M%S")
-    if path.exists() and any(path.iterdir()):
-        base, n = path, 1
-        while path.exists():
-            path, n = base.with_name(f"{base.name}-{n}"), n + 1
+def output_dir(cfg: SuiteConfig, kind: str = "") -> Path:
+    """``output_dir`` if set, else ``outputs/<suite>/<timestamp>``; never an existing, non-empty folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{kind}" if kind else "")
+    path = Path(cfg.output_dir) if cfg.output_dir else Path("outputs") / cfg.name / stamp
+    base, n = path, 1
+    while path.exists() and any(path.iterdir()):
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
     return path
 
 
@@ -51,8 +57,31 @@ def _flat(prefix: str, values: dict) -> dict:
     return out
 
 
-def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, device: torch.device,
-              tracker: Tracker, parent_run: str | None, out_dir: Path) -> dict:
+def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[int, int],
+                  device: torch.device) -> list[dict]:
+    """The suite's throughput measurement: one record per batch size."""
+    height, width = cfg.bench.input_size or image_size
+    return [
+        measure_throughput(model, (batch, 3, height, width), device, warmup=cfg.bench.warmup,
+                           warmup_seconds=cfg.bench.warmup_seconds, iters=cfg.bench.iters,
+                           repeats=cfg.bench.repeats, precision=cfg.bench.precision,
+                           channels_last=cfg.bench.channels_last, compile=cfg.bench.compile).to_dict()
+        for batch in cfg.bench.batch_sizes
+    ]
+
+
+def _speed_metrics(speed: list[dict]) -> dict[str, float]:
+    """MLflow metrics for the speed records: the first batch size unqualified, every one with its size."""
+    out = {}
+    for i, record in enumerate(speed):
+        for suffix in ([""] if i == 0 else []) + [f".bs{record['requested_batch_size']}"]:
+            out[f"images_per_second{suffix}"] = record["images_per_second"]
+            out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
+    return out
+
+
+def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: Dataset | None, val_set: Dataset,
+              device: torch.device, tracker: Tracker, parent_run: str | None, out_dir: Path) -> dict:
     """Train (if the suite says so), evaluate and time one model; return its results.json record."""
     seed_everything(cfg.seed)
     model = build_model(spec, info.num_classes)
@@ -61,8 +90,7 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, device: torc
     try:
         record: dict = {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                         "params": sum(p.numel() for p in model.parameters())}
-        if cfg.train.enabled:
-            train_set = build_dataset(cfg.data, "train", cfg.seed)
+        if train_set is not None:
             loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
                                 num_workers=cfg.data.num_workers,
                                 generator=torch.Generator().manual_seed(cfg.seed))
@@ -71,37 +99,33 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, device: torc
             record["train"] = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss}
             tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
 
-        val_set = build_dataset(cfg.data, "val", cfg.seed)
         val_loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
         result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device,
                           desc=f"eval {spec.name}", progress=cfg.progress)
         scores = result.confusion.compute()
+        table = per_class_table(info, scores)
         record["metrics"] = scores.summary()
-        record["per_class"] = per_class_table(info, scores).to_dict(orient="records")
+        record["per_class"] = table.to_dict(orient="records")
         record["evaluation"] = {
             "mode": "whole",
-            "split": "val",
+            "split": cfg.data.val_split,
             "images": result.images,
             "seconds": result.seconds,
             "images_per_second": result.images_per_second,
-            "forward_share": result.forward_seconds / result.seconds if result.seconds else None,
+            "forward_images_per_second": result.forward_images_per_second,
+            "forward_share": result.forward_share,
         }
         record["confusion_matrix"] = result.confusion.matrix.cpu().tolist()
-
         if cfg.bench.enabled:
-            height, width = val_set[0][0].shape[-2:]
-            speed = measure_throughput(model, (cfg.bench.batch_size, 3, height, width), device,
-                                       warmup=cfg.bench.warmup, iters=cfg.bench.iters)
-            record["speed"] = speed.to_dict()
+            record["speed"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]), device)
 
         csv_path = out_dir / f"per_class_{spec.name}.csv"
-        per_class_table(info, scores).to_csv(csv_path, index=False)
+        table.to_csv(csv_path, index=False)
         logged = dict(record["metrics"])
         logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
         logged["eval_images_per_second"] = result.images_per_second
-        if "speed" in record:
-            logged["images_per_second"] = record["speed"]["images_per_second"]
-            logged["latency_ms_p50"] = record["speed"]["latency_ms_p50"]
+        logged["eval_forward_share"] = result.forward_share
+        logged.update(_speed_metrics(record.get("speed", [])))
         tracker.log(run_id, metrics=logged, params={"params": record["params"]})
         tracker.artifact(run_id, csv_path)
         record["mlflow_run_id"] = run_id
@@ -112,42 +136,99 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, device: torc
         raise
 
 
+class _Session:
+    """What one invocation shares across models: device, output folder, MLflow parent run, fingerprint."""
+
+    def __init__(self, cfg: SuiteConfig, kind: str) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.final_dir = output_dir(cfg, "" if kind == "run" else kind)
+        self.work_dir = self.final_dir.with_name(self.final_dir.name + ".partial")
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True)
+        self.suite_hash = config_hash(cfg)
+        self.env = fingerprint(self.device)
+        self.tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name)
+        tags = {"segbench.kind": kind, "segbench.version": self.env["segbench"], "segbench.suite": cfg.name,
+                "segbench.suite_hash": self.suite_hash, "segbench.device": self.env["device"],
+                "segbench.hardware": self.env["device_name"],
+                "mlflow.source.git.commit": self.env["git_commit"] or "unknown"}
+        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=_flat("", to_dict(cfg)),
+                                         tags=tags)
+
+    def header(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "suite": {"name": self.cfg.name, "config_hash": self.suite_hash, "config": to_dict(self.cfg)},
+            "environment": self.env,
+            "mlflow": {"tracking_uri": self.tracker.uri, "experiment_id": self.tracker.experiment_id,
+                       "parent_run_id": self.parent},
+        }
+
+    def finish(self, filename: str, results: dict) -> Path:
+        """Write ``results`` atomically, log it, and give the output folder its final name."""
+        write_json(self.work_dir / filename, results)
+        self.tracker.artifact(self.parent, self.work_dir / filename)
+        self.work_dir.rename(self.final_dir)
+        self.tracker.end(self.parent, "FINISHED")
+        return self.final_dir / filename
+
+    def abort(self, status: str) -> None:
+        self.tracker.end_all(status)
+
+
 def run(cfg: SuiteConfig) -> Path:
     """Run every model of ``cfg``; write results.json and return its path."""
-    device = resolve_device(cfg.device)
     info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
-    final_dir = output_dir(cfg)
-    work_dir = final_dir.with_name(final_dir.name + ".partial")
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
-    suite_hash = config_hash(cfg)
-    env = fingerprint(device)
-    tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name)
-    tags = {"segbench.version": env["segbench"], "segbench.suite": cfg.name, "segbench.suite_hash": suite_hash,
-            "segbench.device": env["device"], "segbench.hardware": env["device_name"],
-            "mlflow.source.git.commit": env["git_commit"] or "unknown"}
-    parent = tracker.start(f"{cfg.name}-{final_dir.name}", params=_flat("", to_dict(cfg)), tags=tags)
+    session = _Session(cfg, "run")
     try:
-        records = [run_model(spec, cfg, info, device, tracker, parent, work_dir) for spec in specs]
-        results = {
-            "schema_version": SCHEMA_VERSION,
-            "suite": {"name": cfg.name, "config_hash": suite_hash, "config": to_dict(cfg)},
-            "dataset": {"name": info.name, "classes": list(info.classes), "split": "val"},
-            "convention": seg_metrics.convention(info.num_classes, info.ignore_index, f"{info.name}-{info.num_classes}"),
-            "environment": env,
-            "mlflow": {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent_run_id": parent},
+        train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
+        val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
+        records = [run_model(spec, cfg, info, train_set, val_set, session.device, session.tracker, session.parent,
+                             session.work_dir) for spec in specs]
+        results = session.header() | {
+            "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},
+            "convention": seg_metrics.convention(info.num_classes, info.ignore_index,
+                                                 f"{info.name}-{info.num_classes}"),
             "models": records,
         }
-        write_json(work_dir / "results.json", results)
-        tracker.artifact(parent, work_dir / "results.json")
-        work_dir.rename(final_dir)
-        tracker.end(parent, "FINISHED")
+        path = session.finish("results.json", results)
     except KeyboardInterrupt:
-        tracker.end_all("KILLED")
+        session.abort("KILLED")
         raise
     except Exception:
-        tracker.end_all("FAILED")
+        session.abort("FAILED")
         raise
-    print_leaderboard(leaderboard(results, cfg.eval.metrics), f"{cfg.name} ({device}, suite hash {suite_hash})")
-    return final_dir / "results.json"
+    print_leaderboard(leaderboard(results, cfg.eval.metrics),
+                      f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+    return path
+
+
+def bench(cfg: SuiteConfig) -> Path:
+    """Time every model of ``cfg`` (random weights, no data set); write bench.json and return its path."""
+    info = dataset_info(cfg.data)
+    specs = [parse_spec(name) for name in cfg.models]
+    image_size = tuple(cfg.bench.input_size or (cfg.data.image_size, cfg.data.image_size))
+    session = _Session(cfg, "bench")
+    try:
+        records = []
+        for spec in specs:
+            seed_everything(cfg.seed)
+            model = build_model(spec, info.num_classes)
+            run_id = session.tracker.start(spec.name, parent=session.parent,
+                                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
+            speed = speed_records(model, cfg, image_size, session.device)
+            session.tracker.log(run_id, metrics=_speed_metrics(speed))
+            session.tracker.end(run_id, "FINISHED")
+            records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                            "params": speed[0]["params"], "speed": speed, "mlflow_run_id": run_id})
+        path = session.finish("bench.json", session.header() | {"models": records})
+    except KeyboardInterrupt:
+        session.abort("KILLED")
+        raise
+    except Exception:
+        session.abort("FAILED")
+        raise
+    print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, {session.env['threads']} threads)")
+    return path

@@ -29,7 +29,8 @@ class Tracker:
         self._open: list[str] = []
         if not cfg.enabled:
             return
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        for noisy in ("alembic", "mlflow.store.db.utils"):  # schema-migration chatter on a new store
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)

@@ -13,6 +13,11 @@ architectures:
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segbench.config import DataConfig
+from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 
 CLASSES = ("sky", "ground", "building", "pole", "ball", "cloud", "puddle")
 PALETTE = (
@@ -99,35 +104,38 @@ def generate_scene(seed: int, split: str, index: int, size: int = 64) -> tuple[n
 DESCRIPTION = "procedural street-like scenes generated in memory (7 classes, 2 context-only, 1 thin)"
 
 
-def info(cfg: "DataConfig") -> "DatasetInfo":
-    from segbench.datasets import DatasetInfo
-
+def info(cfg: DataConfig) -> DatasetInfo:
     return DatasetInfo("synthetic", CLASSES, PALETTE, cfg.ignore_index)
 
 
-class SyntheticScenes:
-    """A torch map-style dataset of ``length`` scenes of one split, generated on access."""
+def _to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    image = (image - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(label.astype(np.int64))
+
+
+class SyntheticScenes(Dataset):
+    """``length`` scenes of one split: the training split is generated on access (endless variety), an
+    evaluation split is generated once when built and kept in memory (a few MB), like a small data set in RAM.
+    """
 
     def __init__(self, split: str, length: int, size: int, seed: int) -> None:
         if split not in SPLIT_IDS:
             raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got '{split}'")
         self.split, self.length, self.size, self.seed = split, length, size, seed
+        self._kept = None if split == "train" else [self._make(i) for i in range(length)]
+
+    def _make(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _to_tensors(*generate_scene(self.seed, self.split, index, self.size))
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int):
-        import torch
-
-        from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD
-
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        image, label = generate_scene(self.seed, self.split, index, self.size)
-        image = (image - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-        return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(label.astype(np.int64))
+        return self._kept[index] if self._kept is not None else self._make(index)
 
 
-def build(cfg: "DataConfig", split: str, seed: int) -> SyntheticScenes:
+def build(cfg: DataConfig, split: str, seed: int) -> SyntheticScenes:
     length = cfg.train_samples if split == "train" else cfg.val_samples
-    return SyntheticScenes(split, length, cfg.image_size, seed)
+    return SyntheticScenes("train" if split == cfg.train_split else "val", length, cfg.image_size, seed)

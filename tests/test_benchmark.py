@@ -1,0 +1,137 @@
+"""The throughput measurement: images (not batches) per second, repeats, FLOPs, OOM halving, GPU paths."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import segbench.benchmark as benchmark
+from segbench.benchmark import measure_throughput
+
+CPU = torch.device("cpu")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class KnownCost(nn.Module):
+    """A model whose forward pass costs exactly ``seconds_per_image`` per image on the fake clock."""
+
+    def __init__(self, clock: FakeClock, seconds_per_image: float) -> None:
+        super().__init__()
+        self.clock, self.seconds_per_image = clock, seconds_per_image
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.now += self.seconds_per_image * x.shape[0]
+        return self.conv(x)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(benchmark, "_clock", fake)
+    return fake
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_reports_images_per_second_not_batches(clock, batch):
+    model = KnownCost(clock, seconds_per_image=0.01)
+    result = measure_throughput(model, (batch, 3, 8, 8), CPU, warmup=2, iters=5, repeats=3)
+    assert result.images_per_second == pytest.approx(100.0)  # batches per second would be 100 / batch
+    assert result.latency_ms_p50 == pytest.approx(10.0 * batch)  # latency is per batch
+    assert result.images_per_second_repeats == pytest.approx([100.0] * 3)
+    assert result.spread == pytest.approx(0.0)
+    assert result.timed_iters == 5 and result.repeats == 3 and result.warmup_iters == 2
+
+
+def test_warmup_seconds_extend_the_warmup(clock):
+    model = KnownCost(clock, seconds_per_image=0.1)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, warmup=1, warmup_seconds=0.95, iters=2, repeats=1)
+    assert result.warmup_iters == 10
+
+
+def test_flops_of_a_known_layer():
+    model = nn.Conv2d(3, 8, kernel_size=1, bias=False)
+    result = measure_throughput(model, (2, 3, 16, 16), CPU, warmup=1, iters=2, repeats=1)
+    assert result.gflops_per_image * 1e9 == pytest.approx(2 * 3 * 8 * 16 * 16)  # one multiply-add = 2 FLOPs
+    assert result.params == 24
+
+
+class OutOfMemoryAbove(nn.Module):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.conv(x)
+
+
+def test_out_of_memory_halves_the_batch_and_says_so():
+    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1)
+    assert result.batch_size == 2 and result.requested_batch_size == 8 and result.oom_halvings == 2
+    assert result.input_shape == (2, 3, 8, 8)
+
+
+def test_other_errors_are_not_taken_for_out_of_memory():
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        measure_throughput(Broken(), (4, 3, 8, 8), CPU, warmup=1, iters=1, repeats=1)
+
+
+def test_settings_are_recorded_with_the_figure():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    result = measure_throughput(model, (1, 3, 16, 16), CPU, warmup=1, iters=2, repeats=2,
+                                precision="bf16", channels_last=True)
+    assert result.precision == "bf16" and result.memory_format == "channels_last"
+    assert result.timer == "perf_counter" and result.memory_measure == "cpu_peak_rss_growth"
+    assert result.device == "cpu" and not result.compile
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA events, autocast, CUDA memory")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_gpu_paths(precision):
+    from segbench.models import build_model
+
+    model = build_model("unet-resnet10t", num_classes=3)
+    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), warmup=3, iters=5, repeats=2,
+                                precision=precision, channels_last=True)
+    assert result.timer == "cuda_event" and result.memory_measure == "cuda_max_allocated"
+    assert result.peak_memory_mb > 0 and result.images_per_second > 0
+
+
+def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri):
+    out = tmp_path / "bench"
+    code, stdout, stderr = cli("bench", "models=[unet-resnet10t,pspnet-resnet10t]", "bench.batch_sizes=[1,2]",
+                               "bench.input_size=[64,96]", "bench.warmup=1", "bench.iters=2", "bench.repeats=2",
+                               f"output_dir={out}", f"tracking.uri={mlflow_uri}")
+    assert code == 0, stderr
+    data = json.loads((out / "bench.json").read_text())
+    assert data["environment"]["cpu"] and data["environment"]["threads"] >= 1
+    assert [m["name"] for m in data["models"]] == ["unet-resnet10t", "pspnet-resnet10t"]
+    for record in data["models"]:
+        assert [s["batch_size"] for s in record["speed"]] == [1, 2]
+        assert all(s["input_shape"][2:] == [64, 96] for s in record["speed"])
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["synthetic"])
+    child = runs[runs["tags.mlflow.runName"] == "unet-resnet10t"].iloc[0]
+    assert child["metrics.images_per_second.bs2"] == pytest.approx(data["models"][0]["speed"][1]["images_per_second"])
+
+
+def test_bench_rejects_a_bad_precision(cli):
+    code, _, err = cli("bench", "bench.precision=fp8")
+    assert code == 2 and "unknown precision 'fp8'" in err
