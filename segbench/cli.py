@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -19,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+RUN_HELP = "key=value overrides, e.g. suite=synthetic train.iters=50 models=[unet-r18,pspnet-r18]"
+BENCH_HELP = "key=value overrides, e.g. models=[unet-r18] bench.batch_sizes=[1,4] bench.input_size=[512,1024]"
 LIST_KINDS = ("models", "backbones", "datasets", "losses", "metrics", "suites")
 
 
@@ -50,7 +53,7 @@ def _finish(command: Callable[[Any], Path], cfg: Any) -> None:
 
 
 @app.command()
-def run(overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. suite=synthetic train.iters=50")) -> None:
+def run(overrides: list[str] | None = typer.Argument(None, help=RUN_HELP)) -> None:
     """Train, evaluate and time every model of a suite; write results.json and log to MLflow."""
     from segbench.config import load_config
 
@@ -61,8 +64,7 @@ def run(overrides: Optional[list[str]] = typer.Argument(None, help="key=value ov
 
 
 @app.command()
-def bench(overrides: Optional[list[str]] = typer.Argument(
-        None, help="key=value overrides, e.g. models=[unet-r18] bench.batch_sizes=[1,4] bench.input_size=[512,1024]")) -> None:
+def bench(overrides: list[str] | None = typer.Argument(None, help=BENCH_HELP)) -> None:
     """Time the forward pass of every model of a suite (random weights, no data set needed)."""
     from segbench.config import load_config
 

@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from segbench.errors import UserError, closest, unknown
 
@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 @dataclass
 class DataConfig:
     name: str = "synthetic"
-    root: Optional[str] = None  # on-disk data sets; suites may use ${oc.env:VAR,null}
+    root: str | None = None  # on-disk data sets; suites may use ${oc.env:VAR,null}
     train_split: str = "train"
     val_split: str = "val"
     ignore_index: int = 255
@@ -31,13 +31,13 @@ class DataConfig:
     train_samples: int = 4096
     val_samples: int = 256
     # folder data set: class names (and optional colours), label 0 ignored if reduce_zero_label
-    classes: Optional[list[str]] = None
-    palette: Optional[list[list[int]]] = None
+    classes: list[str] | None = None
+    palette: list[list[int]] | None = None
     reduce_zero_label: bool = False
     # training transforms (image and mask together)
-    base_size: Optional[list[int]] = None  # (width, height) the scale range refers to, as MMSegmentation
+    base_size: list[int] | None = None  # (width, height) the scale range refers to, as MMSegmentation
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    crop_size: Optional[list[int]] = None  # (height, width)
+    crop_size: list[int] | None = None  # (height, width)
     flip: bool = False
     photometric: bool = False
 
@@ -54,7 +54,7 @@ class TrainConfig:
     poly_power: float = 0.9
     min_lr: float = 0.0
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
-    class_weights: Optional[list[float]] = None
+    class_weights: list[float] | None = None
     log_every: int = 10
 
 
@@ -75,9 +75,9 @@ class CRFConfig:
 class EvalConfig:
     batch_size: int = 16
     mode: str = "whole"  # whole | slide | resize
-    window: Optional[list[int]] = None  # slide: (height, width)
-    stride: Optional[list[int]] = None  # slide: (height, width)
-    resize: Optional[list[int]] = None  # resize: (width, height) to fit the image in, keeping its ratio
+    window: list[int] | None = None  # slide: (height, width)
+    stride: list[int] | None = None  # slide: (height, width)
+    resize: list[int] | None = None  # resize: (width, height) to fit the image in, keeping its ratio
     scales: list[float] = field(default_factory=lambda: [1.0])  # multi-scale test-time augmentation
     flip: bool = False  # horizontal-flip test-time augmentation
     crf: CRFConfig = field(default_factory=CRFConfig)
@@ -88,7 +88,7 @@ class EvalConfig:
 class BenchConfig:
     enabled: bool = True
     batch_sizes: list[int] = field(default_factory=lambda: [1])
-    input_size: Optional[list[int]] = None  # (height, width); default: the data set's evaluation size
+    input_size: list[int] | None = None  # (height, width); default: the data set's evaluation size
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     channels_last: bool = False
     compile: bool = False
@@ -101,8 +101,8 @@ class BenchConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    uri: Optional[str] = None
-    experiment: Optional[str] = None
+    uri: str | None = None
+    experiment: str | None = None
 
 
 @dataclass
@@ -112,7 +112,7 @@ class SuiteConfig:
     models: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     progress: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

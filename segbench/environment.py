@@ -7,7 +7,6 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -45,7 +44,7 @@ def cpu_model() -> str:
 
 
 @lru_cache(maxsize=1)
-def git_commit() -> Optional[str]:
+def git_commit() -> str | None:
     """The commit of the segbench source tree when it runs from a clone, else None."""
     root = Path(segbench.__file__).resolve().parent.parent
     try:

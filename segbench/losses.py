@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
@@ -17,23 +17,23 @@ class LossEntry:
     """A loss that maps (logits NxCxHxW, target NxHxW) to a scalar, honouring the ignore index."""
 
     name: str
-    build: Callable[[int, Optional[Sequence[float]]], nn.Module]  # (ignore_index, class_weights)
+    build: Callable[[int, Sequence[float] | None], nn.Module]  # (ignore_index, class_weights)
     description: str
 
 
 LOSSES: Registry[LossEntry] = Registry("loss")
 
 
-def _cross_entropy(ignore_index: int, class_weights: Optional[Sequence[float]]) -> nn.Module:
+def _cross_entropy(ignore_index: int, class_weights: Sequence[float] | None) -> nn.Module:
     weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
     return nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
 
 
-def _focal(ignore_index: int, class_weights: Optional[Sequence[float]]) -> nn.Module:
+def _focal(ignore_index: int, class_weights: Sequence[float] | None) -> nn.Module:
     return FocalLoss(mode="multiclass", gamma=2.0, ignore_index=ignore_index)
 
 
-def _dice(ignore_index: int, class_weights: Optional[Sequence[float]]) -> nn.Module:
+def _dice(ignore_index: int, class_weights: Sequence[float] | None) -> nn.Module:
     return DiceLoss(mode="multiclass", from_logits=True, ignore_index=ignore_index)
 
 
@@ -46,7 +46,7 @@ class WeightedSum(nn.Module):
     """``sum(weight * loss(logits, target))`` over named loss terms."""
 
     def __init__(self, terms: dict[str, float], ignore_index: int = 255,
-                 class_weights: Optional[Sequence[float]] = None) -> None:
+                 class_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.weights = dict(terms)
         self.terms = nn.ModuleDict({n: LOSSES.get(n).build(ignore_index, class_weights) for n in terms})
@@ -56,6 +56,6 @@ class WeightedSum(nn.Module):
 
 
 def build_loss(terms: dict[str, float], ignore_index: int = 255,
-               class_weights: Optional[Sequence[float]] = None) -> nn.Module:
+               class_weights: Sequence[float] | None = None) -> nn.Module:
     """A weighted sum of the named losses, e.g. ``{"ce": 1.0, "dice": 0.5}``."""
     return WeightedSum(terms, ignore_index, class_weights)

@@ -47,10 +47,11 @@ class ConfusionMatrix:
         k = self.num_classes
         target = target.reshape(-1).long()
         pred = pred.reshape(-1).long()
-        # Ignored (or out-of-range) ground truth goes to one overflow bin that is cut off: no boolean
-        # indexing, which would copy the kept pixels.
-        valid = (target >= 0) & (target < k)
-        index = torch.where(valid, target * k + pred, k * k)
+        # Ignored ground truth (ignore index, or any label >= num_classes) goes to one overflow bin that is cut
+        # off: no boolean indexing, which would copy the kept pixels. Labels must be non-negative.
+        index = target * k
+        index += pred
+        index.masked_fill_(target >= k, k * k)
         counts = torch.bincount(index, minlength=k * k + 1)
         self.matrix += counts[: k * k].view(k, k)
 

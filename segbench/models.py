@@ -7,9 +7,10 @@ are accepted). Weights start random unless a local file is named: nothing is dow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Callable
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from segbench.errors import UserError, unknown
 from segbench.registry import Registry
@@ -87,7 +88,7 @@ def timm_model_names() -> tuple[str, ...]:
     return tuple(timm.list_models())
 
 
-@lru_cache(maxsize=None)
+@cache
 def check_backbone(name: str) -> str:
     """Return the timm name for ``name`` (alias or timm name) or raise a UserError.
 

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from segbench.config import TrackingConfig
 
@@ -25,7 +25,7 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig, experiment: str) -> None:
         self.uri = tracking_uri(cfg) if cfg.enabled else None
         self.client = None
-        self.experiment_id: Optional[str] = None
+        self.experiment_id: str | None = None
         self._open: list[str] = []
         if not cfg.enabled:
             return
@@ -38,7 +38,7 @@ class Tracker:
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
     def start(self, name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-              parent: Optional[str] = None) -> Optional[str]:
+              parent: str | None = None) -> str | None:
         """Open a run (a child of ``parent`` if given) and return its id."""
         if self.client is None:
             return None
@@ -52,7 +52,7 @@ class Tracker:
             self.log(run_id, params=params)
         return run_id
 
-    def log(self, run_id: Optional[str], metrics: dict[str, float] | None = None,
+    def log(self, run_id: str | None, metrics: dict[str, float] | None = None,
             params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
             series: dict[str, list[float]] | None = None) -> None:
         """Log metrics, params, tags and metric series (value per step) in batched calls."""
@@ -70,11 +70,11 @@ class Tracker:
             self.client.log_batch(run_id, metrics=entries[i:i + 1000],
                                   params=param_list if i == 0 else [], tags=tag_list if i == 0 else [])
 
-    def artifact(self, run_id: Optional[str], path: Path) -> None:
+    def artifact(self, run_id: str | None, path: Path) -> None:
         if self.client is not None and run_id is not None:
             self.client.log_artifact(run_id, str(path))
 
-    def end(self, run_id: Optional[str], status: str = "FINISHED") -> None:
+    def end(self, run_id: str | None, status: str = "FINISHED") -> None:
         """Close a run with FINISHED, FAILED or KILLED."""
         if self.client is not None and run_id is not None and run_id in self._open:
             self.client.set_terminated(run_id, status=status)

@@ -69,7 +69,8 @@ def test_list_commands(cli):
     assert all(name in out for name in SMP_ARCHS)
     code, out, _ = cli("list", "backbones", "resnet1*")
     assert code == 0 and "resnet18" in out and "alias r18" in out and "convnext" not in out
-    for kind, expected in [("losses", "focal"), ("metrics", "mIoU"), ("suites", "synthetic"), ("datasets", "synthetic")]:
+    expected_entries = [("losses", "focal"), ("metrics", "mIoU"), ("suites", "synthetic"), ("datasets", "synthetic")]
+    for kind, expected in expected_entries:
         code, out, _ = cli("list", kind)
         assert code == 0 and expected in out
     code, _, err = cli("list", "modles")
