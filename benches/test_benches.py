@@ -32,6 +32,13 @@ def test_confusion_update_segbench(benchmark, cityscapes_like_batch):
 
 
 @pytest.mark.benchmark(group="confusion-update")
+def test_confusion_update_segbench_per_image(benchmark, cityscapes_like_batch):
+    pred, target = cityscapes_like_batch
+    cm = ConfusionMatrix(NUM_CLASSES, per_image=True)
+    benchmark(cm.update, pred, target)
+
+
+@pytest.mark.benchmark(group="confusion-update")
 def test_confusion_update_torchmetrics_jaccard(benchmark, cityscapes_like_batch):
     torchmetrics = pytest.importorskip("torchmetrics")
     pred, target = cityscapes_like_batch

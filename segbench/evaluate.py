@@ -43,7 +43,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
              device: torch.device, desc: str = "eval", progress: bool = True) -> EvalResult:
     """Run ``model`` over ``loader`` and accumulate predictions against the masks."""
     model.to(device).eval()
-    confusion = ConfusionMatrix(num_classes, ignore_index, device)
+    confusion = ConfusionMatrix(num_classes, ignore_index, device, per_image=True)
     images_seen, forward_seconds = 0, 0.0
     start = time.perf_counter()
     for images, masks in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):

@@ -36,24 +36,44 @@ def convention(num_classes: int, ignore_index: int, label_space: str) -> dict:
 class ConfusionMatrix:
     """An int64 ``num_classes x num_classes`` matrix (rows ground truth, columns prediction) on a device."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
+                 per_image: bool = False) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        # Per-image intersections and unions (images x classes numbers, not pixels), for bootstrap intervals.
+        self.per_image = per_image
+        self._intersections: list[torch.Tensor] = []
+        self._unions: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predicted and ground-truth label maps (any equal shapes)."""
+        """Add a batch of predicted and ground-truth label maps (NxHxW, or any equal shapes if not per image)."""
         k = self.num_classes
-        target = target.reshape(-1).long()
-        pred = pred.reshape(-1).long()
+        bins = k * k + 1
+        target = target.reshape(target.shape[0] if self.per_image else 1, -1).long()
+        pred = pred.reshape(target.shape).long()
         # Ignored ground truth (ignore index, or any label >= num_classes) goes to one overflow bin that is cut
         # off: no boolean indexing, which would copy the kept pixels. Labels must be non-negative.
         index = target * k
         index += pred
         index.masked_fill_(target >= k, k * k)
-        counts = torch.bincount(index, minlength=k * k + 1)
-        self.matrix += counts[: k * k].view(k, k)
+        if self.per_image:  # one block of bins per image
+            index += torch.arange(0, target.shape[0] * bins, bins, device=index.device)[:, None]
+        counts = torch.bincount(index.reshape(-1), minlength=target.shape[0] * bins)
+        matrices = counts.view(target.shape[0], bins)[:, : k * k].view(-1, k, k)
+        self.matrix += matrices.sum(0)
+        if self.per_image:
+            tp = matrices.diagonal(dim1=1, dim2=2)
+            self._intersections.append(tp)
+            self._unions.append(matrices.sum(1) + matrices.sum(2) - tp)
+
+    def per_image_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image intersections and unions, each an images x classes int64 array."""
+        if not self._intersections:
+            empty = np.zeros((0, self.num_classes), np.int64)
+            return empty, empty
+        return (torch.cat(self._intersections).cpu().numpy(), torch.cat(self._unions).cpu().numpy())
 
     def all_reduce(self) -> None:
         """Sum the matrix over all processes of a torch.distributed job (no-op otherwise)."""
@@ -64,6 +84,8 @@ class ConfusionMatrix:
 
     def reset(self) -> None:
         self.matrix.zero_()
+        self._intersections.clear()
+        self._unions.clear()
 
     def compute(self) -> "SegMetrics":
         return compute_metrics(self.matrix.cpu().numpy())

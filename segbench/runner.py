@@ -116,6 +116,8 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
             "forward_share": result.forward_share,
         }
         record["confusion_matrix"] = result.confusion.matrix.cpu().tolist()
+        intersections, unions = result.confusion.per_image_stats()
+        record["per_image"] = {"intersection": intersections.tolist(), "union": unions.tolist()}
         if cfg.bench.enabled:
             record["speed"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]), device)
 

@@ -49,6 +49,9 @@ def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri):
         assert record["metrics"]["aAcc"] == pytest.approx(tp.sum() / matrix.sum())
         assert record["metrics"]["mDice"] == pytest.approx(compute_metrics(matrix).mDice)
         assert len(record["per_class"]) == 7
+        inter, union = np.array(record["per_image"]["intersection"]), np.array(record["per_image"]["union"])
+        assert inter.shape == union.shape == (8, 7)
+        assert (inter.sum(0) == tp).all() and (union.sum(0) == matrix.sum(0) + matrix.sum(1) - tp).all()
         assert [s["batch_size"] for s in record["speed"]] == [1]
         assert record["speed"][0]["images_per_second"] > 0
         assert (out / f"per_class_{record['name']}.csv").is_file()

@@ -104,3 +104,31 @@ def test_matches_a_per_pixel_reference_on_random_batches():
     tp = np.diag(reference)
     iou = tp / (reference.sum(0) + reference.sum(1) - tp)
     assert m.mIoU == pytest.approx(iou.mean())
+
+
+def test_per_image_intersections_and_unions_add_up_to_the_dataset_matrix():
+    rng = np.random.default_rng(1)
+    k = 4
+    cm = ConfusionMatrix(k, per_image=True)
+    targets, preds = [], []
+    for _ in range(3):
+        target = rng.integers(0, k, (2, 9, 11))
+        target[rng.random(target.shape) < 0.3] = 255
+        pred = rng.integers(0, k, (2, 9, 11))
+        targets.append(target)
+        preds.append(pred)
+        cm.update(torch.from_numpy(pred), torch.from_numpy(target))
+    inter, union = cm.per_image_stats()
+    assert inter.shape == union.shape == (6, k)
+    flat_t = np.concatenate(targets)
+    flat_p = np.concatenate(preds)
+    for i in range(6):
+        keep = flat_t[i] != 255
+        for c in range(k):
+            t, p = flat_t[i][keep] == c, flat_p[i][keep] == c
+            assert inter[i, c] == (t & p).sum()
+            assert union[i, c] == (t | p).sum()
+    matrix = cm.matrix.numpy()
+    tp = np.diag(matrix)
+    assert (inter.sum(0) == tp).all()
+    assert (union.sum(0) == matrix.sum(0) + matrix.sum(1) - tp).all()
