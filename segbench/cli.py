@@ -74,6 +74,92 @@ def bench(overrides: list[str] | None = typer.Argument(None, help=BENCH_HELP)) -
     _finish(bench_suite, cfg)
 
 
+@app.command("eval")
+def eval_(overrides: list[str] | None = typer.Argument(None, help="zoo=NAME plus key=value overrides")) -> None:
+    """Evaluate a zoo model's checkpoint without training (results.json and MLflow as for run)."""
+    from segbench.zoo import eval_config, get_card
+
+    rest, zoo_name, download = _pop_zoo_options(overrides or [])
+    if zoo_name is None:
+        raise UserError("eval needs zoo=NAME (see segbench zoo list); to evaluate a local checkpoint use "
+                        "segbench run weights.MODEL=PATH train.enabled=false")
+    cfg = eval_config(get_card(zoo_name), rest, download)
+    from segbench.runner import run as run_suite
+
+    _finish(run_suite, cfg)
+
+
+def _pop_zoo_options(overrides: list[str]) -> tuple[list[str], str | None, bool]:
+    """Split ``zoo=NAME`` and ``download=true`` off the overrides."""
+    rest, name, download = [], None, False
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key == "zoo":
+            name = value
+        elif key == "download":
+            download = value.lower() in ("1", "true", "yes")
+        else:
+            rest.append(item)
+    return rest, name, download
+
+
+zoo_app = typer.Typer(help="The model zoo: cards in zoo/*.yaml.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the zoo's model cards with their reported mIoU."""
+    from segbench.zoo import cards
+
+    for name, card in cards().items():
+        miou = card.results.get("metrics", {}).get("mIoU")
+        reported = f"mIoU {100 * miou:.2f}" if miou is not None else ""
+        typer.echo(f"{name:<40} {card.model:<32} suite={card.suite:<12} {reported}")
+
+
+@zoo_app.command("verify")
+def zoo_verify(
+    name: str | None = typer.Argument(None, help="a card name; all cards if omitted"),
+    download: bool = typer.Option(False, help="fetch remote weights into the cache"),
+) -> None:
+    """Re-evaluate zoo models and compare with their cards; exit 1 on a mismatch."""
+    import json
+    import tempfile
+
+    from segbench.runner import run as run_suite
+    from segbench.zoo import cards, compare, eval_config, get_card
+
+    chosen = [get_card(name)] if name else list(cards().values())
+    failed = 0
+    for card in chosen:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = eval_config(card, [f"output_dir={tmp}/out", "tracking.enabled=false", "bench.enabled=false",
+                                     "progress=false"], download)
+            record = json.loads(run_suite(cfg).read_text())["models"][0]
+        problems = compare(card, record)
+        failed += bool(problems)
+        status = "MISMATCH" if problems else "ok"
+        typer.echo(f"{card.name}: {status}" + "".join(f"\n  {p}" for p in problems))
+    if failed:
+        raise typer.Exit(1)
+
+
+@zoo_app.command("add")
+def zoo_add(
+    run: Path = typer.Argument(..., help="a finished training run: its output folder or results.json"),
+    model: str | None = typer.Option(None, help="the model of the run, if it has several"),
+    name: str | None = typer.Option(None, help="the card's name (default MODEL_SUITE)"),
+    zoo_dir: Path | None = typer.Option(None, help="where to write the card (default: segbench's zoo/)"),
+) -> None:
+    """Write a model card (and copy its weights) from a finished training run."""
+    from segbench.zoo import card_from_run
+    from segbench.zoo import zoo_dir as default_zoo
+
+    path = card_from_run(run, model, name, zoo_dir or default_zoo())
+    typer.echo(f"card: {path}")
+
+
 @app.command("list")
 def list_(
     kind: str = typer.Argument(..., help="models, backbones, datasets, losses, metrics or suites"),

@@ -56,6 +56,7 @@ class TrainConfig:
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     class_weights: list[float] | None = None
     log_every: int = 10
+    save_checkpoint: bool = True  # safetensors weights and their config in the output folder
 
 
 @dataclass
@@ -110,6 +111,8 @@ class SuiteConfig:
     name: str = DEFAULT_SUITE
     description: str = ""
     models: list[str] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)  # model name -> local checkpoint (file or folder)
+    backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone name -> local weights file
     seed: int = 0
     device: str = "auto"
     output_dir: str | None = None
@@ -252,8 +255,17 @@ def validate(cfg: SuiteConfig) -> None:
 
     if not cfg.models:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
-    for spec in cfg.models:
-        models.parse_spec(spec, check=True)
+    specs = [models.parse_spec(spec, check=True) for spec in cfg.models]
+    for name, path in cfg.weights.items():
+        if name not in cfg.models:
+            raise unknown("model", name, cfg.models) if cfg.models else UserError(f"weights: no model '{name}'")
+        if not Path(path).exists():
+            raise UserError(f"weights.{name}: checkpoint '{path}' does not exist")
+    for name, path in cfg.backbone_weights.items():
+        if name not in {s.backbone for s in specs}:
+            raise UserError(f"backbone_weights.{name}: no model of the suite uses backbone '{name}'")
+        if not Path(path).is_file():
+            raise UserError(f"backbone_weights.{name}: weights file '{path}' does not exist")
     datasets.check_available(cfg.data)
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segbench import metrics as seg_metrics
 from segbench.benchmark import measure_throughput
+from segbench.checkpoints import WEIGHTS_FILE, load_backbone_weights, load_weights, save_checkpoint, sha256_file
 from segbench.config import SuiteConfig, config_hash, to_dict
 from segbench.datasets import DatasetInfo, build_dataset, dataset_info
 from segbench.environment import fingerprint, resolve_device
@@ -85,11 +86,17 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
     """Train (if the suite says so), evaluate and time one model; return its results.json record."""
     seed_everything(cfg.seed)
     model = build_model(spec, info.num_classes)
+    if spec.backbone in cfg.backbone_weights:
+        load_backbone_weights(model, cfg.backbone_weights[spec.backbone])
+    if spec.name in cfg.weights:
+        load_weights(model, cfg.weights[spec.name])
     run_id = tracker.start(spec.name, parent=parent_run,
-                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
+                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                                   "weights": cfg.weights.get(spec.name, "random")})
     try:
         record: dict = {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                        "params": sum(p.numel() for p in model.parameters())}
+                        "params": sum(p.numel() for p in model.parameters()),
+                        "weights": cfg.weights.get(spec.name)}
         if train_set is not None:
             loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
                                 num_workers=cfg.data.num_workers,
@@ -98,6 +105,13 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
             log = train(model, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}", progress=cfg.progress)
             record["train"] = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss}
             tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
+            if cfg.train.save_checkpoint:
+                folder = out_dir / "checkpoints" / spec.name
+                save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                                                "num_classes": info.num_classes, "classes": list(info.classes),
+                                                "suite": cfg.name, "config": to_dict(cfg)})
+                record["checkpoint"] = {"path": str(folder.relative_to(out_dir)),
+                                        "sha256": sha256_file(folder / WEIGHTS_FILE)}
 
         val_loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
         result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device,
