@@ -7,13 +7,17 @@ pixels that do not count.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+from segbench.errors import UserError
 from segbench.registry import Registry
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
+    import torch
+    from torch.utils.data import DataLoader, Dataset
 
     from segbench.config import DataConfig
 
@@ -29,6 +33,7 @@ class DatasetInfo:
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = 255
+    categories: tuple[tuple[str, tuple[int, ...]], ...] = ()  # named groups of classes (Cityscapes' 7)
 
     @property
     def num_classes(self) -> int:
@@ -41,13 +46,15 @@ class DatasetEntry:
     build: Callable[["DataConfig", str, int], "Dataset"]  # (data config, split, seed) -> Dataset
     info: Callable[["DataConfig"], DatasetInfo]
     description: str
+    check: Callable[["DataConfig", tuple[str, ...]], None] | None = None  # (data config, splits): raise if unusable
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def build_dataset(cfg: "DataConfig", split: str, seed: int = 0) -> "Dataset":
-    """The ``split`` ('train', 'val', ...) of the data set named by ``cfg.name``."""
+    """The split named ``split`` (e.g. cfg.train_split, cfg.val_split) of the data set named by ``cfg.name``;
+    ``cfg.train_split`` gets the training transforms."""
     return DATASETS.get(cfg.name).build(cfg, split, seed)
 
 
@@ -55,15 +62,61 @@ def dataset_info(cfg: "DataConfig") -> DatasetInfo:
     return DATASETS.get(cfg.name).info(cfg)
 
 
-def check_available(cfg: "DataConfig") -> None:
-    """Raise a UserError at config time if the data set named by ``cfg`` cannot be read (e.g. no data root)."""
-    DATASETS.get(cfg.name)
+def check_available(cfg: "DataConfig", splits: Sequence[str] | None = None) -> None:
+    """Raise a UserError at config time if the data set named by ``cfg`` cannot be read: unknown name, bad
+    transform settings, no data root, or a root without the expected layout for ``splits`` (default: the
+    training and validation splits)."""
+    entry = DATASETS.get(cfg.name)
+    _check_transform_settings(cfg)
+    if entry.check is not None:
+        entry.check(cfg, tuple(splits) if splits is not None else (cfg.train_split, cfg.val_split))
+
+
+def _check_transform_settings(cfg: "DataConfig") -> None:
+    """Raise a UserError for transform settings that cannot work (wrong lengths, non-positive sizes)."""
+    for key, value in (("crop_size", cfg.crop_size), ("base_size", cfg.base_size)):
+        if value is not None and (len(value) != 2 or min(value) <= 0):
+            order = "[height, width]" if key == "crop_size" else "[width, height]"
+            raise UserError(f"data.{key}: expected {order} of positive integers, got {list(value)}")
+    low_high = list(cfg.scale_range)
+    if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+        raise UserError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {low_high}")
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed Python's and NumPy's generators in a loader worker from the seed torch gave it."""
+    import numpy as np
+    import torch
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers: int,
+                device: "torch.device | str", seed: int) -> "DataLoader":
+    """A DataLoader for ``dataset``: shuffled loaders (training) drop the last incomplete batch; workers stay
+    alive between epochs and are seeded from ``seed``; pinned memory on CUDA (copy with non_blocking=True)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if batch_size > 1 and not getattr(dataset, "uniform_size", True):
+        sizes = sorted({f"{w}x{h}" for h, w in dataset.sizes})
+        raise UserError(f"{dataset.name} {dataset.split}: images differ in size ({', '.join(sizes[:2])}, ...), so "
+                        f"batches of {batch_size} cannot be stacked; evaluate with eval.batch_size=1 "
+                        "(training needs data.crop_size)")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= batch_size,
+                      num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
+                      persistent_workers=num_workers > 0, worker_init_fn=_seed_worker if num_workers > 0 else None,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def _register_builtin() -> None:
-    from segbench.datasets import synthetic
+    from segbench.datasets import ade20k, cityscapes, folder, synthetic, voc
 
     DATASETS.register("synthetic", DatasetEntry("synthetic", synthetic.build, synthetic.info, synthetic.DESCRIPTION))
+    for module, name in ((cityscapes, "cityscapes"), (ade20k, "ade20k"), (voc, "voc"), (folder, "folder")):
+        DATASETS.register(name, DatasetEntry(name, module.build, module.info, module.DESCRIPTION, module.check))
 
 
 _register_builtin()
