@@ -1,0 +1,343 @@
+"""The CI gate: compare a run with a baseline model by model; fail on a quality or speed regression.
+
+Units. results.json stores quality as fractions; the gate takes and prints quality in percentage points
+(``max_drop_points={"mIoU": 0.5}`` allows mIoU to fall from 71.20 % to 70.70 %, i.e. 0.005 as a fraction).
+Speed tolerances are relative, in percent of the baseline's images/s (of the first speed record), or of
+the ratio to a reference model measured in the same run when ``reference_model`` is named, which cancels
+a machine that is slower or busier overall.
+
+Exit codes: 0 pass, 1 regression (including a baseline model missing from the run: the change under test
+dropped coverage the baseline promises; restore the model or update the baseline), 2 usage error or
+unreadable data (a UserError).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from segbench.errors import UserError, closest
+from segbench.report import QUALITY, load_results, read_results
+from segbench.stats import LEVEL, RESAMPLES, STATISTICS, bootstrap_difference
+
+MAX_DROP_POINTS = {"mIoU": 0.5}
+MAX_SPEED_DROP_PERCENT = 20.0
+FAILING = ("fail", "missing")
+SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile")  # must match to compare
+COLUMNS = ["model", "check", "baseline", "run", "change", "limit", "unit", "ci_low", "ci_high", "p_value",
+           "status", "note"]
+
+
+@dataclass
+class GateResult:
+    """The checks (one row per model and check), notes, and the files written."""
+
+    checks: pd.DataFrame
+    run: str
+    baseline: str
+    settings: dict
+    notes: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.checks["status"].isin(FAILING).any()
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict:
+        checks = self.checks.astype(object).where(self.checks.notna(), None)
+        return {"passed": self.passed, "exit_code": self.exit_code, "run": self.run, "baseline": self.baseline,
+                "settings": self.settings, "notes": self.notes, "checks": checks.to_dict(orient="records")}
+
+    def table(self) -> pd.DataFrame:
+        """The checks as display strings: values, change and its CI, limit, status."""
+        def fmt(value, digits=2):
+            return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+        rows = []
+        for _, c in self.checks.iterrows():
+            unit = c["unit"] or ""
+            value_digits = 3 if c["check"] == "speed" and self.settings["reference_model"] else 2
+            ci = "-" if pd.isna(c["ci_low"]) else f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+            rows.append({"model": c["model"], "check": c["check"], "baseline": fmt(c["baseline"], value_digits),
+                         "run": fmt(c["run"], value_digits),
+                         "change": "-" if pd.isna(c["change"]) else f"{c['change']:+.2f} {unit}",
+                         f"{self.settings['level']:.0%} CI": ci,
+                         "limit": "-" if pd.isna(c["limit"]) else f"{c['limit']:+.2f} {unit}",
+                         "status": c["status"], "note": c["note"] or ""})
+        return pd.DataFrame(rows)
+
+    def markdown(self) -> str:
+        """A PR comment: verdict, table, notes."""
+        verdict = "PASS" if self.passed else "FAIL"
+        table = self.table()
+        escape = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " "})
+        lines = [f"### segbench gate: **{verdict}**", "",
+                 f"Run `{self.run}` against baseline `{self.baseline}`. Quality in percent, changes in "
+                 "percentage points (pp); speed in images/s" + (f" divided by `{self.settings['reference_model']}`'s"
+                                                               if self.settings["reference_model"] else "")
+                 + ", changes in percent.", "",
+                 "| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
+        lines += ["| " + " | ".join(str(v).translate(escape) for v in row) + " |" for row in table.itertuples(False)]
+        lines += [""] + [f"- {note.translate(escape)}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def print(self) -> None:
+        """Print the table and the verdict to the console."""
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"segbench gate: {self.run} vs baseline {self.baseline}")
+        frame = self.table()
+        for column in frame.columns:
+            table.add_column(column, justify="left" if column in ("model", "check", "note", "status") else "right")
+        for row in frame.itertuples(False):
+            style = "bold red" if row.status in FAILING else None
+            table.add_row(*map(str, row), style=style)
+        console = Console()
+        console.print(table)
+        for note in self.notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+        console.print("PASS" if self.passed else "FAIL: regression", style="bold green" if self.passed else "bold red")
+
+
+def same_images(run: dict, baseline: dict) -> bool:
+    """True when both were evaluated on the same images: same data set, split, data settings and seed."""
+    def key(results: dict) -> str:
+        config = results["suite"].get("config") or {}
+        data = {k: v for k, v in (config.get("data") or {}).items() if k != "num_workers"}
+        return json.dumps([results.get("dataset"), data, config.get("seed")], sort_keys=True)
+
+    return key(run) == key(baseline)
+
+
+def _check_comparable(run: dict, baseline: dict) -> list[str]:
+    """Refuse results that cannot be compared (UserError); return notes on what differs but may."""
+    if run["suite"]["name"] != baseline["suite"]["name"]:
+        raise UserError(f"run is suite '{run['suite']['name']}', baseline is suite '{baseline['suite']['name']}'")
+    for key in ("convention", "dataset"):
+        mine, theirs = run.get(key) or {}, baseline.get(key) or {}
+        differ = sorted(k for k in set(mine) | set(theirs) if k != "split" and mine.get(k) != theirs.get(k))
+        if differ:
+            raise UserError(f"run and baseline differ in {key} ({', '.join(differ)}): their numbers are not comparable")
+    notes = []
+    if run["suite"].get("config_hash") != baseline["suite"].get("config_hash"):
+        notes.append(f"suite settings differ (config hash {run['suite'].get('config_hash')} vs baseline "
+                     f"{baseline['suite'].get('config_hash')})")
+    return notes
+
+
+def _per_image(record: dict) -> tuple | None:
+    data = record.get("per_image") or {}
+    return (data["intersection"], data["union"]) if data.get("intersection") else None
+
+
+def _quality_rows(name: str, base: dict, mine: dict, max_drop_points: dict[str, float], paired: bool,
+                  require_significant: bool, level: float, resamples: int, seed: int) -> list[dict]:
+    rows = []
+    for metric, tolerance in max_drop_points.items():
+        b = (base.get("metrics") or {}).get(metric)
+        r = (mine.get("metrics") or {}).get(metric)
+        row = {"model": name, "check": metric, "unit": "pp", "limit": -tolerance,
+               "baseline": None if b is None else 100 * b, "run": None if r is None else 100 * r}
+        if b is None:
+            rows.append(row | {"status": "skipped", "note": "no baseline value"})
+            continue
+        if r is None:
+            rows.append(row | {"status": "fail", "note": "no value in the run"})
+            continue
+        row["change"] = 100 * (r - b)
+        note = ""
+        drop_significant = None
+        pairs = (_per_image(mine), _per_image(base))
+        if metric in STATISTICS and None not in pairs:
+            both_paired = paired and len(pairs[0][0]) == len(pairs[1][0])
+            diff = bootstrap_difference(pairs[0], pairs[1], both_paired, metric, resamples, level, seed)
+            row.update(ci_low=100 * diff.low, ci_high=100 * diff.high, p_value=diff.p_value)
+            drop_significant = diff.high < 0
+            note = "paired over images" if both_paired else "unpaired (different images)"
+        beyond = row["change"] < -tolerance - 1e-9
+        if not beyond:
+            status = "ok"
+        elif not require_significant:
+            status = "fail"
+        elif drop_significant is None:
+            status, note = "fail", "no per-image data: significance not tested"
+        else:
+            status = "fail" if drop_significant else "noise"
+        rows.append(row | {"status": status, "note": note})
+    return rows
+
+
+def _speed(record: dict) -> dict | None:
+    speed = record.get("speed") or []
+    return speed[0] if speed and speed[0].get("images_per_second") else None
+
+
+def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: tuple[dict, dict] | None) -> dict:
+    b, r = _speed(base), _speed(mine)
+    row = {"model": name, "check": "speed", "unit": "%", "limit": -tolerance}
+    if b is None:
+        return row | {"status": "skipped", "note": "no speed in the baseline"}
+    if r is None:
+        return row | {"status": "fail", "note": "speed not measured in the run"}
+    setting = [k for k in SPEED_SETTINGS if b.get(k) != r.get(k)]
+    if setting:
+        return row | {"status": "skipped", "note": f"not comparable: {', '.join(setting)} differ"}
+    row.update(baseline=b["images_per_second"], run=r["images_per_second"], note="images/s")
+    if reference is not None:
+        ref_base, ref_run = (_speed(record) for record in reference)
+        row.update(baseline=row["baseline"] / ref_base["images_per_second"],
+                   run=row["run"] / ref_run["images_per_second"], note="images/s relative to the reference")
+    row["change"] = 100 * (row["run"] / row["baseline"] - 1)
+    return row | {"status": "fail" if row["change"] < -tolerance - 1e-9 else "ok"}
+
+
+def parse_max_drops(items: list[str]) -> dict[str, float]:
+    """``["mIoU=0.5", "mDice=1"]`` (percentage points) merged over the defaults; a malformed item is a UserError."""
+    drops = dict(MAX_DROP_POINTS)
+    for item in items:
+        metric, _, value = item.partition("=")
+        try:
+            drops[metric.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"expected METRIC=POINTS such as mIoU=0.5, got '{item}'") from None
+    return drops
+
+
+def _check_options(max_drop_points: dict[str, float], max_speed_drop_percent: float | None, level: float) -> None:
+    for metric, tolerance in max_drop_points.items():
+        if metric not in QUALITY:
+            hints = closest(metric, QUALITY)
+            raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
+                            + f" (one of {', '.join(QUALITY)})")
+        if not tolerance >= 0:
+            raise UserError(f"tolerance for {metric} must be a non-negative number of points, got {tolerance}")
+    if max_speed_drop_percent is not None and not 0 <= max_speed_drop_percent < 100:
+        raise UserError(f"speed tolerance must be a percentage in [0, 100), got {max_speed_drop_percent}")
+    if not 0 < level < 1:
+        raise UserError(f"confidence level must be in (0, 1), got {level}")
+
+
+def _reference(name: str, run: dict, baseline: dict) -> tuple[dict, dict]:
+    """The reference model's records in (baseline, run); it must be timed in both."""
+    found = []
+    for label, results in (("baseline", baseline), ("run", run)):
+        records = {m["name"]: m for m in results["models"]}
+        if name not in records:
+            hints = closest(name, records)
+            raise UserError(f"reference model '{name}' is not in the {label}"
+                            + (f"; did you mean '{hints[0]}'?" if hints else ""))
+        if _speed(records[name]) is None:
+            raise UserError(f"reference model '{name}' has no speed record in the {label}")
+        found.append(records[name])
+    return found[0], found[1]
+
+
+def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, float] | None = None,
+         max_speed_drop_percent: float | None = MAX_SPEED_DROP_PERCENT, reference_model: str | None = None,
+         require_significant: bool = False, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
+         out_dir: Path | str | None = None, tracking_uri: str | None = None) -> GateResult:
+    """Compare ``run`` (results.json path or folder, MLflow run id, or ``latest``) with ``baseline``, model by model.
+
+    A quality metric fails when it drops by more than its tolerance in percentage points (with
+    ``require_significant``, only when the drop's bootstrap interval also excludes zero); speed fails when
+    images/s (or its ratio to ``reference_model``) drops by more than ``max_speed_drop_percent`` percent
+    (None: speed not gated). Writes ``gate.md`` and ``gate.json`` to ``out_dir`` when given.
+    """
+    max_drop_points = dict(MAX_DROP_POINTS if max_drop_points is None else max_drop_points)
+    _check_options(max_drop_points, max_speed_drop_percent, level)
+    if str(baseline) == "latest":
+        raise UserError("the baseline must be a results.json path or an MLflow run id, not 'latest'")
+    try:
+        base_results, base_label = load_results(baseline, tracking_uri)
+    except UserError as exc:
+        raise UserError(f"baseline: {exc} (create one with `segbench gate RUN BASELINE --update-baseline`)") from None
+    run_results, run_label = load_results(run, tracking_uri, suite=base_results["suite"]["name"])
+    notes = _check_comparable(run_results, base_results)
+    if not run_results["models"]:
+        raise UserError(f"{run_label} holds no models")
+    paired = same_images(run_results, base_results)
+    if not paired:
+        notes.append("run and baseline were evaluated on different images: unpaired bootstrap")
+    reference = _reference(reference_model, run_results, base_results) if reference_model else None
+    if max_speed_drop_percent is not None and reference is None and (
+            (run_results.get("environment") or {}).get("device_name")
+            != (base_results.get("environment") or {}).get("device_name")):
+        notes.append("run and baseline ran on different hardware: raw speeds compared; name a reference model")
+
+    mine = {m["name"]: m for m in run_results["models"]}
+    rows = []
+    for base in base_results["models"]:
+        name = base["name"]
+        if name not in mine:
+            rows.append({"model": name, "check": "present", "status": "missing",
+                         "note": "in the baseline, not in the run"})
+            continue
+        rows += _quality_rows(name, base, mine[name], max_drop_points, paired, require_significant, level,
+                              resamples, seed)
+        if max_speed_drop_percent is not None:
+            if name == reference_model:
+                rows.append({"model": name, "check": "speed", "status": "reference", "note": "the speed reference",
+                             "baseline": _speed(base)["images_per_second"],
+                             "run": _speed(mine[name])["images_per_second"]})
+            else:
+                rows.append(_speed_row(name, base, mine[name], max_speed_drop_percent, reference))
+    known = {m["name"] for m in base_results["models"]}
+    rows += [{"model": name, "check": "present", "status": "new", "note": "not in the baseline"}
+             for name in mine if name not in known]
+
+    settings = {"max_drop_points": max_drop_points, "max_speed_drop_percent": max_speed_drop_percent,
+                "reference_model": reference_model, "require_significant": require_significant, "level": level,
+                "resamples": resamples, "seed": seed, "paired": paired,
+                "units": {"quality": "percent; change in percentage points", "speed": "images/s or ratio to the "
+                          "reference; change in percent"}}
+    result = GateResult(pd.DataFrame(rows, columns=COLUMNS), run_label, base_label, settings, notes)
+    if out_dir is not None:
+        result.written = write_summary(result, Path(out_dir))
+    return result
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_summary(result: GateResult, out_dir: Path) -> list[Path]:
+    """``gate.md`` (for a PR comment) and ``gate.json`` in ``out_dir``."""
+    text = json.dumps(result.to_dict(), indent=2, allow_nan=False)
+    return [_atomic_write(out_dir / "gate.md", result.markdown().encode()),
+            _atomic_write(out_dir / "gate.json", (text + "\n").encode())]
+
+
+def update_baseline(run: Path | str, baseline: Path | str, tracking_uri: str | None = None) -> Path:
+    """Make ``run``'s results.json the new baseline: a byte copy of a file, or the JSON of an MLflow run."""
+    suite = None
+    if str(run) == "latest":  # the newest run of the current baseline's suite
+        suite = read_results(baseline)["suite"]["name"] if Path(baseline).is_file() else None
+    results, _ = load_results(run, tracking_uri, suite=suite)
+    source = Path(run) / "results.json" if Path(run).is_dir() else Path(run)
+    if source.is_file():
+        data = source.read_bytes()
+    else:
+        data = (json.dumps(results, indent=2, allow_nan=False) + "\n").encode()
+    return _atomic_write(Path(baseline), data)
+

@@ -1,0 +1,230 @@
+import json
+
+import numpy as np
+import pytest
+
+from segbench.errors import UserError
+from segbench.gate import gate, parse_max_drops, same_images, update_baseline
+from segbench.metrics import convention
+from segbench.stats import score
+
+CLASSES = ["road", "car", "pole"]
+
+
+def images(n: int, iou: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image intersections and unions with a dataset-level IoU near ``iou`` for every class."""
+    union = np.random.default_rng(seed).integers(80, 120, size=(n, len(CLASSES)))
+    return np.round(union * iou).astype(int), union
+
+
+def record(name: str, intersection, union, ips: float = 100.0) -> dict:
+    intersection, union = np.asarray(intersection), np.asarray(union)
+    return {
+        "name": name, "arch": name.split("-")[0], "backbone": "resnet10t", "params": 1_000_000,
+        "metrics": {"mIoU": float(score(intersection.sum(0), union.sum(0))),
+                    "mDice": float(score(intersection.sum(0), union.sum(0), "mDice")), "aAcc": 0.9},
+        "evaluation": {"mode": "whole", "images": len(intersection)},
+        "per_image": {"intersection": intersection.tolist(), "union": union.tolist()},
+        "speed": [{"images_per_second": ips, "batch_size": 1, "input_shape": [1, 3, 64, 64], "precision": "fp32",
+                   "memory_format": "contiguous", "compile": False, "latency_ms_p50": 1000 / ips}],
+    }
+
+
+def results(*records: dict, suite: str = "toy", seed: int = 0, hardware: str = "cpu-A") -> dict:
+    return {
+        "schema_version": 1,
+        "suite": {"name": suite, "config_hash": f"hash{seed}", "config": {"seed": seed, "data": {"name": "synthetic"}}},
+        "dataset": {"name": "synthetic", "classes": CLASSES, "split": "val"},
+        "convention": convention(len(CLASSES), 255, f"synthetic-{len(CLASSES)}"),
+        "environment": {"device": "cpu", "device_name": hardware},
+        "models": list(records),
+    }
+
+
+def write(path, data: dict):
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    return write(tmp_path / "baseline.json", results(record("unet-r10", *images(50, 0.6)),
+                                                      record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
+
+
+def statuses(result) -> dict:
+    return {(row.model, row.check): row.status for row in result.checks.itertuples()}
+
+
+def test_an_improvement_passes(tmp_path, baseline):
+    run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.65)),
+                                               record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
+    result = gate(run, baseline)
+    assert result.passed and result.exit_code == 0
+    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "mIoU")]
+    assert row["change"] == pytest.approx(5.0, abs=0.05)  # percentage points
+    assert row["ci_low"] > 0 and row["status"] == "ok"
+
+
+def test_a_regression_beyond_tolerance_fails(tmp_path, baseline):
+    run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
+                                               record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
+    result = gate(run, baseline)
+    assert not result.passed and result.exit_code == 1
+    assert statuses(result)[("unet-r10", "mIoU")] == "fail"
+    assert statuses(result)[("fpn-r10", "mIoU")] == "ok"
+    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "mIoU")]
+    assert row["change"] == pytest.approx(-2.0, abs=0.05) and row["limit"] == -0.5 and row["unit"] == "pp"
+
+
+def test_tolerance_is_in_percentage_points(tmp_path):
+    union = np.full((10, 3), 200)
+    base = write(tmp_path / "base.json", results(record("m", np.full((10, 3), 120), union)))  # mIoU 0.600
+    half = write(tmp_path / "half.json", results(record("m", np.full((10, 3), 119), union)))  # 0.595: -0.5 pp
+    one = write(tmp_path / "one.json", results(record("m", np.full((10, 3), 118), union)))  # 0.590: -1.0 pp
+    assert gate(half, base).passed
+    assert not gate(one, base).passed
+    assert gate(one, base, max_drop_points={"mIoU": 1.0}).passed
+
+
+def test_max_drops_from_the_command_line():
+    assert parse_max_drops([]) == {"mIoU": 0.5}
+    assert parse_max_drops(["mIoU=1", "mDice = 0.25"]) == {"mIoU": 1.0, "mDice": 0.25}
+    for bad in ("mIoU", "mIoU=half"):
+        with pytest.raises(UserError, match="METRIC=POINTS"):
+            parse_max_drops([bad])
+    with pytest.raises(UserError, match="non-negative"):
+        gate("unused", "unused", max_drop_points=parse_max_drops(["mIoU=-1"]))
+
+
+def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, baseline):
+    intersection, union = images(50, 0.6)
+    intersection[7] = 0  # one image goes wrong: the drop (about 1.2 points) rests on a single image
+    run = write(tmp_path / "run.json", results(record("unet-r10", intersection, union),
+                                               record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
+    assert not gate(run, baseline).passed
+    result = gate(run, baseline, require_significant=True)
+    assert result.passed
+    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "mIoU")]
+    assert row["status"] == "noise" and row["change"] < -0.5 and row["ci_high"] >= 0
+    assert result.settings["paired"]
+
+
+def test_a_consistent_drop_is_significant(tmp_path, baseline):
+    run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
+                                               record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
+    result = gate(run, baseline, require_significant=True)
+    assert statuses(result)[("unet-r10", "mIoU")] == "fail"
+
+
+def test_different_images_are_compared_unpaired(tmp_path, baseline):
+    other = results(record("unet-r10", *images(50, 0.6, seed=5)), record("fpn-r10", *images(50, 0.5, seed=6),
+                                                                           ips=200.0), seed=1)
+    assert not same_images(other, json.loads(baseline.read_text()))
+    result = gate(write(tmp_path / "run.json", other), baseline)
+    assert not result.settings["paired"]
+    assert any("unpaired" in note for note in result.notes)
+
+
+def test_a_model_missing_from_the_run_fails(tmp_path, baseline):
+    run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.6)), record("new-r10",
+                                                                                           *images(50, 0.7))))
+    result = gate(run, baseline)
+    assert result.exit_code == 1
+    assert statuses(result)[("fpn-r10", "present")] == "missing"
+    assert statuses(result)[("new-r10", "present")] == "new"
+
+
+def test_a_missing_baseline_is_a_user_error(tmp_path):
+    run = write(tmp_path / "run.json", results(record("m", *images(5, 0.6))))
+    with pytest.raises(UserError, match=r"baseline: no results file at .*nope\.json.*--update-baseline"):
+        gate(run, tmp_path / "nope.json")
+
+
+def test_a_corrupt_baseline_is_a_user_error(tmp_path):
+    run = write(tmp_path / "run.json", results(record("m", *images(5, 0.6))))
+    (tmp_path / "bad.json").write_text('{"models": [')
+    with pytest.raises(UserError, match="not valid JSON"):
+        gate(run, tmp_path / "bad.json")
+    (tmp_path / "foreign.json").write_text('{"accuracy": 0.9}')
+    with pytest.raises(UserError, match="not a segbench results.json"):
+        gate(run, tmp_path / "foreign.json")
+
+
+def test_other_suites_and_bad_options_are_user_errors(tmp_path, baseline):
+    other = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.6)), suite="cityscapes"))
+    with pytest.raises(UserError, match="suite 'cityscapes'"):
+        gate(other, baseline)
+    with pytest.raises(UserError, match="did you mean 'mIoU'"):
+        gate(baseline, baseline, max_drop_points={"miou": 0.5})
+    with pytest.raises(UserError, match="reference model 'unet'"):
+        gate(baseline, baseline, reference_model="unet")
+
+
+def test_speed_against_a_reference_model(tmp_path, baseline):
+    same = images(50, 0.6), images(50, 0.5, seed=1)
+    slow_machine = write(tmp_path / "slow.json", results(record("unet-r10", *same[0], ips=50.0),
+                                                         record("fpn-r10", *same[1], ips=100.0)))
+    assert not gate(slow_machine, baseline).passed  # raw images/s halved
+    result = gate(slow_machine, baseline, reference_model="fpn-r10")
+    assert result.passed
+    assert statuses(result)[("fpn-r10", "speed")] == "reference"
+    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    assert (row["baseline"], row["run"], row["change"]) == (0.5, 0.5, 0.0)
+
+    slower_model = write(tmp_path / "slower.json", results(record("unet-r10", *same[0], ips=60.0),
+                                                           record("fpn-r10", *same[1], ips=200.0)))
+    result = gate(slower_model, baseline, reference_model="fpn-r10")
+    assert not result.passed
+    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    assert row["change"] == pytest.approx(-40.0) and row["status"] == "fail"
+    assert gate(slower_model, baseline, reference_model="fpn-r10", max_speed_drop_percent=50).passed
+    assert gate(slower_model, baseline, max_speed_drop_percent=None).passed
+
+
+def test_summaries_are_written(tmp_path, baseline):
+    run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
+                                               record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
+    result = gate(run, baseline, out_dir=tmp_path / "gate")
+    assert [p.name for p in result.written] == ["gate.md", "gate.json"]
+    summary = json.loads((tmp_path / "gate" / "gate.json").read_text())
+    assert summary["passed"] is False and summary["exit_code"] == 1
+    assert summary["settings"]["max_drop_points"] == {"mIoU": 0.5}
+    check = next(c for c in summary["checks"] if c["model"] == "unet-r10" and c["check"] == "mIoU")
+    assert check["status"] == "fail" and check["unit"] == "pp"
+    assert check["baseline"] == pytest.approx(60.0, abs=0.1) and check["run"] == pytest.approx(58.0, abs=0.1)
+    markdown = (tmp_path / "gate" / "gate.md").read_text()
+    assert markdown.startswith("### segbench gate: **FAIL**")
+    line = next(line for line in markdown.splitlines() if line.startswith("| unet-r10 | mIoU"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[:3] == ["unet-r10", "mIoU", f"{check['baseline']:.2f}"]
+    assert cells[4] == f"{check['change']:+.2f} pp" and cells[6] == "-0.50 pp" and cells[7] == "fail"
+
+
+def test_update_baseline_copies_the_run(tmp_path):
+    (tmp_path / "out").mkdir()
+    run = write(tmp_path / "out" / "results.json", results(record("m", *images(5, 0.6))))
+    target = update_baseline(tmp_path / "out", tmp_path / "baselines" / "toy.json")
+    assert target.read_bytes() == run.read_bytes()
+    assert [p.name for p in target.parent.iterdir()] == ["toy.json"]  # no temporary file left behind
+    assert gate(run, target).passed
+
+
+def test_run_from_mlflow_latest_and_run_id(tmp_path, mlflow_uri, baseline):
+    from segbench.config import TrackingConfig
+    from segbench.tracking import Tracker
+
+    data = results(record("unet-r10", *images(50, 0.58)), record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0))
+    tracker = Tracker(TrackingConfig(uri=mlflow_uri), "toy")
+    parent = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
+    child = tracker.start("unet-r10", parent=parent)
+    tracker.end(child)
+    tracker.artifact(parent, write(tmp_path / "results.json", data))
+    tracker.end(parent)
+
+    latest = gate("latest", baseline, tracking_uri=mlflow_uri)
+    assert latest.run == f"MLflow run {parent}" and latest.exit_code == 1
+    assert gate(child, baseline, tracking_uri=mlflow_uri).run == f"MLflow run {child}"
+    other = write(tmp_path / "other.json", results(record("unet-r10", *images(5, 0.6)), suite="other"))
+    with pytest.raises(UserError, match="no finished run of suite 'other'"):
+        gate("latest", other, tracking_uri=mlflow_uri)
