@@ -297,6 +297,9 @@ def validate(cfg: SuiteConfig) -> None:
         raise unknown("precision", cfg.bench.precision, PRECISIONS)
     if cfg.bench.input_size is not None and (len(cfg.bench.input_size) != 2 or min(cfg.bench.input_size) <= 0):
         raise UserError(f"bench.input_size: expected [height, width], got {cfg.bench.input_size}")
+    from segbench.inference import check_eval_config
+
+    check_eval_config(cfg.eval)
     if cfg.train.lr <= 0:
         raise UserError(f"train.lr: expected a positive number, got {cfg.train.lr}")
 

@@ -1,4 +1,4 @@
-"""Evaluation: whole-image inference over a split into one streaming confusion matrix."""
+"""Evaluation: inference over a split (in the suite's mode) into one streaming confusion matrix."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segbench.benchmark import synchronize
+from segbench.config import EvalConfig
+from segbench.inference import predict_logits
 from segbench.metrics import ConfusionMatrix
 
 
@@ -20,8 +22,9 @@ class EvalResult:
 
     confusion: ConfusionMatrix
     images: int
-    seconds: float  # whole loop: data loading, copies, forward, metric update
-    forward_seconds: float  # forward passes alone, device-synchronised
+    seconds: float  # whole loop: waiting for data, copies, forward, post-processing, metric update
+    forward_seconds: float  # inference (all views of test-time augmentation), device-synchronised
+    data_seconds: float  # waiting for the loader to hand over a batch
 
     @property
     def images_per_second(self) -> float:
@@ -37,28 +40,42 @@ class EvalResult:
         """Share of the evaluation's wall time spent in the forward pass (end-to-end over forward throughput)."""
         return self.forward_seconds / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def data_share(self) -> float:
+        """Share of the evaluation's wall time spent waiting for data."""
+        return self.data_seconds / self.seconds if self.seconds > 0 else float("nan")
+
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index: int,
-             device: torch.device, desc: str = "eval", progress: bool = True) -> EvalResult:
-    """Run ``model`` over ``loader`` and accumulate predictions against the masks."""
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index: int, device: torch.device,
+             cfg: EvalConfig | None = None, desc: str = "eval", progress: bool = True) -> EvalResult:
+    """Run ``model`` over ``loader`` in ``cfg``'s mode and accumulate predictions against the masks."""
+    cfg = cfg or EvalConfig()
     model.to(device).eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device, per_image=True)
-    images_seen, forward_seconds = 0, 0.0
+    images_seen, forward_seconds, data_seconds = 0, 0.0, 0.0
     start = time.perf_counter()
-    for images, masks in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    batches = iter(tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True))
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        data_seconds += time.perf_counter() - t0
+        if batch is None:
+            break
+        images, masks = batch
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         synchronize(device)
         t0 = time.perf_counter()
-        logits = model(images)
+        logits = predict_logits(model, images, cfg, num_classes)
         synchronize(device)
         forward_seconds += time.perf_counter() - t0
-        if logits.shape[-2:] != masks.shape[-2:]:
-            raise RuntimeError(f"model returned logits of size {tuple(logits.shape[-2:])} "
-                               f"for masks of size {tuple(masks.shape[-2:])}")
+        if cfg.crf.enabled:
+            from segbench.archs.crf import refine_batch
+
+            logits = refine_batch(images, logits, cfg.crf)
         confusion.update(logits.argmax(dim=1), masks)
         images_seen += images.shape[0]
     synchronize(device)
     confusion.all_reduce()
-    return EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds)
+    return EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds, data_seconds)

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from segbench import metrics as seg_metrics
 from segbench.benchmark import measure_throughput
 from segbench.checkpoints import WEIGHTS_FILE, load_backbone_weights, load_weights, save_checkpoint, sha256_file
 from segbench.config import SuiteConfig, config_hash, to_dict
-from segbench.datasets import DatasetInfo, build_dataset, dataset_info
+from segbench.datasets import DatasetInfo, build_dataset, dataset_info, make_loader
 from segbench.environment import fingerprint, resolve_device
 from segbench.evaluate import evaluate
+from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, parse_spec
 from segbench.results import (
@@ -98,12 +99,11 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
                         "params": sum(p.numel() for p in model.parameters()),
                         "weights": cfg.weights.get(spec.name)}
         if train_set is not None:
-            loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                                num_workers=cfg.data.num_workers,
-                                generator=torch.Generator().manual_seed(cfg.seed))
+            loader = make_loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, device, cfg.seed)
             loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
             log = train(model, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}", progress=cfg.progress)
-            record["train"] = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss}
+            record["train"] = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
+                               "data_wait_share": log.data_seconds / log.seconds}
             tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
             if cfg.train.save_checkpoint:
                 folder = out_dir / "checkpoints" / spec.name
@@ -113,21 +113,22 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
                 record["checkpoint"] = {"path": str(folder.relative_to(out_dir)),
                                         "sha256": sha256_file(folder / WEIGHTS_FILE)}
 
-        val_loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
-        result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device,
+        val_loader = make_loader(val_set, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
+        result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device, cfg.eval,
                           desc=f"eval {spec.name}", progress=cfg.progress)
         scores = result.confusion.compute()
         table = per_class_table(info, scores)
         record["metrics"] = scores.summary()
         record["per_class"] = table.to_dict(orient="records")
-        record["evaluation"] = {
-            "mode": "whole",
+        record["evaluation"] = describe_mode(cfg.eval) | {
+            "crf": cfg.eval.crf.enabled,
             "split": cfg.data.val_split,
             "images": result.images,
             "seconds": result.seconds,
             "images_per_second": result.images_per_second,
             "forward_images_per_second": result.forward_images_per_second,
             "forward_share": result.forward_share,
+            "data_wait_share": result.data_share,
         }
         record["confusion_matrix"] = result.confusion.matrix.cpu().tolist()
         intersections, unions = result.confusion.per_image_stats()
@@ -141,6 +142,7 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
         logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
         logged["eval_images_per_second"] = result.images_per_second
         logged["eval_forward_share"] = result.forward_share
+        logged["eval_data_wait_share"] = result.data_share
         logged.update(_speed_metrics(record.get("speed", [])))
         tracker.log(run_id, metrics=logged, params={"params": record["params"]})
         tracker.artifact(run_id, csv_path)

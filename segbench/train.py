@@ -20,6 +20,7 @@ class TrainLog:
 
     iters: int
     seconds: float
+    data_seconds: float = 0.0  # waiting for the loader to hand over a batch
     losses: list[float] = field(default_factory=list)
     final_lr: float = 0.0
 
@@ -57,7 +58,11 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
     log = TrainLog(iters=cfg.iters, seconds=0.0)
     start = time.perf_counter()
     bar = tqdm(total=cfg.iters, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for iteration, (images, masks) in enumerate(islice(_forever(loader), cfg.iters)):
+    batches = islice(_forever(loader), cfg.iters)
+    for iteration in range(cfg.iters):
+        t0 = time.perf_counter()
+        images, masks = next(batches)
+        log.data_seconds += time.perf_counter() - t0
         lr = poly_lr(cfg.lr, iteration, cfg.iters, cfg.poly_power, cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
