@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from segbench import metrics as seg_metrics
 from segbench.config import SuiteConfig, config_hash, to_dict
 from segbench.datasets import build_dataset, dataset_info
-from segbench.datasets.checks import read_mask
+from segbench.datasets.checks import describe_error, read_mask
 from segbench.datasets.folder import LabelMap, SegmentationFiles
 from segbench.errors import UserError
 from segbench.metrics import SegMetrics, compute_metrics
@@ -83,8 +83,8 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
         target = dataset.target(index)
         try:
             pred = read_mask(path)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"{path}: unreadable prediction: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
+            raise UserError(f"{path}: unreadable prediction: {describe_error(exc)}") from None
         if pred.shape != target.shape:
             raise UserError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
                             f"{dataset.samples[index].mask.name} is {target.shape[1]}x{target.shape[0]}")

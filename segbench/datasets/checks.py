@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
@@ -70,8 +70,8 @@ def _header(path: Path, what: str, problems: list[Problem]) -> tuple[int, int, s
     try:
         with Image.open(path) as image:
             return image.height, image.width, image.mode
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        problems.append(Problem(str(path), f"unreadable {what}: {str(exc).splitlines()[0]}"))
+    except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
+        problems.append(Problem(str(path), f"unreadable {what}: {describe_error(exc)}"))
         return None
 
 
@@ -90,8 +90,8 @@ def _check_image_data(path: Path) -> str | None:
                 image.verify()
             else:
                 image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"truncated or corrupt image: {str(exc).splitlines()[0]}"
+    except Exception as exc:
+        return f"truncated or corrupt image: {describe_error(exc)}"
     return None
 
 
@@ -113,8 +113,8 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
         else:
             try:
                 values = np.flatnonzero(np.bincount(read_mask(mask).ravel(), minlength=256))
-            except (OSError, SyntaxError, ValueError) as exc:
-                problems.append(Problem(str(mask), f"truncated or corrupt mask: {str(exc).splitlines()[0]}"))
+            except Exception as exc:
+                problems.append(Problem(str(mask), f"truncated or corrupt mask: {describe_error(exc)}"))
             else:
                 bad = [int(v) for v in values if not labels.defined[v]]
                 if bad:
@@ -122,6 +122,11 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
                                                        f"nor ignored under {labels.name}"))
     size = (image_header[0], image_header[1]) if image_header else None
     return PairCheck(size, tuple(problems))
+
+
+def describe_error(exc: Exception) -> str:
+    """The first line of an exception message (or its type when the message is empty)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _shorten(values: list[int], n: int = 8) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ class Sample:
     id: str
     image: Path
     mask: Path
-    labels: LabelMap = field(compare=False)
+    labels: LabelMap
 
 
 class SegmentationFiles(Dataset):
@@ -193,6 +193,5 @@ def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
     images = list_files(root / "images" / split, IMAGE_SUFFIXES)
     labels = LabelMap.identity("folder", len(cfg.classes), cfg.ignore_index, cfg.reduce_zero_label)
     masks = {key: (path, labels) for key, path in list_files(root / "masks" / split, MASK_SUFFIXES).items()}
-    samples, orphans = pair_by_stem(images, masks,
-                                    lambda key: f"{root / 'masks' / split / key}.png")
+    samples, orphans = pair_by_stem(images, masks, lambda key: f"{root / 'masks' / split / key}.png")
     return make_dataset("folder", cfg, split, samples, orphans, root / "images" / split, labels)
