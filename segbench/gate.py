@@ -56,7 +56,8 @@ class GateResult:
     def to_dict(self) -> dict:
         checks = self.checks.astype(object).where(self.checks.notna(), None)
         return {"passed": self.passed, "exit_code": self.exit_code, "run": self.run, "baseline": self.baseline,
-                "settings": self.settings, "notes": self.notes, "checks": checks.to_dict(orient="records")}
+                "settings": self.settings, "legend": self.legend(), "notes": self.notes,
+                "checks": checks.to_dict(orient="records")}
 
     def table(self) -> pd.DataFrame:
         """The checks as display strings: values, change and its CI, limit, status."""
@@ -73,41 +74,36 @@ class GateResult:
                          "change": "-" if pd.isna(c["change"]) else f"{c['change']:+.2f} {unit}",
                          f"{self.settings['level']:.0%} CI": ci,
                          "limit": "-" if pd.isna(c["limit"]) else f"{c['limit']:+.2f} {unit}",
-                         "status": c["status"], "note": c["note"] or ""})
+                         "status": c["status"], "note": "" if pd.isna(c["note"]) else c["note"]})
         return pd.DataFrame(rows)
 
+    def legend(self) -> list[str]:
+        """What the columns mean: units, the interval, pairing."""
+        reference = self.settings["reference_model"]
+        speed = f"images/s divided by {reference}'s in the same run" if reference else "images/s"
+        pairing = "paired over the same images" if self.settings["paired"] else "unpaired (different images)"
+        return [f"quality in percent, change in percentage points (pp); speed in {speed}, change in percent",
+                f"CI: quality, {self.settings['level']:.0%} bootstrap interval of the change, {pairing}; "
+                "speed, the range over the timed repeats"]
+
     def markdown(self) -> str:
-        """A PR comment: verdict, table, notes."""
-        verdict = "PASS" if self.passed else "FAIL"
+        """A PR comment: verdict, table, legend and notes."""
         table = self.table()
         escape = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " "})
-        lines = [f"### segbench gate: **{verdict}**", "",
-                 f"Run `{self.run}` against baseline `{self.baseline}`. Quality in percent, changes in "
-                 "percentage points (pp); speed in images/s" + (f" divided by `{self.settings['reference_model']}`'s"
-                                                               if self.settings["reference_model"] else "")
-                 + ", changes in percent.", "",
+        lines = [f"### segbench gate: **{'PASS' if self.passed else 'FAIL'}**", "",
+                 f"Run `{self.run}` against baseline `{self.baseline}`.", "",
                  "| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
         lines += ["| " + " | ".join(str(v).translate(escape) for v in row) + " |" for row in table.itertuples(False)]
-        lines += [""] + [f"- {note.translate(escape)}" for note in self.notes]
-        return "\n".join(lines).rstrip() + "\n"
+        lines += [""] + [f"- {line.translate(escape)}" for line in self.legend() + self.notes]
+        return "\n".join(lines) + "\n"
 
-    def print(self) -> None:
-        """Print the table and the verdict to the console."""
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"segbench gate: {self.run} vs baseline {self.baseline}")
-        frame = self.table()
-        for column in frame.columns:
-            table.add_column(column, justify="left" if column in ("model", "check", "note", "status") else "right")
-        for row in frame.itertuples(False):
-            style = "bold red" if row.status in FAILING else None
-            table.add_row(*map(str, row), style=style)
-        console = Console()
-        console.print(table)
-        for note in self.notes:
-            console.print(f"note: {note}", markup=False, highlight=False)
-        console.print("PASS" if self.passed else "FAIL: regression", style="bold green" if self.passed else "bold red")
+    def text(self) -> str:
+        """Plain text for a console or a CI log: table, legend, notes, verdict."""
+        lines = [f"segbench gate: {self.run} against baseline {self.baseline}", "",
+                 self.table().to_string(index=False), ""]
+        lines += self.legend() + [f"note: {note}" for note in self.notes]
+        lines.append("PASS" if self.passed else "FAIL: regression")
+        return "\n".join(lines)
 
 
 def same_images(run: dict, baseline: dict) -> bool:
@@ -164,7 +160,6 @@ def _quality_rows(name: str, base: dict, mine: dict, max_drop_points: dict[str, 
             diff = bootstrap_difference(pairs[0], pairs[1], both_paired, metric, resamples, level, seed)
             row.update(ci_low=100 * diff.low, ci_high=100 * diff.high, p_value=diff.p_value)
             drop_significant = diff.high < 0
-            note = "paired over images" if both_paired else "unpaired (different images)"
         beyond = row["change"] < -tolerance - 1e-9
         if not beyond:
             status = "ok"
@@ -183,7 +178,15 @@ def _speed(record: dict) -> dict | None:
     return speed[0] if speed and speed[0].get("images_per_second") else None
 
 
-def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: tuple[dict, dict] | None) -> dict:
+def _span(record: dict) -> tuple[float, float]:
+    """The slowest and fastest of a speed record's timed repeats (its median alone if none are stored)."""
+    repeats = record.get("images_per_second_repeats") or [record["images_per_second"]]
+    return min(repeats), max(repeats)
+
+
+def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: tuple[dict, dict] | None,
+               require_significant: bool) -> dict:
+    """Relative change of images/s (or of its ratio to the reference); its range spans the timing repeats."""
     b, r = _speed(base), _speed(mine)
     row = {"model": name, "check": "speed", "unit": "%", "limit": -tolerance}
     if b is None:
@@ -193,13 +196,28 @@ def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: t
     setting = [k for k in SPEED_SETTINGS if b.get(k) != r.get(k)]
     if setting:
         return row | {"status": "skipped", "note": f"not comparable: {', '.join(setting)} differ"}
-    row.update(baseline=b["images_per_second"], run=r["images_per_second"], note="images/s")
+    (b_lo, b_hi), (r_lo, r_hi) = _span(b), _span(r)
+    row.update(baseline=b["images_per_second"], run=r["images_per_second"])
     if reference is not None:
         ref_base, ref_run = (_speed(record) for record in reference)
+        (rb_lo, rb_hi), (rr_lo, rr_hi) = _span(ref_base), _span(ref_run)
+        b_lo, b_hi, r_lo, r_hi = b_lo / rb_hi, b_hi / rb_lo, r_lo / rr_hi, r_hi / rr_lo
         row.update(baseline=row["baseline"] / ref_base["images_per_second"],
-                   run=row["run"] / ref_run["images_per_second"], note="images/s relative to the reference")
-    row["change"] = 100 * (row["run"] / row["baseline"] - 1)
-    return row | {"status": "fail" if row["change"] < -tolerance - 1e-9 else "ok"}
+                   run=row["run"] / ref_run["images_per_second"])
+    row.update(change=100 * (row["run"] / row["baseline"] - 1), ci_low=100 * (r_lo / b_hi - 1),
+               ci_high=100 * (r_hi / b_lo - 1))
+    if row["change"] >= -tolerance - 1e-9:
+        return row | {"status": "ok"}
+    # Significant: every timed repeat of the run is slower than every one of the baseline.
+    return row | {"status": "fail" if not require_significant or row["ci_high"] < 0 else "noise"}
+
+
+def _noisy(name: str, base: dict, mine: dict, tolerance: float) -> str | None:
+    """``name (baseline 35%, run 12%)`` when a speed record's repeats spread wider than the tolerance."""
+    spreads = [f"{label} {100 * speed['spread']:.0f}%" for label, speed in (("baseline", _speed(base)),
+                                                                          ("run", _speed(mine)))
+               if speed and speed.get("spread") is not None and 100 * speed["spread"] > tolerance]
+    return f"{name} ({', '.join(spreads)})" if spreads else None
 
 
 def parse_max_drops(items: list[str]) -> dict[str, float]:
@@ -249,10 +267,11 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
          out_dir: Path | str | None = None, tracking_uri: str | None = None) -> GateResult:
     """Compare ``run`` (results.json path or folder, MLflow run id, or ``latest``) with ``baseline``, model by model.
 
-    A quality metric fails when it drops by more than its tolerance in percentage points (with
-    ``require_significant``, only when the drop's bootstrap interval also excludes zero); speed fails when
+    A quality metric fails when it drops by more than its tolerance in percentage points; speed fails when
     images/s (or its ratio to ``reference_model``) drops by more than ``max_speed_drop_percent`` percent
-    (None: speed not gated). Writes ``gate.md`` and ``gate.json`` to ``out_dir`` when given.
+    (None: speed not gated). With ``require_significant`` such a drop fails only when it is also beyond
+    noise: the bootstrap interval of the quality change excludes zero; every timed repeat of the run is
+    slower than every one of the baseline. Writes ``gate.md`` and ``gate.json`` to ``out_dir`` when given.
     """
     max_drop_points = dict(MAX_DROP_POINTS if max_drop_points is None else max_drop_points)
     _check_options(max_drop_points, max_speed_drop_percent, level)
@@ -267,8 +286,6 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
     if not run_results["models"]:
         raise UserError(f"{run_label} holds no models")
     paired = same_images(run_results, base_results)
-    if not paired:
-        notes.append("run and baseline were evaluated on different images: unpaired bootstrap")
     reference = _reference(reference_model, run_results, base_results) if reference_model else None
     if max_speed_drop_percent is not None and reference is None and (
             (run_results.get("environment") or {}).get("device_name")
@@ -276,7 +293,7 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
         notes.append("run and baseline ran on different hardware: raw speeds compared; name a reference model")
 
     mine = {m["name"]: m for m in run_results["models"]}
-    rows = []
+    rows, noisy = [], []
     for base in base_results["models"]:
         name = base["name"]
         if name not in mine:
@@ -287,11 +304,16 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
                               resamples, seed)
         if max_speed_drop_percent is not None:
             if name == reference_model:
-                rows.append({"model": name, "check": "speed", "status": "reference", "note": "the speed reference",
+                rows.append({"model": name, "check": "speed", "status": "reference", "note": "raw images/s",
                              "baseline": _speed(base)["images_per_second"],
                              "run": _speed(mine[name])["images_per_second"]})
             else:
-                rows.append(_speed_row(name, base, mine[name], max_speed_drop_percent, reference))
+                rows.append(_speed_row(name, base, mine[name], max_speed_drop_percent, reference,
+                                       require_significant))
+            noisy.append(_noisy(name, base, mine[name], max_speed_drop_percent))
+    if any(noisy):
+        notes.append("timed repeats spread wider than the speed tolerance, so speed here is mostly noise: "
+                     + "; ".join(filter(None, noisy)))
     known = {m["name"] for m in base_results["models"]}
     rows += [{"model": name, "check": "present", "status": "new", "note": "not in the baseline"}
              for name in mine if name not in known]
@@ -328,16 +350,22 @@ def write_summary(result: GateResult, out_dir: Path) -> list[Path]:
             _atomic_write(out_dir / "gate.json", (text + "\n").encode())]
 
 
+def dumps(value, level: int = 0) -> str:
+    """JSON with objects indented and every innermost array on one line: a small, diffable baseline."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict) and value:
+        items = ",\n".join(f"{inner}{json.dumps(key)}: {dumps(item, level + 1)}" for key, item in value.items())
+        return "{\n" + items + "\n" + pad + "}"
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        return "[\n" + ",\n".join(inner + dumps(item, level + 1) for item in value) + "\n" + pad + "]"
+    return json.dumps(value, allow_nan=False)
+
+
 def update_baseline(run: Path | str, baseline: Path | str, tracking_uri: str | None = None) -> Path:
-    """Make ``run``'s results.json the new baseline: a byte copy of a file, or the JSON of an MLflow run."""
+    """Make ``run``'s results (path, MLflow run id or ``latest``) the baseline: same content, compact layout."""
     suite = None
     if str(run) == "latest":  # the newest run of the current baseline's suite
         suite = read_results(baseline)["suite"]["name"] if Path(baseline).is_file() else None
     results, _ = load_results(run, tracking_uri, suite=suite)
-    source = Path(run) / "results.json" if Path(run).is_dir() else Path(run)
-    if source.is_file():
-        data = source.read_bytes()
-    else:
-        data = (json.dumps(results, indent=2, allow_nan=False) + "\n").encode()
-    return _atomic_write(Path(baseline), data)
+    return _atomic_write(Path(baseline), (dumps(results) + "\n").encode())
 

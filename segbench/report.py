@@ -213,9 +213,12 @@ def mlflow_frame(tracking_uri: str | None = None, experiments: list[str] | None 
     """``mlflow.search_runs`` of every model's child run, with its parent's tags and params as ``parent.*``."""
     import mlflow
 
-    client = _client(tracking_uri)
-    mlflow.set_tracking_uri(client.tracking_uri)
-    frame = mlflow.search_runs(experiment_names=experiments, search_all_experiments=experiments is None)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(_client(tracking_uri).tracking_uri)
+    try:
+        frame = mlflow.search_runs(experiment_names=experiments, search_all_experiments=experiments is None)
+    finally:
+        mlflow.set_tracking_uri(previous)
     if frame.empty or "tags.mlflow.parentRunId" not in frame or "tags.segbench.kind" not in frame:
         return pd.DataFrame()
     parents = frame[frame["tags.segbench.kind"] == "run"].set_index("run_id").add_prefix("parent.")
@@ -402,7 +405,8 @@ def _e(value) -> str:
     return escape(str(value), quote=True)
 
 
-def _data_value(value) -> str:
+def _data_value(value) -> str | None:
+    """A number as a data-v attribute for sorting (empty for NaN); None for text."""
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return "" if math.isnan(value) else repr(float(value))
     return None

@@ -123,7 +123,7 @@ def test_different_images_are_compared_unpaired(tmp_path, baseline):
     assert not same_images(other, json.loads(baseline.read_text()))
     result = gate(write(tmp_path / "run.json", other), baseline)
     assert not result.settings["paired"]
-    assert any("unpaired" in note for note in result.notes)
+    assert "unpaired (different images)" in result.text()
 
 
 def test_a_model_missing_from_the_run_fails(tmp_path, baseline):
@@ -182,6 +182,29 @@ def test_speed_against_a_reference_model(tmp_path, baseline):
     assert gate(slower_model, baseline, max_speed_drop_percent=None).passed
 
 
+def test_speed_drop_within_timing_noise(tmp_path, baseline):
+    def timed(data: dict, repeats: list[float]) -> dict:
+        speed = data["models"][0]["speed"][0]
+        speed.update(images_per_second=float(np.median(repeats)), images_per_second_repeats=repeats,
+                     spread=(max(repeats) - min(repeats)) / np.median(repeats))
+        return data
+
+    base = write(tmp_path / "base.json", timed(json.loads(baseline.read_text()), [60.0, 100.0, 140.0]))
+    same = images(50, 0.6), images(50, 0.5, seed=1)
+    noisy = write(tmp_path / "noisy.json", timed(results(record("unet-r10", *same[0]), record("fpn-r10", *same[1],
+                                                                                          ips=200.0)),
+                                                 [50.0, 70.0, 120.0]))
+    assert not gate(noisy, base).passed  # the median fell by 30 %
+    result = gate(noisy, base, require_significant=True)
+    assert result.passed and statuses(result)[("unet-r10", "speed")] == "noise"
+    assert "unet-r10 (baseline 80%, run 100%)" in " ".join(result.notes)
+    slower = write(tmp_path / "slower.json", timed(results(record("unet-r10", *same[0]),
+                                                           record("fpn-r10", *same[1], ips=200.0)), [40, 50, 55]))
+    result = gate(slower, base, require_significant=True)
+    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    assert row["status"] == "fail" and row["ci_high"] == pytest.approx(100 * (55 / 60 - 1))
+
+
 def test_summaries_are_written(tmp_path, baseline):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
@@ -201,12 +224,16 @@ def test_summaries_are_written(tmp_path, baseline):
     assert cells[4] == f"{check['change']:+.2f} pp" and cells[6] == "-0.50 pp" and cells[7] == "fail"
 
 
-def test_update_baseline_copies_the_run(tmp_path):
+def test_update_baseline_copies_the_run_compactly(tmp_path):
     (tmp_path / "out").mkdir()
-    run = write(tmp_path / "out" / "results.json", results(record("m", *images(5, 0.6))))
+    data = results(record("m", *images(50, 0.6)))
+    run = tmp_path / "out" / "results.json"
+    run.write_text(json.dumps(data, indent=2))
     target = update_baseline(tmp_path / "out", tmp_path / "baselines" / "toy.json")
-    assert target.read_bytes() == run.read_bytes()
+    assert json.loads(target.read_text()) == data
     assert [p.name for p in target.parent.iterdir()] == ["toy.json"]  # no temporary file left behind
+    assert f'"classes": {json.dumps(CLASSES)},' in target.read_text()  # innermost arrays on one line
+    assert target.stat().st_size < 0.6 * run.stat().st_size
     assert gate(run, target).passed
 
 
