@@ -440,7 +440,7 @@ def heatmap_html(frame: pd.DataFrame) -> str:
     head = "<th>model</th>" + "".join(f'<th class="n">{_e(name)}</th>' for name in classes)
     rows = []
     for _, row in frame.iterrows():
-        cells = [f"<td>{_e(row['model'])}</td>"]
+        cells = [f"<td>{_e(row['label'])}</td>"]
         for name in classes:
             value = row[f"IoU.{name}"]
             if math.isnan(value):
@@ -524,10 +524,10 @@ def scatter_svg(frame: pd.DataFrame, width: int = 760, height: int = 420) -> str
         if not math.isnan(low_q[i]):
             parts.append(f'<line class="ci" x1="{x:.1f}" x2="{x:.1f}" y1="{py(low_q[i]):.1f}" '
                          f'y2="{py(high_q[i]):.1f}"/>')
-        tip = f"{row['model']}: mIoU {quality[i]:.2f}%, {speed[i]:.1f} images/s, {row['hardware']}"
+        tip = f"{row['label']}: mIoU {quality[i]:.2f}%, {speed[i]:.1f} images/s, {row['hardware']}"
         parts.append(f'<circle class="{"front" if front[i] else "pt"}" cx="{x:.1f}" cy="{y:.1f}" '
                      f'r="{6 if front[i] else 4.5}"><title>{_e(tip)}</title></circle>'
-                     f'<text x="{x + 8:.1f}" y="{y - 6:.1f}">{_e(row["model"])}</text>')
+                     f'<text x="{x + 8:.1f}" y="{y - 6:.1f}">{_e(row["label"])}</text>')
     parts.append(f'<circle class="front" cx="{width - right + 20}" cy="{top + 10}" r="6"/>'
                  f'<text x="{width - right + 32}" y="{top + 14}">Pareto front</text>'
                  f'<line class="ci" x1="{width - right + 20}" x2="{width - right + 20}" y1="{top + 26}" '
@@ -558,8 +558,18 @@ def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def labels(frame: pd.DataFrame) -> pd.Series:
+    """Model names, with the config hash and hardware appended where a suite's rows have several."""
+    label = frame["model"].astype(str)
+    for column, width in (("config_hash", 6), ("hardware", 24)):
+        if frame[column].nunique(dropna=False) > 1:
+            label = label + " @" + frame[column].astype(str).str[:width]
+    return label
+
+
 def to_html(frame: pd.DataFrame, suite: str) -> str:
     """The suite's self-contained page: leaderboard, per-class IoU, speed against accuracy, settings."""
+    frame = frame.assign(label=labels(frame))
     hardware = frame["hardware"].dropna().unique()
     caution = (f'<p class="muted">Speed measured on {len(hardware)} kinds of hardware: compare speeds within one.</p>'
                if len(hardware) > 1 else "")

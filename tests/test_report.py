@@ -83,6 +83,8 @@ def test_newest_result_per_model_and_hardware_is_kept(tmp_path):
     csv = pd.read_csv(tmp_path / "site" / "toy" / "leaderboard.csv")
     assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55)]
     assert str(tmp_path / "new" / "results.json") in set(csv["source"])
+    page = (tmp_path / "site" / "toy" / "index.html").read_text()
+    assert "<td>unet-r10 @cpu-A</td>" in page and "<td>unet-r10 @gpu-B</td>" in page  # heatmap rows told apart
 
 
 def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path):
