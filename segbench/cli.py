@@ -74,12 +74,46 @@ def bench(overrides: list[str] | None = typer.Argument(None, help=BENCH_HELP)) -
     _finish(bench_suite, cfg)
 
 
+@app.command()
+def score(overrides: list[str] | None = typer.Argument(
+        None, help="pred_dir=DIR [label_space=auto|train|dataset] plus suite=NAME and key=value overrides")) -> None:
+    """Score a folder of prediction PNGs made by any tool against a suite's ground truth (no model)."""
+    from segbench.config import load_config
+
+    rest, options = _pop_options(overrides or [], ("pred_dir", "label_space"))
+    if "pred_dir" not in options:
+        raise UserError("score needs pred_dir=DIR, a folder of prediction PNGs (one per validation image)")
+    cfg = load_config(rest)
+    from segbench.runner import output_dir
+    from segbench.score import score_predictions
+
+    def command(cfg: Any) -> Path:
+        out = output_dir(cfg, "score")
+        score_predictions(cfg, Path(options["pred_dir"]), options.get("label_space", "auto"), out_dir=out)
+        return out / "results.json"
+
+    _finish(command, cfg)
+
+
+def _pop_options(overrides: list[str], names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Split ``name=value`` items for a command's own options off the config overrides."""
+    rest, options = [], {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key in names:
+            options[key] = value
+        else:
+            rest.append(item)
+    return rest, options
+
+
 @app.command("eval")
 def eval_(overrides: list[str] | None = typer.Argument(None, help="zoo=NAME plus key=value overrides")) -> None:
     """Evaluate a zoo model's checkpoint without training (results.json and MLflow as for run)."""
     from segbench.zoo import eval_config, get_card
 
-    rest, zoo_name, download = _pop_zoo_options(overrides or [])
+    rest, options = _pop_options(overrides or [], ("zoo", "download"))
+    zoo_name, download = options.get("zoo"), options.get("download", "false").lower() in ("1", "true", "yes")
     if zoo_name is None:
         raise UserError("eval needs zoo=NAME (see segbench zoo list); to evaluate a local checkpoint use "
                         "segbench run weights.MODEL=PATH train.enabled=false")
@@ -87,20 +121,6 @@ def eval_(overrides: list[str] | None = typer.Argument(None, help="zoo=NAME plus
     from segbench.runner import run as run_suite
 
     _finish(run_suite, cfg)
-
-
-def _pop_zoo_options(overrides: list[str]) -> tuple[list[str], str | None, bool]:
-    """Split ``zoo=NAME`` and ``download=true`` off the overrides."""
-    rest, name, download = [], None, False
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key == "zoo":
-            name = value
-        elif key == "download":
-            download = value.lower() in ("1", "true", "yes")
-        else:
-            rest.append(item)
-    return rest, name, download
 
 
 zoo_app = typer.Typer(help="The model zoo: cards in zoo/*.yaml.", no_args_is_help=True)

@@ -104,3 +104,42 @@ def test_ctrl_c_marks_runs_killed_and_writes_no_results(cli, tmp_path, mlflow_ur
     mlflow.set_tracking_uri(mlflow_uri)
     runs = mlflow.search_runs(experiment_names=["synthetic"])
     assert len(runs) == 2 and set(runs["status"]) == {"KILLED"}
+
+
+def test_score_command_on_a_cityscapes_tree(cli, tmp_path, mlflow_uri):
+    from fixtures_layouts import make_cityscapes
+    from PIL import Image
+
+    from segbench.config import load_config
+    from segbench.datasets import build_dataset
+
+    root = make_cityscapes(tmp_path / "cityscapes")
+    dataset = build_dataset(load_config(["suite=cityscapes", f"data.root={root}"]).data, "val")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for index, sample in enumerate(dataset.samples):
+        target = dataset.target(index)
+        if index == 0:  # one perturbed image: its first column predicted as class 0 (road)
+            target = target.copy()
+            target[:, 0] = 0
+        Image.fromarray(target.astype(np.uint8)).save(preds / f"{sample.id.replace('/', '_')}.png")
+    out = tmp_path / "out"
+    code, stdout, err = cli("score", "suite=cityscapes", f"data.root={root}", f"pred_dir={preds}",
+                            "label_space=train", f"output_dir={out}", f"tracking.uri={mlflow_uri}", "progress=false")
+    assert code == 0, err
+    assert f"results: {out / 'results.json'}" in stdout
+    record = json.loads((out / "results.json").read_text())["models"][0]
+    # recompute the expected confusion by hand from the ground truth and the perturbation
+    matrix = np.zeros((19, 20), np.int64)
+    for index in range(len(dataset)):
+        target = dataset.target(index)
+        pred = target.copy()
+        if index == 0:
+            pred[:, 0] = 0
+        keep = target != 255
+        np.add.at(matrix, (target[keep], np.where(pred[keep] == 255, 19, pred[keep])), 1)
+    tp = np.diag(matrix[:, :19])
+    union = matrix.sum(1) + matrix[:, :19].sum(0) - tp
+    expected = np.mean(tp[union > 0] / union[union > 0])
+    assert record["metrics"]["mIoU"] == pytest.approx(expected)
+    assert record["metrics"]["mIoU"] < 1.0
