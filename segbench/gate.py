@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +78,15 @@ class GateResult:
 
     def legend(self) -> list[str]:
         """What the columns mean: units, the interval, pairing."""
-        reference = self.settings["reference_model"]
-        speed = f"images/s divided by {reference}'s in the same run" if reference else "images/s"
         pairing = "paired over the same images" if self.settings["paired"] else "unpaired (different images)"
-        return [f"quality in percent, change in percentage points (pp); speed in {speed}, change in percent",
-                f"CI: quality, {self.settings['level']:.0%} bootstrap interval of the change, {pairing}; "
-                "speed, the range over the timed repeats"]
+        units = "quality in percent, change in percentage points (pp)"
+        interval = f"CI: quality, {self.settings['level']:.0%} bootstrap interval of the change, {pairing}"
+        if self.settings["max_speed_drop_percent"] is not None:
+            reference = self.settings["reference_model"]
+            speed = f"images/s divided by {reference}'s in the same run" if reference else "images/s"
+            units += f"; speed in {speed}, change in percent"
+            interval += "; speed, the range over the timed repeats"
+        return [units, interval]
 
     def markdown(self) -> str:
         """A PR comment: verdict, table, legend and notes."""
@@ -122,7 +124,7 @@ def _check_comparable(run: dict, baseline: dict) -> list[str]:
         raise UserError(f"run is suite '{run['suite']['name']}', baseline is suite '{baseline['suite']['name']}'")
     for key in ("convention", "dataset"):
         mine, theirs = run.get(key) or {}, baseline.get(key) or {}
-        differ = sorted(k for k in set(mine) | set(theirs) if k != "split" and mine.get(k) != theirs.get(k))
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if differ:
             raise UserError(f"run and baseline differ in {key} ({', '.join(differ)}): their numbers are not comparable")
     notes = []
@@ -332,14 +334,12 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
 def _atomic_write(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
