@@ -77,8 +77,8 @@ def test_learned_upsampling_starts_as_bilinear_interpolation(factor):
 @pytest.mark.parametrize("arch,factors", [("fcn32s", [32]), ("fcn16s", [2, 16]), ("fcn8s", [2, 2, 8])])
 def test_fcn_fuses_the_paper_strides_with_bilinear_transposed_convs(arch, factors):
     model = build_model(f"{arch}-resnet10t", num_classes=4)
-    reductions = model.backbone.model.feature_info.reduction()
-    assert [reductions[i] for i in model.backbone.indices] == [32, 16, 8][: len(factors)]
+    reductions = model.encoder.model.feature_info.reduction()
+    assert [reductions[i] for i in model.encoder.indices] == [32, 16, 8][: len(factors)]
     ups = [m for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert sorted(up.stride[0] for up in ups) == sorted(factors)
     for up in ups:
@@ -121,7 +121,7 @@ def test_deeplabv2_sums_four_atrous_branches_at_rates_6_12_18_24():
     assert [b.dilation for b in branches] == [(6, 6), (12, 12), (18, 18), (24, 24)]
     assert all(b.kernel_size == (3, 3) and b.padding == b.dilation and b.out_channels == 3 for b in branches)
     with torch.no_grad():
-        (features,) = model.backbone(torch.randn(1, 3, 64, 80))
+        (features,) = model.encoder(torch.randn(1, 3, 64, 80))
         torch.testing.assert_close(model.head(features), sum(b(features) for b in branches))
 
 
@@ -129,7 +129,7 @@ def test_deeplabv1_is_large_fov_on_a_stride_8_backbone():
     model = build_model("deeplabv1-resnet10t", num_classes=3).eval()
     assert model.head.fc6.dilation == (12, 12) and model.head.fc6.kernel_size == (3, 3)
     with torch.no_grad():
-        (features,) = model.backbone(torch.randn(1, 3, 75, 100))
+        (features,) = model.encoder(torch.randn(1, 3, 75, 100))
     assert features.shape[-2:] == (10, 13)  # ceil(75 / 8), ceil(100 / 8)
 
 
@@ -138,7 +138,7 @@ def test_deeplabv1_is_large_fov_on_a_stride_8_backbone():
 def test_output_stride_16_and_32(arch, output_stride, size):
     model = build_model(f"{arch}-resnet10t", num_classes=2, output_stride=output_stride).eval()
     with torch.no_grad():
-        (features,) = model.backbone(torch.randn(1, 3, 75, 100))
+        (features,) = model.encoder(torch.randn(1, 3, 75, 100))
         assert model(torch.randn(1, 3, 75, 100)).shape == (1, 2, 75, 100)
     assert features.shape[-2:] == size
 
@@ -158,3 +158,17 @@ def test_unsupported_output_stride_and_missing_strides_are_user_errors():
         build_model("deeplabv1-resnet10t", num_classes=3, output_stride=4)
     with pytest.raises(UserError, match="has no stride-32 features"):
         build_model("fcn32s-vit_tiny_patch16_224", num_classes=3)
+
+
+def test_local_backbone_weights_load_into_the_encoder(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from segbench.checkpoints import load_backbone_weights
+
+    torch.manual_seed(1)
+    source = timm.create_model("resnet10t", pretrained=False)
+    save_file(source.state_dict(), tmp_path / "resnet10t.safetensors")
+    model = build_model("deeplabv1-resnet10t", num_classes=3)
+    load_backbone_weights(model, tmp_path / "resnet10t.safetensors")
+    torch.testing.assert_close(model.encoder.model.state_dict()["conv1.0.weight"], source.conv1[0].weight)

@@ -54,13 +54,13 @@ class ASPPSum(nn.Module):
 class DeepLab(nn.Module):
     """An atrous backbone, a classifier head on its deepest features, bilinear upsampling to the input size."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+    def __init__(self, encoder: Backbone, head: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.encoder = encoder
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (features,) = self.backbone(x)
+        (features,) = self.encoder(x)
         return F.interpolate(self.head(features), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 

@@ -31,6 +31,9 @@ DILATABLE = "resnet*, efficientnet*, mobilenetv3*, convnext*, regnet*"
 class Backbone(nn.Module):
     """A timm ``features_only`` backbone (random weights) returning NCHW features at chosen strides.
 
+    Models keep it as ``encoder``, with the timm model as ``encoder.model``, like smp's timm encoders,
+    so local backbone weights load the same way into both.
+
     ``reductions`` names the strides wanted, and the deepest feature map at each is returned in that
     order. With ``output_stride`` 8 or 16 the backbone is dilated (atrous) through timm's
     ``output_stride`` argument. A backbone that cannot dilate, or lacks a requested stride, raises a
@@ -127,10 +130,10 @@ class FCN(nn.Module):
         if skips not in (0, 1, 2):
             raise ValueError(f"skips must be 0, 1 or 2, got {skips}")
         reductions = (32, 16, 8)[: skips + 1]
-        self.backbone = Backbone(backbone, reductions)
-        self.head = ConvHead(self.backbone.channels[0], channels, dropout)
+        self.encoder = Backbone(backbone, reductions)
+        self.head = ConvHead(self.encoder.channels[0], channels, dropout)
         self.score = nn.Conv2d(channels, num_classes, 1)
-        self.skip_scores = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in self.backbone.channels[1:])
+        self.skip_scores = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in self.encoder.channels[1:])
         for layer in self.skip_scores:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -138,7 +141,7 @@ class FCN(nn.Module):
         self.final_up = BilinearUpsample(num_classes, reductions[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        deepest, *skips = self.backbone(x)
+        deepest, *skips = self.encoder(x)
         scores = self.score(self.head(deepest))
         for feature, score_layer, up in zip(skips, self.skip_scores, self.skip_ups):
             scores = up(scores, feature.shape[-2:]) + score_layer(feature)

@@ -35,14 +35,14 @@ class ParseNet(nn.Module):
     def __init__(self, backbone: str, num_classes: int, output_stride: int = 8, channels: int = 256,
                  dropout: float = 0.1) -> None:
         super().__init__()
-        self.backbone = Backbone(backbone, (output_stride,), output_stride)
-        self.head = ConvHead(self.backbone.channels[0], channels, dropout)
+        self.encoder = Backbone(backbone, (output_stride,), output_stride)
+        self.head = ConvHead(self.encoder.channels[0], channels, dropout)
         self.local_norm = L2Norm(channels)
         self.context_norm = L2Norm(channels)
         self.classifier = nn.Conv2d(2 * channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (features,) = self.backbone(x)
+        (features,) = self.encoder(x)
         local = self.head(features)
         context = F.adaptive_avg_pool2d(local, 1)
         unpooled = self.context_norm(context).expand_as(local)
