@@ -11,7 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segbench.benchmark import synchronize
-from segbench.config import EvalConfig
+from segbench.config import CRFConfig, EvalConfig
+from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD
 from segbench.inference import predict_logits
 from segbench.metrics import ConfusionMatrix
 
@@ -46,6 +47,17 @@ class EvalResult:
         return self.data_seconds / self.seconds if self.seconds > 0 else float("nan")
 
 
+def crf_refine(images: torch.Tensor, logits: torch.Tensor, cfg: CRFConfig) -> torch.Tensor:
+    """Class probabilities after dense-CRF post-processing of each image (inputs are ImageNet-normalised)."""
+    from segbench.archs.crf import dense_crf
+
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    rgb = ((images * std + mean) * 255).clamp(0, 255)
+    probs = logits.softmax(dim=1)
+    return torch.stack([dense_crf(rgb[i], probs[i], cfg) for i in range(images.shape[0])])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index: int, device: torch.device,
              cfg: EvalConfig | None = None, desc: str = "eval", progress: bool = True) -> EvalResult:
@@ -71,9 +83,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         synchronize(device)
         forward_seconds += time.perf_counter() - t0
         if cfg.crf.enabled:
-            from segbench.archs.crf import refine_batch
-
-            logits = refine_batch(images, logits, cfg.crf)
+            logits = crf_refine(images, logits, cfg.crf)
         confusion.update(logits.argmax(dim=1), masks)
         images_seen += images.shape[0]
     synchronize(device)

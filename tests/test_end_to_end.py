@@ -143,3 +143,15 @@ def test_score_command_on_a_cityscapes_tree(cli, tmp_path, mlflow_uri):
     expected = np.mean(tp[union > 0] / union[union > 0])
     assert record["metrics"]["mIoU"] == pytest.approx(expected)
     assert record["metrics"]["mIoU"] < 1.0
+
+
+def test_crf_and_tta_options_reach_the_evaluation(cli, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = cli("run", *TINY, "models=[pspnet-resnet10t]", "eval.crf.enabled=true", "eval.crf.iters=2",
+                       "eval.flip=true", "eval.scales=[1.0,1.5]", f"output_dir={out}", "tracking.enabled=false")
+    assert code == 0, err
+    record = json.loads((out / "results.json").read_text())["models"][0]
+    assert record["evaluation"]["crf"] is True
+    assert record["evaluation"]["flip"] is True and record["evaluation"]["scales"] == [1.0, 1.5]
+    assert record["evaluation"]["merge"] == "mean_softmax"
+    assert np.array(record["confusion_matrix"]).sum() == 8 * 32 * 32
