@@ -83,7 +83,7 @@ def score(overrides: list[str] | None = typer.Argument(
     rest, options = _pop_options(overrides or [], ("pred_dir", "label_space"))
     if "pred_dir" not in options:
         raise UserError("score needs pred_dir=DIR, a folder of prediction PNGs (one per validation image)")
-    cfg = load_config(rest)
+    cfg = load_config(["train.enabled=false", *rest])  # scoring needs only the validation split
     from segbench.runner import output_dir
     from segbench.score import score_predictions
 

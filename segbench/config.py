@@ -255,6 +255,10 @@ def validate(cfg: SuiteConfig) -> None:
 
     if not cfg.models:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
+    if cfg.data.ignore_index < 0:
+        raise UserError(f"data.ignore_index: expected a non-negative label, got {cfg.data.ignore_index}")
+    splits = (cfg.data.train_split, cfg.data.val_split) if cfg.train.enabled else (cfg.data.val_split,)
+    datasets.check_available(cfg.data, splits)  # first: a missing data root is the likeliest mistake
     specs = [models.parse_spec(spec, check=True) for spec in cfg.models]
     for name, path in cfg.weights.items():
         if name not in cfg.models:
@@ -266,7 +270,6 @@ def validate(cfg: SuiteConfig) -> None:
             raise UserError(f"backbone_weights.{name}: no model of the suite uses backbone '{name}'")
         if not Path(path).is_file():
             raise UserError(f"backbone_weights.{name}: weights file '{path}' does not exist")
-    datasets.check_available(cfg.data)
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
     for name in cfg.train.loss:

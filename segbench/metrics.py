@@ -142,3 +142,19 @@ def compute_metrics(matrix: np.ndarray) -> SegMetrics:
         acc=acc,
         support=gt.astype(np.int64),
     )
+
+
+def category_iou(matrix: np.ndarray, categories: tuple[tuple[str, tuple[int, ...]], ...]) -> dict[str, float]:
+    """IoU of groups of classes (the Cityscapes categories) from a matrix with ground truth on K rows and the K
+    classes in its first columns; further columns count as misses. As the official script: a prediction of
+    another class of the same category is a hit."""
+    k = matrix.shape[0]
+    scores = {}
+    for name, members in categories:
+        inside = np.zeros(k, dtype=bool)
+        inside[list(members)] = True
+        tp = matrix[inside][:, :k][:, inside].sum()
+        fn = matrix[inside].sum() - tp
+        fp = matrix[~inside][:, :k][:, inside].sum()
+        scores[name] = float(tp / (tp + fp + fn)) if tp + fp + fn > 0 else float("nan")
+    return scores

@@ -55,7 +55,7 @@ def leaderboard(results: dict, columns: list[str] | None = None) -> pd.DataFrame
         row = {"model": record["name"]}
         row.update({name: record["metrics"].get(name) for name in columns})
         row["img/s"] = speed.get("images_per_second")
-        row["params (M)"] = record["params"] / 1e6
+        row["params (M)"] = record["params"] / 1e6 if record.get("params") else None
         rows.append(row)
     frame = pd.DataFrame(rows)
     sort_key = "mIoU" if "mIoU" in frame else columns[0]

@@ -131,6 +131,12 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
             "data_wait_share": result.data_share,
         }
         record["confusion_matrix"] = result.confusion.matrix.cpu().tolist()
+        if info.categories:
+            matrix = np.array(record["confusion_matrix"])
+            record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
+        record["data"] = {"skipped": getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
+                          "problems": [str(p) for p in (getattr(train_set, "problems", []) +
+                                                        getattr(val_set, "problems", []))[:20]]}
         intersections, unions = result.confusion.per_image_stats()
         record["per_image"] = {"intersection": intersections.tolist(), "union": unions.tolist()}
         if cfg.bench.enabled:
@@ -143,6 +149,8 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
         logged["eval_images_per_second"] = result.images_per_second
         logged["eval_forward_share"] = result.forward_share
         logged["eval_data_wait_share"] = result.data_share
+        logged["data_skipped"] = record["data"]["skipped"]
+        logged.update({f"IoU.category.{k}": v for k, v in record.get("categories", {}).get("IoU", {}).items()})
         logged.update(_speed_metrics(record.get("speed", [])))
         tracker.log(run_id, metrics=logged, params={"params": record["params"]})
         tracker.artifact(run_id, csv_path)

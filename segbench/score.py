@@ -25,7 +25,7 @@ from segbench.datasets import build_dataset, dataset_info
 from segbench.datasets.checks import describe_error, read_mask
 from segbench.datasets.folder import LabelMap, SegmentationFiles
 from segbench.errors import UserError
-from segbench.metrics import SegMetrics, compute_metrics
+from segbench.metrics import SegMetrics, category_iou, compute_metrics
 from segbench.results import SCHEMA_VERSION, per_class_table, write_json
 from segbench.tracking import Tracker
 
@@ -147,22 +147,6 @@ def metrics_with_void(matrix: np.ndarray) -> SegMetrics:
 def _nanmean(values: np.ndarray) -> float:
     kept = values[~np.isnan(values)]
     return float(kept.mean()) if kept.size else float("nan")
-
-
-def category_iou(matrix: np.ndarray, categories: tuple[tuple[str, tuple[int, ...]], ...]) -> dict[str, float]:
-    """IoU of groups of classes (the Cityscapes categories) from a matrix with ground truth on K rows and the K
-    classes in its first columns; further columns count as misses. As the official script: a prediction of
-    another class of the same category is a hit."""
-    k = matrix.shape[0]
-    scores = {}
-    for name, members in categories:
-        inside = np.zeros(k, dtype=bool)
-        inside[list(members)] = True
-        tp = matrix[inside][:, :k][:, inside].sum()
-        fn = matrix[inside].sum() - tp
-        fp = matrix[~inside][:, :k][:, inside].sum()
-        scores[name] = float(tp / (tp + fp + fn)) if tp + fp + fn > 0 else float("nan")
-    return scores
 
 
 def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto",

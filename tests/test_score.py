@@ -11,7 +11,8 @@ from segbench.config import DataConfig, SuiteConfig, TrackingConfig, load_config
 from segbench.datasets import build_dataset
 from segbench.datasets.cityscapes import CATEGORIES, CLASSES, TRAIN_CLASSES
 from segbench.errors import UserError
-from segbench.score import category_iou, score_predictions
+from segbench.metrics import category_iou
+from segbench.score import score_predictions
 
 TRAIN_TO_LABEL_ID = np.zeros(256, np.uint8)  # ignored train ids (255) become label id 0, "unlabeled"
 TRAIN_TO_LABEL_ID[: len(TRAIN_CLASSES)] = [label_id for _, label_id, _, _ in TRAIN_CLASSES]
