@@ -23,7 +23,6 @@ from segbench.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "segbench.json"
-CACHE_DIR = Path(os.environ.get("SEGBENCH_CACHE", Path.home() / ".cache" / "segbench"))
 
 
 def sha256_file(path: Path) -> str:
@@ -106,8 +105,11 @@ def load_backbone_weights(model: nn.Module, source: Path | str) -> None:
     encoder.load_state_dict(matched, strict=False)
 
 
-def download(url: str, sha256: str, cache_dir: Path = CACHE_DIR) -> Path:
+def download(url: str, sha256: str, cache_dir: Path | None = None) -> Path:
     """Fetch ``url`` into the cache (once), with a progress bar, and check its sha256."""
+    from segbench.datasets.checks import cache_dir as default_cache_dir
+
+    cache_dir = (cache_dir or default_cache_dir()) / "weights"
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{sha256[:16]}-{Path(url).name}"
     if target.is_file() and sha256_file(target) == sha256:

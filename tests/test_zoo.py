@@ -90,7 +90,7 @@ def test_download_checks_the_sum_and_caches(tmp_path):
     assert cached.read_bytes() == b"weights"
     with pytest.raises(UserError, match="checksum mismatch"):
         download(source.as_uri(), "0" * 64, tmp_path / "cache2")
-    assert not list((tmp_path / "cache2").iterdir())
+    assert not list((tmp_path / "cache2" / "weights").iterdir())  # nothing half-downloaded is kept
 
 
 def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
