@@ -108,6 +108,7 @@ def mlflow_results(run_id: str, tracking_uri: str | None = None) -> dict:
     """The results.json logged with an MLflow run (a model's child run points to its parent's)."""
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     client = _client(tracking_uri)
     try:
         run = client.get_run(run_id)
