@@ -28,6 +28,7 @@ from segbench.stats import LEVEL, RESAMPLES, STATISTICS, bootstrap_difference
 MAX_DROP_POINTS = {"mIoU": 0.5}
 MAX_SPEED_DROP_PERCENT = 20.0
 FAILING = ("fail", "missing")
+UNCOMPARED = ("output_dir", "progress", "tracking", "description")  # settings that do not change the numbers
 SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile")  # must match to compare
 COLUMNS = ["model", "check", "baseline", "run", "change", "limit", "unit", "ci_low", "ci_high", "p_value",
            "status", "note"]
@@ -129,9 +130,27 @@ def _check_comparable(run: dict, baseline: dict) -> list[str]:
             raise UserError(f"run and baseline differ in {key} ({', '.join(differ)}): their numbers are not comparable")
     notes = []
     if run["suite"].get("config_hash") != baseline["suite"].get("config_hash"):
+        differ = _differing_settings(run["suite"].get("config") or {}, baseline["suite"].get("config") or {})
         notes.append(f"suite settings differ (config hash {run['suite'].get('config_hash')} vs baseline "
-                     f"{baseline['suite'].get('config_hash')})")
+                     f"{baseline['suite'].get('config_hash')}): {', '.join(differ) or 'keys not recorded'}")
     return notes
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value and key != "loss":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differing_settings(run: dict, baseline: dict) -> list[str]:
+    """Dotted config keys whose values differ, leaving out those that do not change the numbers."""
+    mine, theirs = _flat(run), _flat(baseline)
+    return sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key)
+                  and key.split(".")[0] not in UNCOMPARED)
 
 
 def _per_image(record: dict) -> tuple | None:

@@ -124,6 +124,7 @@ def test_different_images_are_compared_unpaired(tmp_path, baseline):
     result = gate(write(tmp_path / "run.json", other), baseline)
     assert not result.settings["paired"]
     assert "unpaired (different images)" in result.text()
+    assert "suite settings differ (config hash hash1 vs baseline hash0): seed" in result.notes
 
 
 def test_a_model_missing_from_the_run_fails(tmp_path, baseline):
