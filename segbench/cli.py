@@ -107,6 +107,48 @@ def _pop_options(overrides: list[str], names: tuple[str, ...]) -> tuple[list[str
     return rest, options
 
 
+@app.command()
+def report(
+    sources: list[str] | None = typer.Argument(None, help="results.json files or folders; none: every MLflow run"),
+    out: Path | None = typer.Option(None, help="output folder (default: reports/)"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store to read when no source is given"),
+) -> None:
+    """Build leaderboards per suite (Markdown, CSV, self-contained HTML) from results.json files or MLflow."""
+    from segbench.report import build_report
+
+    written = build_report(list(sources or []), out, tracking_uri)
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def gate(
+    run: str = typer.Argument(..., help="a results.json (or its folder), an MLflow run id, or 'latest'"),
+    baseline: str = typer.Argument(..., help="the baseline: a results.json or an MLflow run id"),
+    max_drop: list[str] | None = typer.Option(None, help="METRIC=POINTS allowed drop in percentage points "
+                                                         "(default mIoU=0.5); repeatable"),
+    max_speed_drop: float | None = typer.Option(None, help="allowed drop of images/s in percent (default 20)"),
+    no_speed: bool = typer.Option(False, "--no-speed", help="do not gate speed"),
+    reference_model: str | None = typer.Option(None, help="compare speed as a ratio to this model of the same run"),
+    require_significant: bool = typer.Option(False, help="a drop must also be beyond noise (bootstrap, repeats)"),
+    out: Path | None = typer.Option(None, help="write gate.md and gate.json here"),
+    update_baseline: bool = typer.Option(False, help="write the run as the new baseline and exit"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store for run ids and 'latest'"),
+) -> None:
+    """Compare a run with a baseline model by model; exit 0 on pass, 1 on a regression, 2 on bad input."""
+    from segbench import gate as gating
+
+    if update_baseline:
+        typer.echo(f"baseline: {gating.update_baseline(run, baseline, tracking_uri)}")
+        return
+    speed = None if no_speed else (gating.MAX_SPEED_DROP_PERCENT if max_speed_drop is None else max_speed_drop)
+    result = gating.gate(run, baseline, max_drop_points=gating.parse_max_drops(max_drop) if max_drop else None,
+                         max_speed_drop_percent=speed, reference_model=reference_model,
+                         require_significant=require_significant, out_dir=out, tracking_uri=tracking_uri)
+    typer.echo(result.text())
+    raise typer.Exit(result.exit_code)
+
+
 @app.command("eval")
 def eval_(overrides: list[str] | None = typer.Argument(None, help="zoo=NAME plus key=value overrides")) -> None:
     """Evaluate a zoo model's checkpoint without training (results.json and MLflow as for run)."""
