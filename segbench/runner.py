@@ -82,6 +82,20 @@ def _speed_metrics(speed: list[dict]) -> dict[str, float]:
     return out
 
 
+def _logged_metrics(record: dict) -> dict[str, float]:
+    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
+    logged = dict(record["metrics"])
+    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
+    logged.update({f"IoU.category.{k}": v for k, v in record.get("categories", {}).get("IoU", {}).items()})
+    evaluation = record["evaluation"]
+    logged["eval_images_per_second"] = evaluation["images_per_second"]
+    logged["eval_forward_share"] = evaluation["forward_share"]
+    logged["eval_data_wait_share"] = evaluation["data_wait_share"]
+    logged["data_skipped"] = record["data"]["skipped"]
+    logged.update(_speed_metrics(record.get("speed", [])))
+    return {k: v for k, v in logged.items() if v is not None}
+
+
 def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: Dataset | None, val_set: Dataset,
               device: torch.device, tracker: Tracker, parent_run: str | None, out_dir: Path) -> dict:
     """Train (if the suite says so), evaluate and time one model; return its results.json record."""
@@ -144,15 +158,7 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
 
         csv_path = out_dir / f"per_class_{spec.name}.csv"
         table.to_csv(csv_path, index=False)
-        logged = dict(record["metrics"])
-        logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
-        logged["eval_images_per_second"] = result.images_per_second
-        logged["eval_forward_share"] = result.forward_share
-        logged["eval_data_wait_share"] = result.data_share
-        logged["data_skipped"] = record["data"]["skipped"]
-        logged.update({f"IoU.category.{k}": v for k, v in record.get("categories", {}).get("IoU", {}).items()})
-        logged.update(_speed_metrics(record.get("speed", [])))
-        tracker.log(run_id, metrics=logged, params={"params": record["params"]})
+        tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})
         tracker.artifact(run_id, csv_path)
         record["mlflow_run_id"] = run_id
         tracker.end(run_id, "FINISHED")
