@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# OpenMP threads sleep instead of spinning while they wait: on a shared 2-core machine spinning threads of
+# one process starve the others (tens of times more CPU for the same small models).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
