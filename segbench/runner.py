@@ -17,6 +17,7 @@ from segbench.checkpoints import WEIGHTS_FILE, load_backbone_weights, load_weigh
 from segbench.config import SuiteConfig, config_hash, to_dict
 from segbench.datasets import DatasetInfo, build_dataset, dataset_info, make_loader
 from segbench.environment import fingerprint, resolve_device
+from segbench.errors import UserError
 from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
@@ -40,11 +41,16 @@ def seed_everything(seed: int) -> None:
 
 
 def output_dir(cfg: SuiteConfig, kind: str = "") -> Path:
-    """``output_dir`` if set, else ``outputs/<suite>/<timestamp>``; never an existing, non-empty folder."""
+    """``output_dir`` if set (it must not hold files yet), else a new ``outputs/<suite>/<timestamp>[-kind]``."""
+    if cfg.output_dir:
+        path = Path(cfg.output_dir)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"output_dir '{path}' already holds files; name a new folder or remove it")
+        return path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{kind}" if kind else "")
-    path = Path(cfg.output_dir) if cfg.output_dir else Path("outputs") / cfg.name / stamp
-    base, n = path, 1
-    while path.exists() and any(path.iterdir()):
+    path = base = Path("outputs") / cfg.name / stamp
+    n = 1
+    while path.exists() or path.with_name(path.name + ".partial").exists():
         path, n = base.with_name(f"{base.name}-{n}"), n + 1
     return path
 

@@ -155,3 +155,12 @@ def test_crf_and_tta_options_reach_the_evaluation(cli, tmp_path):
     assert record["evaluation"]["flip"] is True and record["evaluation"]["scales"] == [1.0, 1.5]
     assert record["evaluation"]["merge"] == "mean_softmax"
     assert np.array(record["confusion_matrix"]).sum() == 8 * 32 * 32
+
+
+def test_an_output_dir_that_holds_files_is_refused(cli, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    code, _, err = cli("run", *TINY, f"output_dir={out}", "tracking.enabled=false")
+    assert code == 2 and "already holds files" in err
+    assert (out / "results.json").read_text() == "{}"
