@@ -211,16 +211,20 @@ class _Session:
         self.tracker.end(self.parent, "FINISHED")
         return self.final_dir / filename
 
-    def abort(self, status: str) -> None:
-        self.tracker.end_all(status)
+    def __enter__(self) -> "_Session":
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> None:
+        """An interrupted or failed session closes its MLflow runs KILLED or FAILED; its folder stays .partial."""
+        if kind is not None:
+            self.tracker.end_all("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
 
 
 def run(cfg: SuiteConfig) -> Path:
     """Run every model of ``cfg``; write results.json and return its path."""
     info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
-    session = _Session(cfg, "run")
-    try:
+    with _Session(cfg, "run") as session:
         train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
         val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
         records = [run_model(spec, cfg, info, train_set, val_set, session.device, session.tracker, session.parent,
@@ -232,12 +236,6 @@ def run(cfg: SuiteConfig) -> Path:
             "models": records,
         }
         path = session.finish("results.json", results)
-    except KeyboardInterrupt:
-        session.abort("KILLED")
-        raise
-    except Exception:
-        session.abort("FAILED")
-        raise
     print_leaderboard(leaderboard(results, cfg.eval.metrics),
                       f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
     return path
@@ -248,8 +246,7 @@ def bench(cfg: SuiteConfig) -> Path:
     info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
     image_size = tuple(cfg.bench.input_size or (cfg.data.image_size, cfg.data.image_size))
-    session = _Session(cfg, "bench")
-    try:
+    with _Session(cfg, "bench") as session:
         records = []
         for spec in specs:
             seed_everything(cfg.seed)
@@ -262,11 +259,5 @@ def bench(cfg: SuiteConfig) -> Path:
             records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                             "params": speed[0]["params"], "speed": speed, "mlflow_run_id": run_id})
         path = session.finish("bench.json", session.header() | {"models": records})
-    except KeyboardInterrupt:
-        session.abort("KILLED")
-        raise
-    except Exception:
-        session.abort("FAILED")
-        raise
     print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, {session.env['threads']} threads)")
     return path
