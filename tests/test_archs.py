@@ -18,15 +18,6 @@ OWN = ["fcn32s", "fcn16s", "fcn8s", "parsenet", "deeplabv1", "deeplabv2"]
 BACKBONES = ["resnet10t", "mobilenetv3_small_050", "convnext_atto"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds overhead (and OpenMP spin-waits on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_own_architectures_are_registered_as_segbench():
     for name in OWN:
         arch = ARCHITECTURES.get(name)

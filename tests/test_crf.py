@@ -12,15 +12,6 @@ H, W = 64, 80
 COLOURS = torch.tensor([[200.0, 40, 40], [40, 160, 60], [40, 60, 200]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds overhead (and OpenMP spin-waits on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def scene(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Three sharp-edged regions (two halves and a disc) in distinct colours, with a little noise."""
     g = torch.Generator().manual_seed(seed)
