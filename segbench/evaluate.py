@@ -84,7 +84,8 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         forward_seconds += time.perf_counter() - t0
         if cfg.crf.enabled:
             logits = crf_refine(images, logits, cfg.crf)
-        confusion.update(logits.argmax(dim=1), masks)
+        # max().indices equals argmax (first maximum on ties) and is several times faster over dim 1 on the CPU
+        confusion.update(logits.max(dim=1).indices, masks)
         images_seen += images.shape[0]
     synchronize(device)
     confusion.all_reduce()
