@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from segbench.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "segbench.json"
+MIN_BACKBONE_COVERAGE = 0.9  # share of the backbone's tensors a backbone checkpoint must fill
 
 
 def sha256_file(path: Path) -> str:
@@ -55,13 +57,32 @@ def weights_file(source: Path) -> Path:
     return source
 
 
+def recorded_sha256(source: Path) -> str | None:
+    """The sha256 a segbench checkpoint folder records for its weights (``segbench.json``), if any."""
+    config = source / CONFIG_FILE
+    if not (source.is_dir() and config.is_file()):
+        return None
+    try:
+        return json.loads(config.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"checkpoint '{source}': {CONFIG_FILE} is not a JSON object") from None
+
+
+def _check_sha256(path: Path, expected: str) -> str:
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise UserError(f"checksum mismatch for '{path}': expected sha256 {expected}, got {actual}; refusing to load")
+    return actual
+
+
 def read_state_dict(source: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint, refusing a checksum mismatch and any pickled code."""
-    path = weights_file(Path(source))
+    """Tensors of a checkpoint, refusing a checksum mismatch (given, or recorded in a segbench checkpoint
+    folder) and any pickled code."""
+    source = Path(source)
+    path = weights_file(source)
+    sha256 = sha256 or recorded_sha256(source)
     if sha256 is not None:
-        actual = sha256_file(path)
-        if actual != sha256.lower():
-            raise UserError(f"checksum mismatch for '{path}': expected sha256 {sha256}, got {actual}; refusing to load")
+        _check_sha256(path, sha256)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -81,28 +102,84 @@ def read_state_dict(source: Path, sha256: str | None = None) -> dict[str, torch.
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_weights(model: nn.Module, source: Path | str, sha256: str | None = None) -> None:
-    """Load a checkpoint into ``model`` in place; every key must match."""
+def _weights_record(source: Path) -> dict:
+    path = weights_file(Path(source))
+    return {"file": str(path), "sha256": sha256_file(path)}
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def _examples(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "") if keys else "none"
+
+
+def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Raise a UserError unless ``state`` holds exactly the model's tensors, with their shapes."""
+    own, given = _shapes(model.state_dict()), _shapes(state)
+    missing = sorted(own.keys() - given.keys())
+    unexpected = sorted(given.keys() - own.keys())
+    wrong = [f"{k} {list(given[k])} vs {list(own[k])}" for k in sorted(own.keys() & given.keys()) if own[k] != given[k]]
+    if missing or unexpected or wrong:
+        raise UserError(f"checkpoint '{source}' does not fit the model: {len(missing)} missing tensors "
+                        f"({_examples(missing)}), {len(unexpected)} unexpected ({_examples(unexpected)}), "
+                        f"{len(wrong)} of another shape ({_examples(wrong, 2)})")
+
+
+def load_weights(model: nn.Module, source: Path | str, sha256: str | None = None) -> dict:
+    """Load a checkpoint into ``model`` in place (every tensor must match); return its file and sha256."""
     state = read_state_dict(Path(source), sha256)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise UserError(f"checkpoint '{source}' does not fit the model: {len(result.missing_keys)} missing keys "
-                        f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
-                        f"(e.g. {result.unexpected_keys[:2]})")
+    check_fit(model, state, source)
+    model.load_state_dict(state, strict=False)
+    return _weights_record(Path(source))
 
 
-def load_backbone_weights(model: nn.Module, source: Path | str) -> None:
-    """Load a timm backbone checkpoint (a local file) into the model's encoder; classifier keys are skipped."""
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The timm backbone inside a model (smp's timm-universal encoder wraps it as ``encoder.model``)."""
     encoder = getattr(model, "encoder", None)
-    encoder = getattr(encoder, "model", encoder)  # smp's timm-universal encoder wraps the timm model
     if encoder is None:
-        raise UserError(f"cannot load backbone weights '{source}': the model has no 'encoder'")
-    state = read_state_dict(Path(source))
-    own = encoder.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise UserError(f"backbone weights '{source}' share no tensor with the backbone")
-    encoder.load_state_dict(matched, strict=False)
+        raise UserError("cannot load backbone weights: the model has no 'encoder'")
+    return getattr(encoder, "model", encoder)
+
+
+def rename_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Apply ``key_map``'s regular-expression rules (pattern -> replacement, in order) to every key."""
+    rules = [(re.compile(pattern), replacement) for pattern, replacement in key_map.items()]
+    renamed = {}
+    for key, value in state.items():
+        for pattern, replacement in rules:
+            key = pattern.sub(replacement, key)
+        renamed[key] = value
+    return renamed
+
+
+def match_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], source: Path | str, name: str,
+                   key_map: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors of ``state`` (renamed by ``key_map``) that fit ``backbone`` by name and shape, and the coverage
+    record; a UserError below ``MIN_BACKBONE_COVERAGE``, quoting unmatched keys of both sides."""
+    own = _shapes(backbone.state_dict())
+    renamed = rename_keys(state, key_map or {})
+    matched = {k: v for k, v in renamed.items() if k in own and tuple(v.shape) == own[k]}
+    coverage = len(matched) / len(own) if own else 0.0
+    if coverage < MIN_BACKBONE_COVERAGE:
+        theirs = sorted(k for k in renamed if k not in matched and not k.endswith("num_batches_tracked"))
+        ours = sorted(own.keys() - matched.keys())
+        raise UserError(f"backbone_weights.{name}: '{source}' fits {len(matched)} of the backbone's {len(own)} "
+                        f"tensors (at least {MIN_BACKBONE_COVERAGE:.0%} needed); unmatched in the file: "
+                        f"{_examples(theirs)}; unmatched in the backbone: {_examples(ours)}; map the names with "
+                        f"backbone_key_map.{name}={{PATTERN: REPLACEMENT}} (regular expressions, see the README)")
+    return matched, {"loaded": len(matched), "total": len(own), "coverage": coverage}
+
+
+def load_backbone_weights(model: nn.Module, source: Path | str, name: str,
+                          key_map: dict[str, str] | None = None) -> dict:
+    """Load a timm backbone checkpoint (a local file) into the model's backbone; return what was loaded:
+    file, sha256, tensors loaded of the backbone's total, and the coverage."""
+    backbone = backbone_of(model)
+    matched, coverage = match_backbone(backbone, read_state_dict(Path(source)), source, name, key_map)
+    backbone.load_state_dict(matched, strict=False)
+    return _weights_record(Path(source)) | coverage
 
 
 def download(url: str, sha256: str, cache_dir: Path | None = None) -> Path:

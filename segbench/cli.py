@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,8 @@ def _version(value: bool) -> None:
 def main(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an internal error "
+                                                      "(or set SEGBENCH_DEBUG=1)."),
 ) -> None:
     """Benchmark and compare semantic segmentation models. Run with no command: the embedded default suite."""
     if ctx.invoked_subcommand is None:
@@ -42,14 +46,8 @@ def main(
 
 
 def _finish(command: Callable[[Any], Path], cfg: Any) -> None:
-    """Run ``command(cfg)`` and print where its results are; Ctrl-C exits 130 with nothing left as complete."""
-    try:
-        path = command(cfg)
-    except KeyboardInterrupt:
-        typer.echo("segbench: interrupted; open MLflow runs were marked KILLED and no results were written",
-                   err=True)
-        raise typer.Exit(130) from None
-    typer.echo(f"results: {path}")
+    """Run ``command(cfg)`` and print where its results are."""
+    typer.echo(f"results: {command(cfg)}")
 
 
 @app.command()
@@ -84,15 +82,9 @@ def score(overrides: list[str] | None = typer.Argument(
     if "pred_dir" not in options:
         raise UserError("score needs pred_dir=DIR, a folder of prediction PNGs (one per validation image)")
     cfg = load_config(["train.enabled=false", *rest])  # scoring needs only the validation split
-    from segbench.runner import output_dir
     from segbench.score import score_predictions
 
-    def command(cfg: Any) -> Path:
-        out = output_dir(cfg, "score")
-        score_predictions(cfg, Path(options["pred_dir"]), options.get("label_space", "auto"), out_dir=out)
-        return out / "results.json"
-
-    _finish(command, cfg)
+    typer.echo(f"results: {score_predictions(cfg, Path(options['pred_dir']), options.get('label_space', 'auto'))}")
 
 
 def _pop_options(overrides: list[str], names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -271,19 +263,43 @@ def _listing(kind: str, pattern: str) -> list[tuple[str, str]]:
     return list(METRICS.items())
 
 
+INTERNAL_ERROR = 3  # a bug in segbench, not the user's input: 1 stays "regression", 2 "bad input"
+
+
 def entry() -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
-    try:
-        code = app(standalone_mode=False)
-    except UserError as exc:
-        typer.echo(f"segbench: error: {exc}", err=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except typer.TyperException as exc:  # usage errors: unknown command or option, missing argument
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        typer.echo(f"segbench: error: {message} (see segbench --help)", err=True)
-        sys.exit(2)
+    """Console-script entry point: exit 0 on success, 1 for a regression or a verification mismatch, 2 for bad
+    input (one line, no traceback), 3 for an internal error (its traceback only with --debug or SEGBENCH_DEBUG=1),
+    128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
+    from segbench.interrupts import signals_interrupt
+
+    debug = "--debug" in sys.argv[1:2] or os.environ.get("SEGBENCH_DEBUG", "") not in ("", "0")
+    with signals_interrupt() as caught:
+        try:
+            code = app(standalone_mode=False)  # typer returns 130 for an interrupt
+        except UserError as exc:
+            typer.echo(f"segbench: error: {exc}", err=True)
+            sys.exit(2)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.TyperException as exc:  # usage errors: unknown command or option, missing argument
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            typer.echo(f"segbench: error: {message} (see segbench --help)", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            code = 130
+        except Exception as exc:
+            if debug:
+                raise
+            first = (str(exc).splitlines() or [""])[0][:300]
+            typer.echo(f"segbench: internal error: {type(exc).__name__}: {first} (a bug in segbench, not in your "
+                       "input; rerun with --debug or SEGBENCH_DEBUG=1 for the traceback, and please report it)",
+                       err=True)
+            sys.exit(INTERNAL_ERROR)
+    if code == 130 or caught.signum is not None:
+        signum = caught.signum or signal.SIGINT
+        typer.echo(f"segbench: interrupted ({signal.Signals(signum).name}); open MLflow runs were marked KILLED, "
+                   "an output folder keeps its .partial suffix and no results were written", err=True)
+        sys.exit(128 + signum)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class DataConfig:
     ignore_index: int = 255
     num_workers: int = 0
     skip_bad: bool = False  # skip (and count) bad samples instead of refusing to start
+    label_map: dict[int, int] = field(default_factory=dict)  # raw mask value -> class index (e.g. {255: 1})
     # synthetic data set
     image_size: int = 64
     train_samples: int = 4096
@@ -113,6 +115,7 @@ class SuiteConfig:
     models: list[str] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local checkpoint (file or folder)
     backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone name -> local weights file
+    backbone_key_map: dict[str, dict[str, str]] = field(default_factory=dict)  # backbone -> {regex: replacement}
     seed: int = 0
     device: str = "auto"
     output_dir: str | None = None
@@ -196,6 +199,21 @@ def _flatten(node: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if prefix else []
 
 
+def _check_sections(values: dict[str, Any], schema: Any = None, prefix: str = "") -> None:
+    """Raise a UserError where a value is given for a whole section (``train=5`` instead of ``train.iters=5``)."""
+    schema = schema or SuiteConfig
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in values.items():
+        factory = fields[key].default_factory if key in fields else None
+        if not dataclasses.is_dataclass(factory):
+            continue
+        if not isinstance(value, dict):
+            example = dataclasses.fields(factory)[0].name
+            raise UserError(f"config key '{prefix}{key}' is a section, not a value (got {value!r}); "
+                            f"set one of its keys, e.g. {prefix}{key}.{example}=...")
+        _check_sections(value, factory, f"{prefix}{key}.")
+
+
 def parse_overrides(overrides: list[str]) -> tuple[str, dict[str, Any]]:
     """Split ``key=value`` strings into the suite name and a nested dict of the other values."""
     from omegaconf import OmegaConf
@@ -217,6 +235,7 @@ def parse_overrides(overrides: list[str]) -> tuple[str, dict[str, Any]]:
         values = OmegaConf.to_container(OmegaConf.from_dotlist(rest))
     except Exception as exc:  # omegaconf's grammar errors
         raise UserError(f"cannot parse overrides {rest}: {exc}".splitlines()[0]) from None
+    _check_sections(values)
     return suite, values
 
 
@@ -238,6 +257,10 @@ def load_config(overrides: list[str] | None = None) -> SuiteConfig:
             _check_key(key)
         except UserError as exc:
             raise UserError(f"{path.name}: {exc}") from None
+    try:
+        _check_sections(file_values)
+    except UserError as exc:
+        raise UserError(f"{path.name}: {exc}") from None
     file_values.setdefault("name", path.stem)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SuiteConfig), file_values, values)
@@ -270,6 +293,17 @@ def validate(cfg: SuiteConfig) -> None:
             raise UserError(f"backbone_weights.{name}: no model of the suite uses backbone '{name}'")
         if not Path(path).is_file():
             raise UserError(f"backbone_weights.{name}: weights file '{path}' does not exist")
+    for name, rules in cfg.backbone_key_map.items():
+        if name not in cfg.backbone_weights:
+            raise UserError(f"backbone_key_map.{name}: no backbone_weights.{name} to rename keys for")
+        for pattern in rules:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise UserError(f"backbone_key_map.{name}: '{pattern}' is not a regular expression ({exc})") from None
+    for raw, cls in cfg.data.label_map.items():
+        if not 0 <= raw <= 255 or not 0 <= cls <= 255:
+            raise UserError(f"data.label_map: expected 8-bit mask values mapped to class indices, got {raw}: {cls}")
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
     for name in cfg.train.loss:

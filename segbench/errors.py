@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -20,8 +21,20 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return [lowered[h] for h in hits]
 
 
+LISTINGS = {kind: f"segbench list {kind}s" for kind in ("model", "backbone", "dataset", "loss", "metric", "suite")}
+LISTINGS.update({"loss": "segbench list losses", "zoo model": "segbench zoo list"})
+
+
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
-    """Build the error for an unknown ``kind`` called ``name``, suggesting the closest choices."""
+    """Build the error for an unknown ``kind`` called ``name``, suggesting the closest choices and the command
+    that lists them (or, for short fixed sets such as optimizers, the choices themselves)."""
+    choices = list(choices)
     hints = closest(name, choices)
     hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
-    return UserError(f"unknown {kind} '{name}'{hint} (see `segbench list {kind}s`)")
+    where = f"see `{LISTINGS[kind]}`" if kind in LISTINGS else f"expected one of {', '.join(sorted(choices))}"
+    return UserError(f"unknown {kind} '{name}'{hint} ({where})")
+
+
+def warn(message: str) -> None:
+    """Tell the user about something that will not stop the command but changes what its numbers mean."""
+    print(f"segbench: warning: {message}", file=sys.stderr)

@@ -67,7 +67,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
     confusion = ConfusionMatrix(num_classes, ignore_index, device, per_image=True)
     images_seen, forward_seconds, data_seconds = 0, 0.0, 0.0
     start = time.perf_counter()
-    batches = iter(tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True))
+    batches = iter(tqdm(loader, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True))
     while True:
         t0 = time.perf_counter()
         batch = next(batches, None)

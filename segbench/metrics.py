@@ -114,7 +114,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
 
-def _nanmean(values: np.ndarray) -> float:
+def nanmean(values: np.ndarray) -> float:
     kept = values[~np.isnan(values)]
     return float(kept.mean()) if kept.size else float("nan")
 
@@ -132,10 +132,10 @@ def compute_metrics(matrix: np.ndarray) -> SegMetrics:
     total = gt.sum()
     freq = gt / total if total > 0 else np.zeros_like(gt)
     return SegMetrics(
-        mIoU=_nanmean(iou),
-        mDice=_nanmean(dice),
+        mIoU=nanmean(iou),
+        mDice=nanmean(dice),
         aAcc=float(tp.sum() / total) if total > 0 else float("nan"),
-        mAcc=_nanmean(acc),
+        mAcc=nanmean(acc),
         fwIoU=float(np.nansum(freq * iou)) if total > 0 else float("nan"),
         iou=iou,
         dice=dice,

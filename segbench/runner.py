@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +11,27 @@ from torch.utils.data import Dataset
 
 from segbench import metrics as seg_metrics
 from segbench.benchmark import measure_throughput
-from segbench.checkpoints import WEIGHTS_FILE, load_backbone_weights, load_weights, save_checkpoint, sha256_file
-from segbench.config import SuiteConfig, config_hash, to_dict
-from segbench.datasets import DatasetInfo, build_dataset, dataset_info, make_loader
-from segbench.environment import fingerprint, resolve_device
-from segbench.errors import UserError
+from segbench.checkpoints import (
+    WEIGHTS_FILE,
+    backbone_of,
+    check_fit,
+    load_backbone_weights,
+    load_weights,
+    match_backbone,
+    read_state_dict,
+    save_checkpoint,
+    sha256_file,
+)
+from segbench.config import SuiteConfig, to_dict
+from segbench.datasets import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
+from segbench.environment import resolve_device
+from segbench.errors import warn
 from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, parse_spec
-from segbench.results import (
-    SCHEMA_VERSION,
-    leaderboard,
-    per_class_table,
-    print_leaderboard,
-    print_speed_table,
-    write_json,
-)
+from segbench.results import leaderboard, per_class_table, print_leaderboard, print_speed_table
+from segbench.session import Session
 from segbench.tracking import Tracker
 from segbench.train import train
 
@@ -38,31 +40,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def output_dir(cfg: SuiteConfig, kind: str = "") -> Path:
-    """``output_dir`` if set (it must not hold files yet), else a new ``outputs/<suite>/<timestamp>[-kind]``."""
-    if cfg.output_dir:
-        path = Path(cfg.output_dir)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(f"output_dir '{path}' already holds files; name a new folder or remove it")
-        return path
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{kind}" if kind else "")
-    path = base = Path("outputs") / cfg.name / stamp
-    n = 1
-    while path.exists() or path.with_name(path.name + ".partial").exists():
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return path
-
-
-def _flat(prefix: str, values: dict) -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value and key != "loss":
-            out.update(_flat(f"{prefix}{key}.", value))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[int, int],
@@ -107,17 +84,21 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
     """Train (if the suite says so), evaluate and time one model; return its results.json record."""
     seed_everything(cfg.seed)
     model = build_model(spec, info.num_classes)
+    weights = {"model": None, "backbone": None}
     if spec.backbone in cfg.backbone_weights:
-        load_backbone_weights(model, cfg.backbone_weights[spec.backbone])
+        weights["backbone"] = load_backbone_weights(model, cfg.backbone_weights[spec.backbone], spec.backbone,
+                                                    cfg.backbone_key_map.get(spec.backbone))
+        loaded = weights["backbone"]
+        print(f"{spec.name}: backbone weights {loaded['file']} filled {loaded['loaded']} of {loaded['total']} "
+              "backbone tensors")
     if spec.name in cfg.weights:
-        load_weights(model, cfg.weights[spec.name])
+        weights["model"] = load_weights(model, cfg.weights[spec.name])
     run_id = tracker.start(spec.name, parent=parent_run,
-                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                                   "weights": cfg.weights.get(spec.name, "random")})
+                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone}
+                           | _weights_params(weights))
     try:
         record: dict = {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                        "params": sum(p.numel() for p in model.parameters()),
-                        "weights": cfg.weights.get(spec.name)}
+                        "params": sum(p.numel() for p in model.parameters()), "weights": weights}
         if train_set is not None:
             loader = make_loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, device, cfg.seed)
             loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
@@ -156,7 +137,9 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
             record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
         record["data"] = {"skipped": getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
                           "problems": [str(p) for p in (getattr(train_set, "problems", []) +
-                                                        getattr(val_set, "problems", []))[:20]]}
+                                                        getattr(val_set, "problems", []))[:20]],
+                          "classes_without_pixels": [info.classes[i] for i in range(info.num_classes)
+                                                     if table["support"][i] == 0]}
         intersections, unions = result.confusion.per_image_stats()
         record["per_image"] = {"intersection": intersections.tolist(), "union": unions.tolist()}
         if cfg.bench.enabled:
@@ -174,59 +157,55 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
         raise
 
 
-class _Session:
-    """What one invocation shares across models: device, output folder, MLflow parent run, fingerprint."""
+def _weights_params(weights: dict) -> dict[str, object]:
+    """MLflow params naming the weights a model started from ("random" when none were loaded)."""
+    params: dict[str, object] = {}
+    for part, key in (("model", "weights"), ("backbone", "backbone_weights")):
+        loaded = weights[part]
+        params[key] = loaded["file"] if loaded else "random"
+        if loaded:
+            params[f"{key}_sha256"] = loaded["sha256"]
+        if loaded and "coverage" in loaded:
+            params[f"{key}_coverage"] = f"{loaded['loaded']}/{loaded['total']}"
+    return params
 
-    def __init__(self, cfg: SuiteConfig, kind: str) -> None:
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.final_dir = output_dir(cfg, "" if kind == "run" else kind)
-        self.work_dir = self.final_dir.with_name(self.final_dir.name + ".partial")
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.work_dir.mkdir(parents=True)
-        self.suite_hash = config_hash(cfg)
-        self.env = fingerprint(self.device)
-        self.tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name)
-        tags = {"segbench.kind": kind, "segbench.version": self.env["segbench"], "segbench.suite": cfg.name,
-                "segbench.suite_hash": self.suite_hash, "segbench.device": self.env["device"],
-                "segbench.hardware": self.env["device_name"],
-                "mlflow.source.git.commit": self.env["git_commit"] or "unknown"}
-        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=_flat("", to_dict(cfg)),
-                                         tags=tags)
 
-    def header(self) -> dict:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "suite": {"name": self.cfg.name, "config_hash": self.suite_hash, "config": to_dict(self.cfg)},
-            "environment": self.env,
-            "mlflow": {"tracking_uri": self.tracker.uri, "experiment_id": self.tracker.experiment_id,
-                       "parent_run_id": self.parent},
-        }
+def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) -> None:
+    """Prove, before anything is created, that every weights file of the suite loads: checksums, keys and shapes
+    (models are built on the meta device: no memory, no time)."""
+    for spec in specs:
+        backbone_file, model_file = cfg.backbone_weights.get(spec.backbone), cfg.weights.get(spec.name)
+        if backbone_file is None and model_file is None:
+            continue
+        with torch.device("meta"):
+            model = build_model(spec, num_classes)
+        if backbone_file is not None:
+            match_backbone(backbone_of(model), read_state_dict(Path(backbone_file)), backbone_file, spec.backbone,
+                           cfg.backbone_key_map.get(spec.backbone))
+        if model_file is not None:
+            check_fit(model, read_state_dict(Path(model_file)), f"weights.{spec.name}={model_file}")
 
-    def finish(self, filename: str, results: dict) -> Path:
-        """Write ``results`` atomically, log it, and give the output folder its final name."""
-        write_json(self.work_dir / filename, results)
-        self.tracker.artifact(self.parent, self.work_dir / filename)
-        self.work_dir.rename(self.final_dir)
-        self.tracker.end(self.parent, "FINISHED")
-        return self.final_dir / filename
 
-    def __enter__(self) -> "_Session":
-        return self
-
-    def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> None:
-        """An interrupted or failed session closes its MLflow runs KILLED or FAILED; its folder stays .partial."""
-        if kind is not None:
-            self.tracker.end_all("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+def _warn_absent(dataset: Dataset) -> None:
+    absent = getattr(dataset, "absent_classes", ())
+    if absent:
+        warn(f"{dataset.name} {dataset.split}: no pixel of class {', '.join(repr(c) for c in absent)} in "
+             f"{len(dataset)} images; its IoU is NaN and left out of mIoU")
 
 
 def run(cfg: SuiteConfig) -> Path:
     """Run every model of ``cfg``; write results.json and return its path."""
     info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
-    with _Session(cfg, "run") as session:
-        train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
-        val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
+    device = resolve_device(cfg.device)
+    train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
+    val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
+    if train_set is not None:
+        check_batchable(train_set, cfg.train.batch_size)
+    check_batchable(val_set, cfg.eval.batch_size)
+    check_weights(cfg, specs, info.num_classes)
+    _warn_absent(val_set)
+    with Session(cfg, "run", device) as session:
         records = [run_model(spec, cfg, info, train_set, val_set, session.device, session.tracker, session.parent,
                              session.work_dir) for spec in specs]
         results = session.header() | {
@@ -246,7 +225,7 @@ def bench(cfg: SuiteConfig) -> Path:
     info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
     image_size = tuple(cfg.bench.input_size or (cfg.data.image_size, cfg.data.image_size))
-    with _Session(cfg, "bench") as session:
+    with Session(cfg, "bench") as session:
         records = []
         for spec in specs:
             seed_everything(cfg.seed)

@@ -20,14 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from segbench import metrics as seg_metrics
-from segbench.config import SuiteConfig, config_hash, to_dict
+from segbench.config import SuiteConfig
 from segbench.datasets import build_dataset, dataset_info
 from segbench.datasets.checks import describe_error, read_mask
 from segbench.datasets.folder import LabelMap, SegmentationFiles
 from segbench.errors import UserError
-from segbench.metrics import SegMetrics, category_iou, compute_metrics
-from segbench.results import SCHEMA_VERSION, per_class_table, write_json
-from segbench.tracking import Tracker
+from segbench.metrics import SegMetrics, category_iou, compute_metrics, nanmean
+from segbench.results import leaderboard, per_class_table, print_leaderboard
+from segbench.session import Session
 
 LABEL_SPACES = ("auto", "train", "dataset")
 RAW_VALUES = 256  # prediction PNGs are 8-bit
@@ -79,7 +79,7 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
     per_image: dict[str, tuple[list, list]] = {space: ([], []) for space in tables}
     raw = np.zeros((k, RAW_VALUES), dtype=np.int64)
-    for index, path in enumerate(tqdm(predictions, desc="scoring", leave=False, disable=not progress)):
+    for index, path in enumerate(tqdm(predictions, desc="scoring", leave=False, disable=None if progress else True)):
         target = dataset.target(index)
         try:
             pred = read_mask(path)
@@ -140,22 +140,13 @@ def metrics_with_void(matrix: np.ndarray) -> SegMetrics:
     square[:k] = matrix
     full = compute_metrics(square)  # the void row is empty: its class is NaN or 0 and is cut off below
     iou, dice, acc = full.iou[:k], full.dice[:k], full.acc[:k]
-    return SegMetrics(mIoU=_nanmean(iou), mDice=_nanmean(dice), aAcc=full.aAcc, mAcc=_nanmean(acc),
+    return SegMetrics(mIoU=nanmean(iou), mDice=nanmean(dice), aAcc=full.aAcc, mAcc=nanmean(acc),
                       fwIoU=full.fwIoU, iou=iou, dice=dice, acc=acc, support=full.support[:k])
 
 
-def _nanmean(values: np.ndarray) -> float:
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if kept.size else float("nan")
-
-
-def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto",
-                      out_dir: Path | None = None) -> dict:
-    """Score the prediction PNGs in ``pred_dir`` against the suite's validation split; write results.json into
-    ``out_dir`` (default: the run output folder of ``cfg``), log an MLflow run and return the results."""
-    from segbench.environment import fingerprint
-    from segbench.runner import output_dir
-
+def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto") -> Path:
+    """Score the prediction PNGs in ``pred_dir`` against the suite's validation split; every file is read and
+    checked before the output folder and MLflow runs are made. Write results.json, log it, return its path."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise UserError(f"pred_dir: {pred_dir} is not a folder of prediction PNGs")
@@ -176,12 +167,12 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
     seconds = time.perf_counter() - start
 
     name = pred_dir.resolve().name
+    table = per_class_table(info, scores)
     record: dict = {"name": name, "arch": None, "backbone": None, "params": None, "source": "predictions",
-                    "metrics": scores.summary(),
-                    "per_class": per_class_table(info, scores).to_dict(orient="records")}
+                    "metrics": scores.summary(), "per_class": table.to_dict(orient="records")}
     if info.categories:
         categories = category_iou(matrix, info.categories)
-        record["categories"] = {"IoU": categories, "mIoU": _nanmean(np.array(list(categories.values())))}
+        record["categories"] = {"IoU": categories, "mIoU": nanmean(np.array(list(categories.values())))}
     record["evaluation"] = {
         "mode": "predictions", "split": dataset.split, "images": len(predictions), "seconds": seconds,
         "pred_dir": str(pred_dir.resolve()), "label_space": space, "label_space_detected": label_space == "auto",
@@ -190,46 +181,28 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
     record["confusion_matrix"] = matrix.tolist()  # K x (K+1): the last column counts void predictions (misses)
     record["per_image"] = {"intersection": per_image[space][0].tolist(), "union": per_image[space][1].tolist()}
 
-    out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg, "score")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = fingerprint(torch.device("cpu"))
-    suite_hash = config_hash(cfg)
-    tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name)
-    tags = {"segbench.version": env["segbench"], "segbench.suite": cfg.name, "segbench.suite_hash": suite_hash,
-            "segbench.kind": "score", "mlflow.source.git.commit": env["git_commit"] or "unknown"}
-    params = {"suite": cfg.name, "dataset": info.name, "pred_dir": record["evaluation"]["pred_dir"]}
-    parent = tracker.start(f"{cfg.name}-score-{name}", params=params, tags=tags)
-    try:
-        child = tracker.start(name, parent=parent, params={"label_space": space, "images": len(predictions)})
+    with Session(cfg, "score", torch.device("cpu")) as session:
+        tracker = session.tracker
+        child = tracker.start(name, parent=session.parent, params={"label_space": space, "images": len(predictions),
+                                                                   "pred_dir": record["evaluation"]["pred_dir"]})
         logged = dict(record["metrics"])
         logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
         if "categories" in record:
             logged.update({f"IoU.category.{k}": v for k, v in record["categories"]["IoU"].items()})
             logged["mIoU_category"] = record["categories"]["mIoU"]
         tracker.log(child, metrics=logged)
-        csv_path = out_dir / f"per_class_{name}.csv"
-        per_class_table(info, scores).to_csv(csv_path, index=False)
+        csv_path = session.work_dir / f"per_class_{name}.csv"
+        table.to_csv(csv_path, index=False)
         tracker.artifact(child, csv_path)
         record["mlflow_run_id"] = child
-        results = {
-            "schema_version": SCHEMA_VERSION,
-            "suite": {"name": cfg.name, "config_hash": suite_hash, "config": to_dict(cfg)},
+        tracker.end(child, "FINISHED")
+        results = session.header() | {
             "dataset": {"name": info.name, "classes": list(info.classes), "split": dataset.split},
             "convention": {**seg_metrics.convention(info.num_classes, info.ignore_index,
                                                     f"{info.name}-{info.num_classes}"),
                            "void_prediction": "false_negative"},
-            "environment": env,
-            "mlflow": {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent_run_id": parent},
             "models": [record],
         }
-        write_json(out_dir / "results.json", results)
-        tracker.artifact(parent, out_dir / "results.json")
-        tracker.end(child, "FINISHED")
-        tracker.end(parent, "FINISHED")
-    except KeyboardInterrupt:
-        tracker.end_all("KILLED")
-        raise
-    except Exception:
-        tracker.end_all("FAILED")
-        raise
-    return results
+        path = session.finish("results.json", results)
+    print_leaderboard(leaderboard(results, cfg.eval.metrics), f"{cfg.name}: predictions in {pred_dir}")
+    return path

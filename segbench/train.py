@@ -57,7 +57,7 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
     optimizer = build_optimizer(model, cfg)
     log = TrainLog(iters=cfg.iters, seconds=0.0)
     start = time.perf_counter()
-    bar = tqdm(total=cfg.iters, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=cfg.iters, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True)
     batches = islice(_forever(loader), cfg.iters)
     for iteration in range(cfg.iters):
         t0 = time.perf_counter()

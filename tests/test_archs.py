@@ -161,5 +161,7 @@ def test_local_backbone_weights_load_into_the_encoder(tmp_path):
     source = timm.create_model("resnet10t", pretrained=False)
     save_file(source.state_dict(), tmp_path / "resnet10t.safetensors")
     model = build_model("deeplabv1-resnet10t", num_classes=3)
-    load_backbone_weights(model, tmp_path / "resnet10t.safetensors")
+    loaded = load_backbone_weights(model, tmp_path / "resnet10t.safetensors", "resnet10t")
     torch.testing.assert_close(model.encoder.model.state_dict()["conv1.0.weight"], source.conv1[0].weight)
+    backbone_tensors = [k for k in model.encoder.model.state_dict() if not k.endswith("num_batches_tracked")]
+    assert (loaded["loaded"], loaded["total"], loaded["coverage"]) == (len(backbone_tensors),) * 2 + (1.0,)

@@ -93,6 +93,15 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def check_batchable(dataset: "Dataset", batch_size: int) -> None:
+    """Raise a UserError if ``dataset``'s images differ in size, so batches of ``batch_size`` cannot be stacked."""
+    if batch_size > 1 and not getattr(dataset, "uniform_size", True):
+        sizes = sorted({f"{w}x{h}" for h, w in dataset.sizes})
+        raise UserError(f"{dataset.name} {dataset.split}: images differ in size ({', '.join(sizes[:2])}, ...), so "
+                        f"batches of {batch_size} cannot be stacked; evaluate with eval.batch_size=1 "
+                        "(training needs data.crop_size)")
+
+
 def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers: int,
                 device: "torch.device | str", seed: int) -> "DataLoader":
     """A DataLoader for ``dataset``: shuffled loaders (training) drop the last incomplete batch; workers stay
@@ -100,11 +109,7 @@ def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers:
     import torch
     from torch.utils.data import DataLoader
 
-    if batch_size > 1 and not getattr(dataset, "uniform_size", True):
-        sizes = sorted({f"{w}x{h}" for h, w in dataset.sizes})
-        raise UserError(f"{dataset.name} {dataset.split}: images differ in size ({', '.join(sizes[:2])}, ...), so "
-                        f"batches of {batch_size} cannot be stacked; evaluate with eval.batch_size=1 "
-                        "(training needs data.crop_size)")
+    check_batchable(dataset, batch_size)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= batch_size,
                       num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
                       persistent_workers=num_workers > 0, worker_init_fn=_seed_worker if num_workers > 0 else None,

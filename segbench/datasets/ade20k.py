@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segbench.config import DataConfig
 from segbench.datasets import DatasetInfo
+from segbench.datasets.checks import check_root
 from segbench.datasets.folder import LabelMap, SegmentationFiles, list_files, make_dataset, pair_by_stem
 from segbench.errors import UserError
 
@@ -87,8 +88,7 @@ def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
     if cfg.root is None:
         raise UserError(f"ade20k: data.root is not set and {ENV} is empty (pass data.root=DIR or set {ENV}); {hint}")
     root = dataset_root(cfg)
-    if not root.is_dir():
-        raise UserError(f"ade20k: data root {root} does not exist; {hint}")
+    check_root("ade20k", root, hint)
     for split in splits:
         for kind in ("images", "annotations"):
             if not (root / kind / disk_split(split)).is_dir():
@@ -106,4 +106,4 @@ def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
     mapping = labels(cfg.ignore_index)
     masks = {key: (path, mapping) for key, path in list_files(root / "annotations" / folder, (".png",)).items()}
     samples, orphans = pair_by_stem(images, masks, lambda key: f"{root / 'annotations' / folder / key}.png")
-    return make_dataset("ade20k", cfg, split, samples, orphans, root / "images" / folder, mapping)
+    return make_dataset("ade20k", cfg, split, samples, orphans, root / "images" / folder, mapping, info(cfg).classes)

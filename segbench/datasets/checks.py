@@ -23,12 +23,14 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from segbench.errors import UserError
+
 if TYPE_CHECKING:
     from segbench.datasets.folder import LabelMap, Sample
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_MODES = ("L", "P", "1")  # single-channel 8-bit masks of label values (1-bit masks read as 0/1)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SHOWN = 3  # problems quoted in the error that refuses a data set
 
 
@@ -45,10 +47,12 @@ class Problem:
 
 @dataclass(frozen=True)
 class PairCheck:
-    """What checking one image/mask pair found: the image size (height, width) and the problems."""
+    """What checking one image/mask pair found: the image size (height, width), the problems, and the raw
+    values present in the mask."""
 
     size: tuple[int, int] | None
     problems: tuple[Problem, ...]
+    values: tuple[int, ...] = ()
 
 
 def read_image(path: Path) -> Image.Image:
@@ -98,6 +102,7 @@ def _check_image_data(path: Path) -> str | None:
 def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
     """Check one pair: both files readable and complete, equal sizes, every label value defined."""
     problems: list[Problem] = []
+    present: tuple[int, ...] = ()
     image_header = _header(image, "image", problems)
     mask_header = _header(mask, "mask", problems)
     if image_header and (reason := _check_image_data(image)):
@@ -116,12 +121,21 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
             except Exception as exc:
                 problems.append(Problem(str(mask), f"truncated or corrupt mask: {describe_error(exc)}"))
             else:
+                present = tuple(int(v) for v in values)
                 bad = [int(v) for v in values if not labels.defined[v]]
                 if bad:
                     problems.append(Problem(str(mask), f"label values {_shorten(bad)} are neither classes "
                                                        f"nor ignored under {labels.name}"))
     size = (image_header[0], image_header[1]) if image_header else None
-    return PairCheck(size, tuple(problems))
+    return PairCheck(size, tuple(problems), present)
+
+
+def check_root(name: str, root: Path, hint: str) -> None:
+    """Raise a UserError unless the data root ``root`` is an existing folder."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{name}: data root {root} is a file, not a folder; {hint}")
+    if not root.is_dir():
+        raise UserError(f"{name}: data root {root} does not exist; {hint}")
 
 
 def describe_error(exc: Exception) -> str:
@@ -171,12 +185,14 @@ def _save_cache(path: Path, entries: dict) -> None:
 
 
 def _encode(result: PairCheck) -> dict:
-    return {"size": result.size, "problems": [[p.path, p.message] for p in result.problems]}
+    return {"size": result.size, "problems": [[p.path, p.message] for p in result.problems],
+            "values": list(result.values)}
 
 
 def _decode(entry: dict) -> PairCheck:
     size = tuple(entry["size"]) if entry["size"] else None
-    return PairCheck(size, tuple(Problem(path, message) for path, message in entry["problems"]))
+    return PairCheck(size, tuple(Problem(path, message) for path, message in entry["problems"]),
+                     tuple(entry["values"]))
 
 
 def check_samples(samples: list["Sample"], scope: str, workers: int | None = None,
@@ -191,7 +207,7 @@ def check_samples(samples: list["Sample"], scope: str, workers: int | None = Non
         with ThreadPoolExecutor(workers) as pool:
             jobs = pool.map(lambda i: check_pair(samples[i].image, samples[i].mask, samples[i].labels), todo)
             for i, result in zip(todo, tqdm(jobs, total=len(todo), desc=desc, leave=False,
-                                            disable=len(todo) < 200)):
+                                            disable=True if len(todo) < 200 else None)):
                 cached[keys[i]] = _encode(result)
         _save_cache(path, {key: cached[key] for key in keys})
     return [_decode(cached[key]) for key in keys]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from segbench.config import DataConfig
 from segbench.datasets import DatasetInfo
+from segbench.datasets.checks import check_root
 from segbench.datasets.folder import LabelMap, SegmentationFiles, make_dataset, pair_by_stem
 from segbench.errors import UserError
 
@@ -79,8 +80,7 @@ def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
         raise UserError(f"cityscapes: data.root is not set and {ENV} is empty (pass data.root=DIR or set {ENV}); "
                         f"{hint}")
     root = _root(cfg)
-    if not root.is_dir():
-        raise UserError(f"cityscapes: data root {root} does not exist; {hint}")
+    check_root("cityscapes", root, hint)
     for split in splits:
         for kind in ("leftImg8bit", "gtFine"):
             folder = root / kind / split
@@ -106,4 +106,4 @@ def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
     masks.update({name: (path, trains) for name, path in _by_name(gt_folder, TRAIN_IDS_SUFFIX).items()})
     samples, orphans = pair_by_stem(
         images, masks, lambda name: str(gt_folder / images[name].parent.name / (name + LABEL_IDS_SUFFIX)))
-    return make_dataset("cityscapes", cfg, split, samples, orphans, root / "leftImg8bit" / split, ids)
+    return make_dataset("cityscapes", cfg, split, samples, orphans, root / "leftImg8bit" / split, ids, info(cfg).classes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from segbench.config import DataConfig
 from segbench.datasets import DatasetInfo
-from segbench.datasets.checks import IMAGE_SUFFIXES, Problem, check_samples, read_image, read_mask, refusal
-from segbench.errors import UserError
+from segbench.datasets.checks import IMAGE_SUFFIXES, Problem, check_root, check_samples, read_image, read_mask, refusal
+from segbench.errors import UserError, warn
 
 DESCRIPTION = "your own images/{split} and masks/{split} folders, classes from data.classes"
 ENV = "SEGBENCH_FOLDER_ROOT"
@@ -41,6 +41,23 @@ class LabelMap:
         for raw in ignored:
             self.defined[raw] = True
         self.digest = hashlib.sha256(self.table.tobytes() + self.defined.tobytes()).hexdigest()[:16]
+
+    def remapped(self, label_map: dict[int, int], num_classes: int, ignore_index: int) -> LabelMap:
+        """This encoding with ``label_map``'s raw values (e.g. ``{255: 1}`` for 0/255 binary masks) taking
+        precedence; a value mapped to ``ignore_index`` is ignored."""
+        if not label_map:
+            return self
+        mapping = {raw: int(cls) for raw, cls in enumerate(self.table) if self.defined[raw] and cls != ignore_index}
+        ignored = {raw for raw in range(256) if self.defined[raw] and self.table[raw] == ignore_index}
+        for raw, cls in label_map.items():
+            if cls != ignore_index and not 0 <= cls < num_classes:
+                raise UserError(f"data.label_map: {raw}: {cls} names no class (expected 0..{num_classes - 1} "
+                                f"or the ignore index {ignore_index})")
+            mapping.pop(raw, None)
+            ignored.discard(raw)
+            (ignored.add(raw) if cls == ignore_index else mapping.__setitem__(raw, cls))
+        text = ", ".join(f"{raw}->{cls}" for raw, cls in sorted(label_map.items()))
+        return LabelMap(f"{self.name} with data.label_map {text}", mapping, ignored, ignore_index)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         """Class indices (int64, ignore_index for ignored or undefined values) for an array of raw values."""
@@ -77,8 +94,8 @@ class SegmentationFiles(Dataset):
 
     def __init__(self, name: str, split: str, samples: list[Sample], sizes: list[tuple[int, int]],
                  transform: Callable, crop_size: tuple[int, int] | None,
-                 problems: list[Problem], skipped: int, encoding: LabelMap) -> None:
-        self.name, self.split, self.encoding = name, split, encoding
+                 problems: list[Problem], skipped: int, encoding: LabelMap, absent: tuple[str, ...] = ()) -> None:
+        self.name, self.split, self.encoding, self.absent_classes = name, split, encoding, absent
         self.samples, self.sizes = samples, sizes
         self.transform, self.crop_size = transform, crop_size
         self.problems, self.skipped = problems, skipped
@@ -102,13 +119,18 @@ class SegmentationFiles(Dataset):
 
 
 def make_dataset(name: str, cfg: DataConfig, split: str, samples: list[Sample], orphans: list[Problem],
-                 where: Path, encoding: LabelMap) -> SegmentationFiles:
+                 where: Path, encoding: LabelMap, classes: tuple[str, ...]) -> SegmentationFiles:
     """Check ``samples`` (plus the unpaired files in ``orphans``) and build the dataset, or refuse it."""
     from segbench.datasets.transforms import build_transforms  # torchvision: only once data is read
 
     train = split == cfg.train_split  # the training split gets the training transforms
     if not samples and not orphans:
         raise UserError(f"{name} {split}: no images found under {where}")
+    num_classes = len(classes)
+    remapped = {id(m): m.remapped(cfg.label_map, num_classes, cfg.ignore_index)
+                for m in {id(s.labels): s.labels for s in samples}.values()}
+    samples = [replace(s, labels=remapped[id(s.labels)]) for s in samples]
+    encoding = encoding.remapped(cfg.label_map, num_classes, cfg.ignore_index)
     checks = check_samples(samples, f"{name}|{where.resolve()}|{split}", desc=f"checking {name} {split}")
     problems = list(orphans)
     kept, sizes = [], []
@@ -121,9 +143,29 @@ def make_dataset(name: str, cfg: DataConfig, split: str, samples: list[Sample], 
         raise UserError(refusal(name, split, problems))
     if not kept:
         raise UserError(f"{name} {split}: every sample under {where} has a problem, e.g. {problems[0]}")
+    values = {v for sample, result in zip(samples, checks) if not result.problems for v in result.values}
+    _check_binary_convention(f"{name} {split}", values, encoding, num_classes)
+    present = {int(c) for sample, result in zip(samples, checks) if not result.problems
+               for c in sample.labels(np.array(result.values, dtype=np.int64))}
+    absent = tuple(c for i, c in enumerate(classes) if i not in present)
     crop = tuple(cfg.crop_size) if train and cfg.crop_size else None
+    if crop and (crop[0] > min(h for h, _ in sizes) or crop[1] > min(w for _, w in sizes)):
+        smallest = min(sizes, key=lambda hw: hw[0] * hw[1])
+        warn(f"data.crop_size {crop[0]}x{crop[1]} is larger than {name} {split}'s smallest image "
+             f"({smallest[0]}x{smallest[1]}, height x width): crops are padded with ignored pixels, "
+             f"{crop[0] * crop[1] / (smallest[0] * smallest[1]):.1f}x the pixels; a crop_size within the images "
+             "trains on the same data faster")
     return SegmentationFiles(name, split, kept, sizes, build_transforms(cfg, train), crop,
-                             problems, len(samples) - len(kept) + len(orphans), encoding)
+                             problems, len(samples) - len(kept) + len(orphans), encoding, absent)
+
+
+def _check_binary_convention(where: str, values: set[int], encoding: LabelMap, num_classes: int) -> None:
+    """Refuse masks stored as 0/255 (the binary convention of microscopy and medical tools) while 255 is ignored:
+    every foreground pixel would be dropped without a word."""
+    if num_classes == 2 and values == {0, 255} and encoding.table[255] not in (0, 1):
+        raise UserError(f"{where}: the masks hold only the values 0 and 255 (0/255 binary masks) but 255 is the "
+                        "ignore index, so every foreground pixel would be dropped; map it to class 1 with "
+                        "data.label_map={255: 1}")
 
 
 def pair_by_stem(images: dict[str, Path], masks: dict[str, tuple[Path, LabelMap]],
@@ -173,8 +215,7 @@ def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
     if cfg.root is None:
         raise UserError(f"folder: data.root is not set (pass data.root=DIR or set {ENV}); {hint}")
     root = _root(cfg)
-    if not root.is_dir():
-        raise UserError(f"folder: data root {root} does not exist; {hint}")
+    check_root("folder", root, hint)
     for split in splits:
         for kind in ("images", "masks"):
             if not (root / kind / split).is_dir():
@@ -194,4 +235,4 @@ def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
     labels = LabelMap.identity("folder", len(cfg.classes), cfg.ignore_index, cfg.reduce_zero_label)
     masks = {key: (path, labels) for key, path in list_files(root / "masks" / split, MASK_SUFFIXES).items()}
     samples, orphans = pair_by_stem(images, masks, lambda key: f"{root / 'masks' / split / key}.png")
-    return make_dataset("folder", cfg, split, samples, orphans, root / "images" / split, labels)
+    return make_dataset("folder", cfg, split, samples, orphans, root / "images" / split, labels, info(cfg).classes)

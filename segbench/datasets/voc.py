@@ -11,7 +11,7 @@ from pathlib import Path
 
 from segbench.config import DataConfig
 from segbench.datasets import DatasetInfo
-from segbench.datasets.checks import Problem
+from segbench.datasets.checks import Problem, check_root
 from segbench.datasets.folder import LabelMap, SegmentationFiles, make_dataset, pair_by_stem, voc_colormap
 from segbench.errors import UserError
 
@@ -48,8 +48,7 @@ def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
     if cfg.root is None:
         raise UserError(f"voc: data.root is not set and {ENV} is empty (pass data.root=DIR or set {ENV}); {hint}")
     root = dataset_root(cfg)
-    if not root.is_dir():
-        raise UserError(f"voc: data root {root} does not exist; {hint}")
+    check_root("voc", root, hint)
     needed = [root / "JPEGImages", root / "SegmentationClass"]
     needed += [root / "ImageSets" / "Segmentation" / f"{s}.txt" for s in splits]
     for path in needed:
@@ -73,4 +72,4 @@ def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
     samples, orphans = pair_by_stem(images, masks, lambda i: str(root / "SegmentationClass" / f"{i}.png"))
     orphans += [Problem(str(root / "JPEGImages" / f"{i}.jpg"), f"listed in {split_list.name} but neither the "
                         "image nor its mask exists") for i in ids if i not in images and i not in masks]
-    return make_dataset("voc", cfg, split, samples, orphans, root / "JPEGImages", mapping)
+    return make_dataset("voc", cfg, split, samples, orphans, root / "JPEGImages", mapping, info(cfg).classes)
