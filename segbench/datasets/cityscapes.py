@@ -106,4 +106,5 @@ def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
     masks.update({name: (path, trains) for name, path in _by_name(gt_folder, TRAIN_IDS_SUFFIX).items()})
     samples, orphans = pair_by_stem(
         images, masks, lambda name: str(gt_folder / images[name].parent.name / (name + LABEL_IDS_SUFFIX)))
-    return make_dataset("cityscapes", cfg, split, samples, orphans, root / "leftImg8bit" / split, ids, info(cfg).classes)
+    return make_dataset("cityscapes", cfg, split, samples, orphans, root / "leftImg8bit" / split, ids,
+                        info(cfg).classes)
