@@ -71,10 +71,14 @@ def _claim(base: Path, explicit: bool) -> tuple[Path, Path]:
         path, n = base.with_name(f"{base.name}-{n}"), n + 1
 
 
+WHOLE = ("loss", "label_map", "backbone_key_map")  # logged as one param each: their keys are not param names
+
+
 def _flat(prefix: str, values: dict) -> dict:
+    """The config as MLflow params: dotted keys, except the mappings in WHOLE."""
     out = {}
     for key, value in values.items():
-        if isinstance(value, dict) and value and key != "loss":
+        if isinstance(value, dict) and value and key not in WHOLE:
             out.update(_flat(f"{prefix}{key}.", value))
         else:
             out[f"{prefix}{key}"] = value

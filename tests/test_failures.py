@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from fixtures_layouts import write_image, write_mask
+from safetensors.torch import save_file
 
 TINY = ["models=[unet-resnet10t]", "train.iters=3", "train.batch_size=2", "data.train_samples=8",
         "data.val_samples=4", "eval.batch_size=4", "bench.enabled=false", "progress=false"]
@@ -98,7 +97,8 @@ def _case_backbone_other_names(tmp: Path) -> list[str]:
 def _case_second_model_weights(tmp: Path) -> list[str]:
     """The second model's weights are wrong: refused before the first model trains."""
     save_file(unet_state(num_classes=3), tmp / "three.safetensors")
-    return ["run", *TINY, "models=[fpn-resnet10t,unet-resnet10t]", f"weights.unet-resnet10t={tmp / 'three.safetensors'}"]
+    return ["run", *TINY, "models=[fpn-resnet10t,unet-resnet10t]",
+            f"weights.unet-resnet10t={tmp / 'three.safetensors'}"]
 
 
 def _silent_server() -> str:

@@ -1,0 +1,213 @@
+"""Real processes against a real store: runs started together, signals mid-run, an interrupted store set-up,
+internal errors; and the mask conventions and weights records that keep numbers honest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_layouts import write_mask
+from safetensors.torch import save_file
+from test_failures import TINY, binary_mask, folder_suite, folder_tree, resnet10t_state
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return env | {"SEGBENCH_CACHE_DIR": str(tmp_path / ".cache"), "PYTHONUNBUFFERED": "1"}
+
+
+def _segbench(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "segbench", *args], cwd=cwd, env=_env(cwd),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_four_runs_started_together_in_an_empty_folder_all_finish(tmp_path):
+    procs = [_segbench("run", *TINY, "train.iters=2", cwd=tmp_path) for _ in range(4)]
+    outputs = [p.communicate(timeout=400) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 4 and len(children) == 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all("mIoU" in r.data.metrics for r in children)
+    folders = sorted((tmp_path / "outputs" / "synthetic").iterdir())
+    assert len(folders) == 4 and all((f / "results.json").is_file() for f in folders)
+    assert not list(tmp_path.glob(".mlflow.db.*"))  # no migration leftovers
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_mid_training_kills_the_runs_and_writes_no_results(tmp_path, signum, code):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _segbench("run", *TINY, "train.iters=100000", "data.num_workers=2", f"tracking.uri={uri}",
+                     f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:  # wait until the model's own run is open: training
+        if (tmp_path / "mlflow.db").exists() and any("mlflow.parentRunId" in r.data.tags for r in _runs(uri)):
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    workers = _children_of(proc.pid)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert f"interrupted ({signal.Signals(signum).name})" in err and "Traceback" not in err
+    runs = _runs(uri)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
+    assert not list(tmp_path.rglob("results.json")) and (tmp_path / "out.partial").is_dir()
+    assert workers and not any(_alive(pid) for pid in workers)  # the loader's worker processes stopped too
+
+
+def test_an_interrupted_store_set_up_leaves_no_store_and_the_next_run_works(tmp_path, monkeypatch):
+    import segbench.tracking as tracking
+
+    real = tracking._migrate
+
+    def interrupted(path: Path) -> None:
+        path.write_bytes(b"SQLite format 3\x00 half-written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "_migrate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.check_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tracking, "_migrate", real)
+    tracking.check_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert _runs(f"sqlite:///{tmp_path / 'mlflow.db'}") == []
+
+
+def test_a_half_migrated_store_is_refused_with_its_remedy(cli, tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("CREATE TABLE experiments (experiment_id INTEGER)")
+    code, _, err = cli("run", *TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                       f"output_dir={tmp_path / 'out'}")
+    assert code == 2 and "not an MLflow store at this MLflow's schema (found revision None" in err
+    assert "move it away" in err and not (tmp_path / "out.partial").exists()
+
+
+def test_an_internal_error_is_one_line_exit_3_and_its_traceback_only_under_debug(cli, tmp_path, monkeypatch,
+                                                                                 mlflow_uri):
+    import segbench.runner
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero in the evaluation")
+
+    monkeypatch.setattr(segbench.runner, "evaluate", broken)
+    args = ("run", *TINY, f"tracking.uri={mlflow_uri}")
+    code, _, err = cli(*args, f"output_dir={tmp_path / 'a'}")
+    assert code == 3 and err.strip().splitlines() == [
+        "segbench: internal error: ZeroDivisionError: division by zero in the evaluation (a bug in segbench, not "
+        "in your input; rerun with --debug or SEGBENCH_DEBUG=1 for the traceback, and please report it)"]
+    assert {r.info.status for r in _runs(mlflow_uri)} == {"FAILED"}
+    with pytest.raises(ZeroDivisionError):
+        cli("--debug", *args, f"output_dir={tmp_path / 'b'}")
+
+
+def test_label_map_reads_0_255_masks_as_binary_for_data_and_predictions(cli, tmp_path, mlflow_uri):
+    root = folder_tree(tmp_path / "data", binary_mask(255))
+    code, _, err = cli("run", *folder_suite(root), "data.label_map={255: 1}", f"tracking.uri={mlflow_uri}",
+                       f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    foreground = sum(int((binary_mask(255)(i) == 255).sum()) for i in range(2))
+    assert [row["support"] for row in record["per_class"]] == [2 * 32 * 32 - foreground, foreground]
+    # the ground truth itself, saved the way the tool saved it (0/255), scores 1.0 under the same mapping
+    for i in range(2):
+        write_mask(tmp_path / "preds" / f"{i}.png", binary_mask(255)(i))
+    code, _, err = cli("score", *folder_suite(root), "data.label_map={255: 1}", f"pred_dir={tmp_path / 'preds'}",
+                       f"tracking.uri={mlflow_uri}", f"output_dir={tmp_path / 'score'}")
+    assert code == 0, err
+    scored = json.loads((tmp_path / "score" / "results.json").read_text())["models"][0]
+    assert scored["metrics"]["mIoU"] == 1.0 and scored["per_class"][1]["support"] == foreground
+
+
+def test_a_class_with_no_pixel_in_the_split_is_reported(cli, tmp_path, mlflow_uri):
+    root = folder_tree(tmp_path / "data", binary_mask(1))
+    code, _, err = cli("run", *folder_suite(root), "data.classes=[background,nucleus,mitosis]",
+                       "data.palette=null", f"tracking.uri={mlflow_uri}", f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    assert "no pixel of class 'mitosis' in 2 images" in err
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    assert record["data"]["classes_without_pixels"] == ["mitosis"] and record["per_class"][2]["support"] == 0
+
+
+def test_backbone_weights_are_mapped_and_recorded_with_file_checksum_and_coverage(cli, tmp_path, mlflow_uri):
+    state = resnet10t_state()
+    path = tmp_path / "lite.safetensors"
+    save_file({f"_trunk.{k}": v for k, v in state.items()} | {"_trunk.fc.weight": torch.zeros(2, 2)}, path)
+    code, out, err = cli("run", *TINY, f"backbone_weights.resnet10t={path}",
+                         "backbone_key_map.resnet10t={^_trunk\\.: ''}", f"tracking.uri={mlflow_uri}",
+                         f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    expected_total = len([k for k in state if not k.startswith("fc.") and not k.endswith("num_batches_tracked")])
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    backbone = record["weights"]["backbone"]
+    assert backbone["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (backbone["loaded"], backbone["total"], backbone["coverage"]) == (expected_total, expected_total, 1.0)
+    assert record["weights"]["model"] is None
+    assert f"filled {expected_total} of {expected_total} backbone tensors" in out
+    params = {r.info.run_name: r.data.params for r in _runs(mlflow_uri)}["unet-resnet10t"]
+    assert params["backbone_weights"] == str(path) and params["backbone_weights_sha256"] == backbone["sha256"]
+    assert params["weights"] == "random"
+
+
+def test_an_existing_partial_folder_is_never_deleted(cli, tmp_path, mlflow_uri):
+    (tmp_path / "out.partial").mkdir()
+    (tmp_path / "out.partial" / "notes.txt").write_text("mine")
+    code, _, _ = cli("run", *TINY, f"output_dir={tmp_path / 'out'}", f"tracking.uri={mlflow_uri}")
+    assert code == 2 and (tmp_path / "out.partial" / "notes.txt").read_text() == "mine"
+
+
+def test_progress_bars_stay_out_of_logs(tmp_path):
+    proc = _segbench("run", *TINY[:-1], "train.iters=2", "tracking.enabled=false", f"output_dir={tmp_path / 'o'}",
+                     cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "\r" not in err and "it/s" not in err  # stderr is a pipe, not a terminal: no bars
+
+
+def test_masks_in_0_1_are_unaffected_by_the_convention_check(cli, tmp_path, mlflow_uri):
+    root = folder_tree(tmp_path / "data", binary_mask(1))
+    code, _, err = cli("run", *folder_suite(root), f"tracking.uri={mlflow_uri}", f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    assert record["per_class"][1]["support"] == sum(int(binary_mask(1)(i).sum()) for i in range(2))
+    assert np.isfinite(record["metrics"]["mIoU"])
