@@ -282,6 +282,16 @@ def to_results(data: Results | dict) -> Results:
     return parse_results(data, "results to write")
 
 
+def to_model(data: ModelRecord | dict) -> ModelRecord:
+    """``data`` as a ModelRecord: a dict as runner builds one."""
+    if isinstance(data, ModelRecord):
+        return data
+    try:
+        return build(ModelRecord, data, "model record")
+    except Invalid as exc:
+        raise UserError(str(exc)) from None
+
+
 def write_results(path: Path | str, data: Results | dict, compact: bool = False) -> Path:
     """Validate ``data`` and write it as version-2 JSON, atomically; ``compact`` puts innermost arrays on one line."""
     plain_data = to_results(data).to_dict()

@@ -58,10 +58,13 @@ def json_key(f: Any) -> str:
 
 
 def _scalar(value: Any, hint: type) -> bool:
+    """True when ``value`` is a ``hint`` (numpy scalars included, as in-memory data holds them)."""
+    if isinstance(value, (bool, np.bool_)):
+        return hint is bool
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float, np.integer, np.floating))
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, (int, np.integer))
     return isinstance(value, hint)
 
 
@@ -87,6 +90,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise Invalid(where, "an object", value)
         return build(hint, value, where)
     if origin is list:
+        if isinstance(value, tuple):  # in-memory data (a dataclass's asdict) may hold tuples
+            value = list(value)
         if not isinstance(value, list):
             raise Invalid(where, _expected(hint), value)
         if get_origin(args[0]) is list and _integer_matrix(value):  # fast path for per-image data
