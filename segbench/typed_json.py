@@ -19,6 +19,7 @@ class Invalid(Exception):
     """A value that does not fit its type hint; the message names where it is."""
 
     def __init__(self, where: str, expected: str, value: Any) -> None:
+        self.where = where
         super().__init__(f"{where}: expected {expected}, got {describe(value)}")
 
 
@@ -77,8 +78,13 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        if len(options) == 1 and value is not None:  # Optional[X]: X's own message, naming the inner field
-            return _convert(value, options[0], where)
+        if len(options) == 1 and value is not None:  # Optional[X]: a nested field's own message, if one is wrong
+            try:
+                return _convert(value, options[0], where)
+            except Invalid as exc:
+                if exc.where != where:
+                    raise
+                raise Invalid(where, _expected(hint), value) from None
         for arg in options:
             try:
                 return _convert(value, arg, where)

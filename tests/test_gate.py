@@ -9,6 +9,7 @@ from segbench.gate import gate, parse_max_drops, same_images
 from segbench.gate_render import text, write_summary
 from segbench.schema import parse_results, write_results
 
+
 def write(path, data: dict):
     path.write_text(json.dumps(data))
     return path
