@@ -32,7 +32,6 @@ MAX_SPEED_DROP_PERCENT = 20.0
 FAILING = ("fail", "missing")
 UNCOMPARED = ("output_dir", "progress", "tracking", "description")  # settings that do not change the numbers
 SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile")  # must match to compare
-QUALITY = tuple(METRICS)
 COLUMNS = ["model", "check", "baseline", "run", "change", "limit", "unit", "ci_low", "ci_high", "p_value",
            "status", "note"]
 
@@ -201,10 +200,10 @@ def parse_max_drops(items: list[str]) -> dict[str, float]:
 
 def _check_options(max_drop_points: dict[str, float], max_speed_drop_percent: float | None, level: float) -> None:
     for metric, tolerance in max_drop_points.items():
-        if metric not in QUALITY:
-            hints = closest(metric, QUALITY)
+        if metric not in METRICS:
+            hints = closest(metric, METRICS)
             raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
-                            + f" (one of {', '.join(QUALITY)})")
+                            + f" (one of {', '.join(METRICS)})")
         if not tolerance >= 0:
             raise UserError(f"tolerance for {metric} must be a non-negative number of points, got {tolerance}")
     if max_speed_drop_percent is not None and not 0 <= max_speed_drop_percent <= 100:

@@ -19,7 +19,6 @@ from segbench.sources import find_results, mlflow_frame
 from segbench.stats import bootstrap
 from segbench.tracking import PARENT_TAG
 
-QUALITY = tuple(METRICS)
 SETTINGS = {  # settings that make numbers comparable: row column -> label
     "config_hash": "config hash",
     "accumulation": "accumulation",
@@ -64,7 +63,7 @@ def model_rows(results: Results, source: str, time: float = math.nan) -> list[di
         speed = record.first_speed
         evaluation = record.evaluation
         row = {"suite": results.suite.name, "model": record.name, "arch": record.arch, "backbone": record.backbone}
-        row.update({name: _number(record.metrics.get(name)) for name in QUALITY})
+        row.update({name: _number(record.metrics.get(name)) for name in METRICS})
         interval = None
         if record.per_image and record.per_image.intersection:
             interval = bootstrap(record.per_image.intersection, record.per_image.union)
@@ -118,7 +117,7 @@ def frame_rows(frame: pd.DataFrame) -> list[dict]:
         start = get("start_time")
         row = {"suite": get("parent.tags.segbench.suite"), "model": get("params.model"), "arch": get("params.arch"),
                "backbone": get("params.backbone")}
-        row.update({name: _number(get(f"metrics.{name}")) for name in QUALITY})
+        row.update({name: _number(get(f"metrics.{name}")) for name in METRICS})
         row.update({
             "mIoU_low": math.nan, "mIoU_high": math.nan,
             "images_per_second": _number(get("metrics.images_per_second")),
