@@ -101,14 +101,16 @@ def _pop_options(overrides: list[str], names: tuple[str, ...]) -> tuple[list[str
 
 @app.command()
 def report(
-    sources: list[str] | None = typer.Argument(None, help="results.json files or folders; none: every MLflow run"),
+    sources: list[str] | None = typer.Argument(None, help="results.json files or folders; none: every run in the "
+                                                          "MLflow store"),
     out: Path | None = typer.Option(None, help="output folder (default: reports/)"),
-    tracking_uri: str | None = typer.Option(None, help="MLflow store to read when no source is given"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store to read (default: MLFLOW_TRACKING_URI, else "
+                                                       "sqlite:///mlflow.db); with sources, read as well"),
 ) -> None:
     """Build leaderboards per suite (Markdown, CSV, self-contained HTML) from results.json files or MLflow."""
     from segbench.report import build_report
 
-    written = build_report(list(sources or []), out, tracking_uri)
+    written = build_report(list(sources or []), out, tracking_uri, use_mlflow=not sources)
     for path in written:
         typer.echo(f"wrote {path}")
 
@@ -119,26 +121,41 @@ def gate(
     baseline: str = typer.Argument(..., help="the baseline: a results.json or an MLflow run id"),
     max_drop: list[str] | None = typer.Option(None, help="METRIC=POINTS allowed drop in percentage points "
                                                          "(default mIoU=0.5); repeatable"),
-    max_speed_drop: float | None = typer.Option(None, help="allowed drop of images/s in percent (default 20)"),
-    no_speed: bool = typer.Option(False, "--no-speed", help="do not gate speed"),
+    max_speed_drop: float | None = typer.Option(None, help="allowed drop of images/s in percent (default 20; "
+                                                           "100: speed not gated)"),
     reference_model: str | None = typer.Option(None, help="compare speed as a ratio to this model of the same run"),
     require_significant: bool = typer.Option(False, help="a drop must also be beyond noise (bootstrap, repeats)"),
     out: Path | None = typer.Option(None, help="write gate.md and gate.json here"),
-    update_baseline: bool = typer.Option(False, help="write the run as the new baseline and exit"),
     tracking_uri: str | None = typer.Option(None, help="MLflow store for run ids and 'latest'"),
 ) -> None:
     """Compare a run with a baseline model by model; exit 0 on pass, 1 on a regression, 2 on bad input."""
     from segbench import gate as gating
+    from segbench.gate_render import text, write_summary
 
-    if update_baseline:
-        typer.echo(f"baseline: {gating.update_baseline(run, baseline, tracking_uri)}")
-        return
-    speed = None if no_speed else (gating.MAX_SPEED_DROP_PERCENT if max_speed_drop is None else max_speed_drop)
+    speed = gating.MAX_SPEED_DROP_PERCENT if max_speed_drop is None else max_speed_drop
     result = gating.gate(run, baseline, max_drop_points=gating.parse_max_drops(max_drop) if max_drop else None,
                          max_speed_drop_percent=speed, reference_model=reference_model,
-                         require_significant=require_significant, out_dir=out, tracking_uri=tracking_uri)
-    typer.echo(result.text())
+                         require_significant=require_significant, tracking_uri=tracking_uri)
+    if out is not None:
+        write_summary(result, out)
+    typer.echo(text(result))
     raise typer.Exit(result.exit_code)
+
+
+baseline_app = typer.Typer(help="Baselines for segbench gate.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("update")
+def baseline_update(
+    run: str = typer.Argument(..., help="a results.json (or its folder), an MLflow run id, or 'latest'"),
+    baseline: Path = typer.Argument(..., help="the baseline file to write, e.g. baselines/synthetic.json"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store for run ids and 'latest'"),
+) -> None:
+    """Make a run's results the new baseline (compact JSON, to commit)."""
+    from segbench.baseline import update_baseline
+
+    typer.echo(f"baseline: {update_baseline(run, baseline, tracking_uri)}")
 
 
 @app.command("eval")

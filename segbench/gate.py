@@ -8,22 +8,24 @@ a machine that is slower or busier overall.
 
 Exit codes: 0 pass, 1 regression (including a baseline model missing from the run: the change under test
 dropped coverage the baseline promises; restore the model or update the baseline), 2 usage error or
-unreadable data (a UserError).
+unreadable data (a UserError). This module holds the verdicts; gate_render prints and writes them and
+baseline makes a run the new baseline.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from segbench.errors import UserError, closest
-from segbench.report import QUALITY, load_results, read_results
+from segbench.metrics import METRICS
+from segbench.schema import ModelRecord, Results, Speed, plain
+from segbench.result_sources import load_results
 from segbench.stats import LEVEL, RESAMPLES, STATISTICS, bootstrap_difference
+from segbench.utils import flatten
 
 MAX_DROP_POINTS = {"mIoU": 0.5}
 MAX_SPEED_DROP_PERCENT = 20.0
@@ -36,134 +38,69 @@ COLUMNS = ["model", "check", "baseline", "run", "change", "limit", "unit", "ci_l
 
 @dataclass
 class GateResult:
-    """The checks (one row per model and check), notes, and the files written."""
+    """The checks (one row per model and check, COLUMNS), the labels of run and baseline, settings, notes."""
 
     checks: pd.DataFrame
     run: str
     baseline: str
     settings: dict
     notes: list[str] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
+        """No check failed and no baseline model is missing."""
         return not self.checks["status"].isin(FAILING).any()
 
     @property
     def exit_code(self) -> int:
+        """0 on pass, 1 on a regression."""
         return 0 if self.passed else 1
 
-    def to_dict(self) -> dict:
-        checks = self.checks.astype(object).where(self.checks.notna(), None)
-        return {"passed": self.passed, "exit_code": self.exit_code, "run": self.run, "baseline": self.baseline,
-                "settings": self.settings, "legend": self.legend(), "notes": self.notes,
-                "checks": checks.to_dict(orient="records")}
 
-    def table(self) -> pd.DataFrame:
-        """The checks as display strings: values, change and its CI, limit, status."""
-        def fmt(value, digits=2):
-            return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-        rows = []
-        for _, c in self.checks.iterrows():
-            unit = c["unit"] or ""
-            value_digits = 3 if c["check"] == "speed" and self.settings["reference_model"] else 2
-            ci = "-" if pd.isna(c["ci_low"]) else f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
-            rows.append({"model": c["model"], "check": c["check"], "baseline": fmt(c["baseline"], value_digits),
-                         "run": fmt(c["run"], value_digits),
-                         "change": "-" if pd.isna(c["change"]) else f"{c['change']:+.2f} {unit}",
-                         f"{self.settings['level']:.0%} CI": ci,
-                         "limit": "-" if pd.isna(c["limit"]) else f"{c['limit']:+.2f} {unit}",
-                         "status": c["status"], "note": "" if pd.isna(c["note"]) else c["note"]})
-        return pd.DataFrame(rows)
-
-    def legend(self) -> list[str]:
-        """What the columns mean: units, the interval, pairing."""
-        pairing = "paired over the same images" if self.settings["paired"] else "unpaired (different images)"
-        units = "quality in percent, change in percentage points (pp)"
-        interval = f"CI: quality, {self.settings['level']:.0%} bootstrap interval of the change, {pairing}"
-        if self.settings["max_speed_drop_percent"] is not None:
-            reference = self.settings["reference_model"]
-            speed = f"images/s divided by {reference}'s in the same run" if reference else "images/s"
-            units += f"; speed in {speed}, change in percent"
-            interval += "; speed, the range over the timed repeats"
-        return [units, interval]
-
-    def markdown(self) -> str:
-        """A PR comment: verdict, table, legend and notes."""
-        table = self.table()
-        escape = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " "})
-        lines = [f"### segbench gate: **{'PASS' if self.passed else 'FAIL'}**", "",
-                 f"Run `{self.run}` against baseline `{self.baseline}`.", "",
-                 "| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
-        lines += ["| " + " | ".join(str(v).translate(escape) for v in row) + " |" for row in table.itertuples(False)]
-        lines += [""] + [f"- {line.translate(escape)}" for line in self.legend() + self.notes]
-        return "\n".join(lines) + "\n"
-
-    def text(self) -> str:
-        """Plain text for a console or a CI log: table, legend, notes, verdict."""
-        lines = [f"segbench gate: {self.run} against baseline {self.baseline}", "",
-                 self.table().to_string(index=False), ""]
-        lines += self.legend() + [f"note: {note}" for note in self.notes]
-        lines.append("PASS" if self.passed else "FAIL: regression")
-        return "\n".join(lines)
-
-
-def same_images(run: dict, baseline: dict) -> bool:
+def same_images(run: Results, baseline: Results) -> bool:
     """True when both were evaluated on the same images: same data set, split, data settings and seed."""
-    def key(results: dict) -> str:
-        config = results["suite"].get("config") or {}
+    def key(results: Results) -> str:
+        config = results.suite.config
         data = {k: v for k, v in (config.get("data") or {}).items() if k != "num_workers"}
-        return json.dumps([results.get("dataset"), data, config.get("seed")], sort_keys=True)
+        return json.dumps([plain(results.dataset), data, config.get("seed")], sort_keys=True)
 
     return key(run) == key(baseline)
 
 
-def _check_comparable(run: dict, baseline: dict) -> list[str]:
+def _check_comparable(run: Results, baseline: Results) -> list[str]:
     """Refuse results that cannot be compared (UserError); return notes on what differs but may."""
-    if run["suite"]["name"] != baseline["suite"]["name"]:
-        raise UserError(f"run is suite '{run['suite']['name']}', baseline is suite '{baseline['suite']['name']}'")
+    if run.suite.name != baseline.suite.name:
+        raise UserError(f"run is suite '{run.suite.name}', baseline is suite '{baseline.suite.name}'")
     for key in ("convention", "dataset"):
-        mine, theirs = run.get(key) or {}, baseline.get(key) or {}
+        mine, theirs = plain(getattr(run, key)) or {}, plain(getattr(baseline, key)) or {}
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if differ:
             raise UserError(f"run and baseline differ in {key} ({', '.join(differ)}): their numbers are not comparable")
     notes = []
-    if run["suite"].get("config_hash") != baseline["suite"].get("config_hash"):
-        differ = _differing_settings(run["suite"].get("config") or {}, baseline["suite"].get("config") or {})
-        notes.append(f"suite settings differ (config hash {run['suite'].get('config_hash')} vs baseline "
-                     f"{baseline['suite'].get('config_hash')}): {', '.join(differ) or 'keys not recorded'}")
+    if run.suite.config_hash != baseline.suite.config_hash:
+        differ = _differing_settings(run.suite.config, baseline.suite.config)
+        notes.append(f"suite settings differ (config hash {run.suite.config_hash} vs baseline "
+                     f"{baseline.suite.config_hash}): {', '.join(differ) or 'keys not recorded'}")
     return notes
-
-
-def _flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value and key != "loss":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _differing_settings(run: dict, baseline: dict) -> list[str]:
     """Dotted config keys whose values differ, leaving out those that do not change the numbers."""
-    mine, theirs = _flat(run), _flat(baseline)
+    mine, theirs = flatten(run), flatten(baseline)
     return sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key)
                   and key.split(".")[0] not in UNCOMPARED)
 
 
-def _per_image(record: dict) -> tuple | None:
-    data = record.get("per_image") or {}
-    return (data["intersection"], data["union"]) if data.get("intersection") else None
+def _per_image(record: ModelRecord) -> tuple | None:
+    data = record.per_image
+    return (data.intersection, data.union) if data and data.intersection else None
 
 
-def _quality_rows(name: str, base: dict, mine: dict, max_drop_points: dict[str, float], paired: bool,
+def _quality_rows(name: str, base: ModelRecord, mine: ModelRecord, max_drop_points: dict[str, float], paired: bool,
                   require_significant: bool, level: float, resamples: int, seed: int) -> list[dict]:
     rows = []
     for metric, tolerance in max_drop_points.items():
-        b = (base.get("metrics") or {}).get(metric)
-        r = (mine.get("metrics") or {}).get(metric)
+        b, r = base.metrics.get(metric), mine.metrics.get(metric)
         row = {"model": name, "check": metric, "unit": "pp", "limit": -tolerance,
                "baseline": None if b is None else 100 * b, "run": None if r is None else 100 * r}
         if b is None:
@@ -194,18 +131,19 @@ def _quality_rows(name: str, base: dict, mine: dict, max_drop_points: dict[str, 
     return rows
 
 
-def _speed(record: dict) -> dict | None:
-    speed = record.get("speed") or []
-    return speed[0] if speed and speed[0].get("images_per_second") else None
+def _speed(record: ModelRecord) -> Speed | None:
+    speed = record.first_speed
+    return speed if speed and speed.images_per_second else None
 
 
-def _span(record: dict) -> tuple[float, float]:
+def _span(speed: Speed) -> tuple[float, float]:
     """The slowest and fastest of a speed record's timed repeats (its median alone if none are stored)."""
-    repeats = record.get("images_per_second_repeats") or [record["images_per_second"]]
+    repeats = speed.images_per_second_repeats or [speed.images_per_second]
     return min(repeats), max(repeats)
 
 
-def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: tuple[dict, dict] | None,
+def _speed_row(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float,
+               reference: tuple[ModelRecord, ModelRecord] | None,
                require_significant: bool) -> dict:
     """Relative change of images/s (or of its ratio to the reference); its range spans the timing repeats."""
     b, r = _speed(base), _speed(mine)
@@ -214,17 +152,17 @@ def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: t
         return row | {"status": "skipped", "note": "no speed in the baseline"}
     if r is None:
         return row | {"status": "fail", "note": "speed not measured in the run"}
-    setting = [k for k in SPEED_SETTINGS if b.get(k) != r.get(k)]
+    setting = [k for k in SPEED_SETTINGS if getattr(b, k) != getattr(r, k)]
     if setting:
         return row | {"status": "skipped", "note": f"not comparable: {', '.join(setting)} differ"}
     (b_lo, b_hi), (r_lo, r_hi) = _span(b), _span(r)
-    row.update(baseline=b["images_per_second"], run=r["images_per_second"])
+    row.update(baseline=b.images_per_second, run=r.images_per_second)
     if reference is not None:
         ref_base, ref_run = (_speed(record) for record in reference)
         (rb_lo, rb_hi), (rr_lo, rr_hi) = _span(ref_base), _span(ref_run)
         b_lo, b_hi, r_lo, r_hi = b_lo / rb_hi, b_hi / rb_lo, r_lo / rr_hi, r_hi / rr_lo
-        row.update(baseline=row["baseline"] / ref_base["images_per_second"],
-                   run=row["run"] / ref_run["images_per_second"])
+        row.update(baseline=row["baseline"] / ref_base.images_per_second,
+                   run=row["run"] / ref_run.images_per_second)
     row.update(change=100 * (row["run"] / row["baseline"] - 1), ci_low=100 * (r_lo / b_hi - 1),
                ci_high=100 * (r_hi / b_lo - 1))
     if row["change"] >= -tolerance - 1e-9:
@@ -234,17 +172,17 @@ def _speed_row(name: str, base: dict, mine: dict, tolerance: float, reference: t
     # Significant: every timed repeat of the run slower than every one of the baseline, and repeats that agree
     # with each other within the tolerance (a machine busy for one model's whole timing cannot tell a drop).
     timed = (b, r) + ((_speed(reference[0]), _speed(reference[1])) if reference is not None else ())
-    spreads = [100 * (speed.get("spread") or 0.0) for speed in timed]
+    spreads = [100 * (speed.spread or 0.0) for speed in timed]
     if max(spreads) > tolerance:
         return row | {"status": "noise", "note": f"timing spread {max(spreads):.0f}% > {tolerance:g}%"}
     return row | {"status": "fail" if row["ci_high"] < 0 else "noise"}
 
 
-def _noisy(name: str, base: dict, mine: dict, tolerance: float) -> str | None:
+def _noisy(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float) -> str | None:
     """``name (baseline 35%, run 12%)`` when a speed record's repeats spread wider than the tolerance."""
-    spreads = [f"{label} {100 * speed['spread']:.0f}%" for label, speed in (("baseline", _speed(base)),
-                                                                          ("run", _speed(mine)))
-               if speed and speed.get("spread") is not None and 100 * speed["spread"] > tolerance]
+    spreads = [f"{label} {100 * speed.spread:.0f}%" for label, speed in (("baseline", _speed(base)),
+                                                                       ("run", _speed(mine)))
+               if speed and speed.spread is not None and 100 * speed.spread > tolerance]
     return f"{name} ({', '.join(spreads)})" if spreads else None
 
 
@@ -262,23 +200,23 @@ def parse_max_drops(items: list[str]) -> dict[str, float]:
 
 def _check_options(max_drop_points: dict[str, float], max_speed_drop_percent: float | None, level: float) -> None:
     for metric, tolerance in max_drop_points.items():
-        if metric not in QUALITY:
-            hints = closest(metric, QUALITY)
+        if metric not in METRICS:
+            hints = closest(metric, METRICS)
             raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
-                            + f" (one of {', '.join(QUALITY)})")
+                            + f" (one of {', '.join(METRICS)})")
         if not tolerance >= 0:
             raise UserError(f"tolerance for {metric} must be a non-negative number of points, got {tolerance}")
-    if max_speed_drop_percent is not None and not 0 <= max_speed_drop_percent < 100:
-        raise UserError(f"speed tolerance must be a percentage in [0, 100), got {max_speed_drop_percent}")
+    if max_speed_drop_percent is not None and not 0 <= max_speed_drop_percent <= 100:
+        raise UserError(f"speed tolerance must be a percentage in [0, 100], got {max_speed_drop_percent}")
     if not 0 < level < 1:
         raise UserError(f"confidence level must be in (0, 1), got {level}")
 
 
-def _reference(name: str, run: dict, baseline: dict) -> tuple[dict, dict]:
+def _reference(name: str, run: Results, baseline: Results) -> tuple[ModelRecord, ModelRecord]:
     """The reference model's records in (baseline, run); it must be timed in both."""
     found = []
     for label, results in (("baseline", baseline), ("run", run)):
-        records = {m["name"]: m for m in results["models"]}
+        records = {m.name: m for m in results.models}
         if name not in records:
             hints = closest(name, records)
             raise UserError(f"reference model '{name}' is not in the {label}"
@@ -292,39 +230,39 @@ def _reference(name: str, run: dict, baseline: dict) -> tuple[dict, dict]:
 def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, float] | None = None,
          max_speed_drop_percent: float | None = MAX_SPEED_DROP_PERCENT, reference_model: str | None = None,
          require_significant: bool = False, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
-         out_dir: Path | str | None = None, tracking_uri: str | None = None) -> GateResult:
+         tracking_uri: str | None = None) -> GateResult:
     """Compare ``run`` (results.json path or folder, MLflow run id, or ``latest``) with ``baseline``, model by model.
 
     A quality metric fails when it drops by more than its tolerance in percentage points; speed fails when
     images/s (or its ratio to ``reference_model``) drops by more than ``max_speed_drop_percent`` percent
-    (None: speed not gated). With ``require_significant`` such a drop fails only when it is also beyond
-    noise: the bootstrap interval of the quality change excludes zero; every timed repeat of the run is
-    slower than every one of the baseline, and the repeats of both spread by less than the tolerance.
-    Writes ``gate.md`` and ``gate.json`` to ``out_dir`` when given.
+    (None or 100, which allows every drop: speed not gated). With ``require_significant`` such a drop fails
+    only when it is also beyond noise: the bootstrap interval of the quality change excludes zero; every
+    timed repeat of the run is slower than every one of the baseline, and the repeats of both spread by
+    less than the tolerance.
     """
     max_drop_points = dict(MAX_DROP_POINTS if max_drop_points is None else max_drop_points)
     _check_options(max_drop_points, max_speed_drop_percent, level)
+    if max_speed_drop_percent == 100:
+        max_speed_drop_percent = None
     if str(baseline) == "latest":
         raise UserError("the baseline must be a results.json path or an MLflow run id, not 'latest'")
     try:
         base_results, base_label = load_results(baseline, tracking_uri)
     except UserError as exc:
-        raise UserError(f"baseline: {exc} (create one with `segbench gate RUN BASELINE --update-baseline`)") from None
-    run_results, run_label = load_results(run, tracking_uri, suite=base_results["suite"]["name"])
+        raise UserError(f"baseline: {exc} (create one with `segbench baseline update RUN BASELINE`)") from None
+    run_results, run_label = load_results(run, tracking_uri, suite=base_results.suite.name)
     notes = _check_comparable(run_results, base_results)
-    if not run_results["models"]:
+    if not run_results.models:
         raise UserError(f"{run_label} holds no models")
     paired = same_images(run_results, base_results)
     reference = _reference(reference_model, run_results, base_results) if reference_model else None
-    if max_speed_drop_percent is not None and reference is None and (
-            (run_results.get("environment") or {}).get("device_name")
-            != (base_results.get("environment") or {}).get("device_name")):
+    if max_speed_drop_percent is not None and reference is None and _hardware(run_results) != _hardware(base_results):
         notes.append("run and baseline ran on different hardware: raw speeds compared; name a reference model")
 
-    mine = {m["name"]: m for m in run_results["models"]}
+    mine = {m.name: m for m in run_results.models}
     rows, noisy = [], []
-    for base in base_results["models"]:
-        name = base["name"]
+    for base in base_results.models:
+        name = base.name
         if name not in mine:
             rows.append({"model": name, "check": "present", "status": "missing",
                          "note": "in the baseline, not in the run"})
@@ -334,8 +272,8 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
         if max_speed_drop_percent is not None:
             if name == reference_model:
                 rows.append({"model": name, "check": "speed", "status": "reference", "note": "raw images/s",
-                             "baseline": _speed(base)["images_per_second"],
-                             "run": _speed(mine[name])["images_per_second"]})
+                             "baseline": _speed(base).images_per_second,
+                             "run": _speed(mine[name]).images_per_second})
             else:
                 rows.append(_speed_row(name, base, mine[name], max_speed_drop_percent, reference,
                                        require_significant))
@@ -343,7 +281,7 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
     if any(noisy):
         notes.append("timed repeats spread wider than the speed tolerance, so speed here is mostly noise: "
                      + "; ".join(filter(None, noisy)))
-    known = {m["name"] for m in base_results["models"]}
+    known = {m.name for m in base_results.models}
     rows += [{"model": name, "check": "present", "status": "new", "note": "not in the baseline"}
              for name in mine if name not in known]
 
@@ -352,47 +290,8 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
                 "resamples": resamples, "seed": seed, "paired": paired,
                 "units": {"quality": "percent; change in percentage points", "speed": "images/s or ratio to the "
                           "reference; change in percent"}}
-    result = GateResult(pd.DataFrame(rows, columns=COLUMNS), run_label, base_label, settings, notes)
-    if out_dir is not None:
-        result.written = write_summary(result, Path(out_dir))
-    return result
+    return GateResult(pd.DataFrame(rows, columns=COLUMNS), run_label, base_label, settings, notes)
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_summary(result: GateResult, out_dir: Path) -> list[Path]:
-    """``gate.md`` (for a PR comment) and ``gate.json`` in ``out_dir``."""
-    text = json.dumps(result.to_dict(), indent=2, allow_nan=False)
-    return [_atomic_write(out_dir / "gate.md", result.markdown().encode()),
-            _atomic_write(out_dir / "gate.json", (text + "\n").encode())]
-
-
-def dumps(value, level: int = 0) -> str:
-    """JSON with objects indented and every innermost array on one line: a small, diffable baseline."""
-    pad, inner = "  " * level, "  " * (level + 1)
-    if isinstance(value, dict) and value:
-        items = ",\n".join(f"{inner}{json.dumps(key)}: {dumps(item, level + 1)}" for key, item in value.items())
-        return "{\n" + items + "\n" + pad + "}"
-    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
-        return "[\n" + ",\n".join(inner + dumps(item, level + 1) for item in value) + "\n" + pad + "]"
-    return json.dumps(value, allow_nan=False)
-
-
-def update_baseline(run: Path | str, baseline: Path | str, tracking_uri: str | None = None) -> Path:
-    """Make ``run``'s results (path, MLflow run id or ``latest``) the baseline: same content, compact layout."""
-    suite = None
-    if str(run) == "latest":  # the newest run of the current baseline's suite
-        suite = read_results(baseline)["suite"]["name"] if Path(baseline).is_file() else None
-    results, _ = load_results(run, tracking_uri, suite=suite)
-    return _atomic_write(Path(baseline), (dumps(results) + "\n").encode())
-
+def _hardware(results: Results) -> str | None:
+    return results.environment.device_name if results.environment else None

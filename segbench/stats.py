@@ -38,10 +38,6 @@ class Difference(Interval):
     paired: bool = False
     p_value: float = float("nan")  # two-sided bootstrap p-value of "no difference"
 
-    def significant(self) -> bool:
-        """True when the interval excludes zero (a two-sided test at ``level``)."""
-        return bool(self.high < 0 or self.low > 0)
-
 
 def score(intersection: np.ndarray, union: np.ndarray, statistic: str = "mIoU") -> np.ndarray:
     """mIoU or mDice over the last axis of class sums; classes with zero union are NaN and left out."""

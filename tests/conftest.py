@@ -46,3 +46,77 @@ def cli(capsys, monkeypatch):
         return code, out, err
 
     return invoke
+
+
+# ---------------------------------------------------------------- results.json builders (report, gate, schema tests)
+
+RESULT_CLASSES = ["road", "car", "pole"]
+
+
+def _mean_iou(intersection, union) -> float:
+    """Dataset-level mIoU by hand: per-class sums, classes with no union left out."""
+    import numpy as np
+
+    i, u = np.asarray(intersection).sum(0), np.asarray(union).sum(0)
+    return float(np.mean([a / b for a, b in zip(i, u) if b > 0]))
+
+
+def _mean_dice(intersection, union) -> float:
+    """Dataset-level mDice by hand: 2I / (U + I) per class."""
+    import numpy as np
+
+    i, u = np.asarray(intersection).sum(0), np.asarray(union).sum(0)
+    return float(np.mean([2 * a / (b + a) for a, b in zip(i, u) if b > 0]))
+
+
+@pytest.fixture
+def images():
+    """``images(n, iou, seed)``: per-image intersections and unions with a dataset-level IoU near ``iou``."""
+    import numpy as np
+
+    def make(n: int, iou: float, seed: int = 0):
+        union = np.random.default_rng(seed).integers(80, 120, size=(n, len(RESULT_CLASSES)))
+        return np.round(union * iou).astype(int), union
+
+    return make
+
+
+@pytest.fixture
+def record():
+    """``record(name, intersection, union, ips)``: a version-1 model record; metrics computed by hand."""
+    import numpy as np
+
+    def make(name: str, intersection, union, ips: float = 100.0) -> dict:
+        intersection, union = np.asarray(intersection), np.asarray(union)
+        return {
+            "name": name, "arch": name.split("-")[0], "backbone": "resnet10t", "params": 1_000_000,
+            "metrics": {"mIoU": _mean_iou(intersection, union), "mDice": _mean_dice(intersection, union),
+                        "aAcc": 0.9},
+            "evaluation": {"mode": "whole", "images": len(intersection)},
+            "per_image": {"intersection": intersection.tolist(), "union": union.tolist()},
+            "speed": [{"images_per_second": ips, "batch_size": 1, "input_shape": [1, 3, 64, 64],
+                       "precision": "fp32", "memory_format": "contiguous", "compile": False,
+                       "latency_ms_p50": 1000 / ips}],
+        }
+
+    return make
+
+
+@pytest.fixture
+def results():
+    """``results(*records, suite, seed, hardware)``: a version-1 results.json around model records."""
+
+    def make(*records: dict, suite: str = "toy", seed: int = 0, hardware: str = "cpu-A") -> dict:
+        classes = list(RESULT_CLASSES)
+        return {
+            "schema_version": 1,
+            "suite": {"name": suite, "config_hash": f"hash{seed}",
+                      "config": {"seed": seed, "data": {"name": "synthetic"}}},
+            "dataset": {"name": "synthetic", "classes": classes, "split": "val"},
+            "convention": {"accumulation": "dataset", "absent_class": "nan_excluded", "ignore_index": 255,
+                           "label_space": f"synthetic-{len(classes)}", "num_classes": len(classes)},
+            "environment": {"device": "cpu", "device_name": hardware},
+            "models": list(records),
+        }
+
+    return make

@@ -1,7 +1,9 @@
-"""`segbench report` and `segbench gate` through the real console entry point."""
+"""`segbench report`, `segbench gate` and `segbench baseline update` through the real console entry point."""
 
 import json
 from pathlib import Path
+
+import pytest
 
 BASELINE = Path(__file__).resolve().parent.parent / "baselines" / "synthetic.json"
 
@@ -18,12 +20,14 @@ def weakened(tmp_path: Path, points: float) -> Path:
 
 
 def test_gate_passes_unchanged_fails_weakened_and_refuses_bad_input(cli, tmp_path):
-    code, out, err = cli("gate", str(BASELINE), str(BASELINE), "--no-speed", "--out", str(tmp_path / "g"))
+    code, out, err = cli("gate", str(BASELINE), str(BASELINE), "--max-speed-drop", "100", "--out", str(tmp_path / "g"))
     assert code == 0, err
     assert out.rstrip().endswith("PASS")
     assert json.loads((tmp_path / "g" / "gate.json").read_text())["passed"] is True
 
-    code, out, _ = cli("gate", str(weakened(tmp_path, 2.0)), str(BASELINE), "--no-speed")
+    assert [c["check"] for c in json.loads((tmp_path / "g" / "gate.json").read_text())["checks"]] == ["mIoU"] * 3
+
+    code, out, _ = cli("gate", str(weakened(tmp_path, 2.0)), str(BASELINE), "--max-speed-drop", "100")
     assert code == 1 and "FAIL" in out
 
     corrupt = tmp_path / "corrupt.json"
@@ -34,17 +38,87 @@ def test_gate_passes_unchanged_fails_weakened_and_refuses_bad_input(cli, tmp_pat
     assert code == 2
 
 
-def test_gate_update_baseline_writes_the_run(cli, tmp_path):
+@pytest.mark.parametrize("content, message", [
+    ({"suite": "synthetic", "models": [{}]}, "schema_version: expected 1 or 2, got nothing (missing)"),
+    ({"schema_version": 1, "suite": "synthetic", "models": [{}]},
+     "suite: expected an object, got the string 'synthetic'"),
+    ({"schema_version": 1, "suite": {"name": "synthetic"}, "models": [{}]},
+     "models[0].name: expected a string, got nothing (missing)"),
+    ({"schema_version": 1, "suite": {"name": "synthetic"}, "models": [{"name": "m", "speed": [{}]}]},
+     "models[0].speed[0].images_per_second: expected a number, got nothing (missing)"),
+])
+def test_wrong_structure_is_one_line_and_exit_2(cli, tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(content))
+    for args in (("gate", str(bad), str(BASELINE)), ("gate", str(BASELINE), str(bad)), ("report", str(bad)),
+                 ("baseline", "update", str(bad), str(tmp_path / "new.json"))):
+        code, out, err = cli(*args, *(("--out", str(tmp_path / "r")) if args[0] == "report" else ()))
+        assert code == 2, (args, out, err)
+        assert err.count("\n") == 1 and err.startswith("segbench: error: ") and f"{bad}: {message}" in err, err
+    assert not (tmp_path / "new.json").exists() and not (tmp_path / "r").exists()
+
+
+def test_baseline_update_writes_the_run_and_the_old_flag_is_gone(cli, tmp_path):
     target = tmp_path / "baseline.json"
-    code, out, err = cli("gate", str(BASELINE), str(target), "--update-baseline")
+    code, out, err = cli("baseline", "update", str(BASELINE), str(target))
     assert code == 0, err
-    assert json.loads(target.read_text())["models"] == json.loads(BASELINE.read_text())["models"]
+    assert out == f"baseline: {target}\n"
+    written, original = json.loads(target.read_text()), json.loads(BASELINE.read_text())
+    assert (written["schema_version"], written["kind"]) == (2, "run")
+    for new, old in zip(written["models"], original["models"], strict=True):
+        assert (new["name"], new["metrics"], new["per_image"]) == (old["name"], old["metrics"], old["per_image"])
+    code, out, err = cli("gate", str(BASELINE), str(target), "--max-drop", "mIoU=0")  # v1 run against v2 baseline
+    assert code == 0, out + err
+    code, _, err = cli("gate", str(BASELINE), str(target), "--update-baseline")
+    assert code == 2 and "--update-baseline" in err
+    code, _, err = cli("gate", str(BASELINE), str(target), "--no-speed")
+    assert code == 2 and "--no-speed" in err
 
 
 def test_report_writes_markdown_csv_and_html(cli, tmp_path):
     code, out, err = cli("report", str(BASELINE), "--out", str(tmp_path / "reports"))
     assert code == 0, err
-    markdown = (tmp_path / "reports" / "synthetic" / "leaderboard.md").read_text()
-    for record in json.loads(BASELINE.read_text())["models"]:
-        assert record["name"] in markdown
-    assert (tmp_path / "reports" / "index.html").is_file()
+    site = tmp_path / "reports"
+    assert out.split() == ["wrote", str(site / "synthetic" / "leaderboard.md"), "wrote",
+                           str(site / "synthetic" / "leaderboard.csv"), "wrote", str(site / "synthetic" / "index.html"),
+                           "wrote", str(site / "index.html")]
+    lines = (site / "synthetic" / "leaderboard.md").read_text().splitlines()
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines if line.startswith("|") and
+            line.split("|")[1].strip().isdigit()]
+    # The committed baseline's models by hand, best mIoU first, in percent with two decimals.
+    models = sorted(json.loads(BASELINE.read_text())["models"], key=lambda m: -m["metrics"]["mIoU"])
+    assert [row[:4] for row in rows] == [[str(rank), m["name"], m["backbone"], f"{100 * m['metrics']['mIoU']:.2f}"]
+                                         for rank, m in enumerate(models, 1)]
+    assert [row[1] for row in rows] == ["unet-resnet10t", "fpn-resnet10t", "pspnet-resnet10t"]
+    assert [row[3] for row in rows] == ["91.56", "68.61", "57.55"]
+
+
+def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypatch, mlflow_uri):
+    store = Path(mlflow_uri[len("sqlite:///"):]).rename(tmp_path / "migrated.db")  # not yet where segbench looks
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, _, err = cli("report", "--out", "site")
+    assert code == 2 and err.count("\n") == 1 and "no MLflow store at sqlite:///mlflow.db" in err
+    assert not (tmp_path / "cwd" / "mlflow.db").exists()  # reading did not create a store
+
+    from segbench.config import TrackingConfig
+    from segbench.tracking import Tracker
+
+    store.rename(tmp_path / "cwd" / "mlflow.db")  # an existing store, in the working directory
+    tracker = Tracker(TrackingConfig(uri="sqlite:///mlflow.db"), "toy")
+    parent = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
+    child = tracker.start("unet-r10", parent=parent, params={"model": "unet-r10"})
+    tracker.log(child, metrics={"mIoU": 0.625})
+    tracker.end(child)
+    tracker.end(parent)
+    code, out, err = cli("report", "--out", "site")
+    assert code == 0, err
+    markdown = (tmp_path / "cwd" / "site" / "toy" / "leaderboard.md").read_text()
+    [row] = [[cell.strip() for cell in line.split("|")[1:-1]] for line in markdown.splitlines()
+             if line.startswith("|") and line.split("|")[1].strip() == "1"]
+    assert row[1:4] == ["unet-r10", "-", "62.50"]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    code, _, err = cli("report")
+    assert code == 2 and "elsewhere.db" in err and not (tmp_path / "elsewhere.db").exists()

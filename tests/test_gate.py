@@ -3,42 +3,11 @@ import json
 import numpy as np
 import pytest
 
+from segbench.baseline import update_baseline
 from segbench.errors import UserError
-from segbench.gate import gate, parse_max_drops, same_images, update_baseline
-from segbench.metrics import convention
-from segbench.stats import score
-
-CLASSES = ["road", "car", "pole"]
-
-
-def images(n: int, iou: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image intersections and unions with a dataset-level IoU near ``iou`` for every class."""
-    union = np.random.default_rng(seed).integers(80, 120, size=(n, len(CLASSES)))
-    return np.round(union * iou).astype(int), union
-
-
-def record(name: str, intersection, union, ips: float = 100.0) -> dict:
-    intersection, union = np.asarray(intersection), np.asarray(union)
-    return {
-        "name": name, "arch": name.split("-")[0], "backbone": "resnet10t", "params": 1_000_000,
-        "metrics": {"mIoU": float(score(intersection.sum(0), union.sum(0))),
-                    "mDice": float(score(intersection.sum(0), union.sum(0), "mDice")), "aAcc": 0.9},
-        "evaluation": {"mode": "whole", "images": len(intersection)},
-        "per_image": {"intersection": intersection.tolist(), "union": union.tolist()},
-        "speed": [{"images_per_second": ips, "batch_size": 1, "input_shape": [1, 3, 64, 64], "precision": "fp32",
-                   "memory_format": "contiguous", "compile": False, "latency_ms_p50": 1000 / ips}],
-    }
-
-
-def results(*records: dict, suite: str = "toy", seed: int = 0, hardware: str = "cpu-A") -> dict:
-    return {
-        "schema_version": 1,
-        "suite": {"name": suite, "config_hash": f"hash{seed}", "config": {"seed": seed, "data": {"name": "synthetic"}}},
-        "dataset": {"name": "synthetic", "classes": CLASSES, "split": "val"},
-        "convention": convention(len(CLASSES), 255, f"synthetic-{len(CLASSES)}"),
-        "environment": {"device": "cpu", "device_name": hardware},
-        "models": list(records),
-    }
+from segbench.gate import gate, parse_max_drops, same_images
+from segbench.gate_render import text, write_summary
+from segbench.schema import parse_results, write_results
 
 
 def write(path, data: dict):
@@ -47,7 +16,7 @@ def write(path, data: dict):
 
 
 @pytest.fixture
-def baseline(tmp_path):
+def baseline(tmp_path, images, record, results):
     return write(tmp_path / "baseline.json", results(record("unet-r10", *images(50, 0.6)),
                                                       record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
 
@@ -56,7 +25,7 @@ def statuses(result) -> dict:
     return {(row.model, row.check): row.status for row in result.checks.itertuples()}
 
 
-def test_an_improvement_passes(tmp_path, baseline):
+def test_an_improvement_passes(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.65)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
     result = gate(run, baseline)
@@ -66,7 +35,7 @@ def test_an_improvement_passes(tmp_path, baseline):
     assert row["ci_low"] > 0 and row["status"] == "ok"
 
 
-def test_a_regression_beyond_tolerance_fails(tmp_path, baseline):
+def test_a_regression_beyond_tolerance_fails(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
     result = gate(run, baseline)
@@ -77,7 +46,7 @@ def test_a_regression_beyond_tolerance_fails(tmp_path, baseline):
     assert row["change"] == pytest.approx(-2.0, abs=0.05) and row["limit"] == -0.5 and row["unit"] == "pp"
 
 
-def test_tolerance_is_in_percentage_points(tmp_path):
+def test_tolerance_is_in_percentage_points(tmp_path, record, results):
     union = np.full((10, 3), 200)
     base = write(tmp_path / "base.json", results(record("m", np.full((10, 3), 120), union)))  # mIoU 0.600
     half = write(tmp_path / "half.json", results(record("m", np.full((10, 3), 119), union)))  # 0.595: -0.5 pp
@@ -97,7 +66,7 @@ def test_max_drops_from_the_command_line():
         gate("unused", "unused", max_drop_points=parse_max_drops(["mIoU=-1"]))
 
 
-def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, baseline):
+def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, baseline, images, record, results):
     intersection, union = images(50, 0.6)
     intersection[7] = 0  # one image goes wrong: the drop (about 1.2 points) rests on a single image
     run = write(tmp_path / "run.json", results(record("unet-r10", intersection, union),
@@ -110,24 +79,24 @@ def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, 
     assert result.settings["paired"]
 
 
-def test_a_consistent_drop_is_significant(tmp_path, baseline):
+def test_a_consistent_drop_is_significant(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
     result = gate(run, baseline, require_significant=True)
     assert statuses(result)[("unet-r10", "mIoU")] == "fail"
 
 
-def test_different_images_are_compared_unpaired(tmp_path, baseline):
+def test_different_images_are_compared_unpaired(tmp_path, baseline, images, record, results):
     other = results(record("unet-r10", *images(50, 0.6, seed=5)), record("fpn-r10", *images(50, 0.5, seed=6),
                                                                            ips=200.0), seed=1)
-    assert not same_images(other, json.loads(baseline.read_text()))
+    assert not same_images(parse_results(other), parse_results(json.loads(baseline.read_text())))
     result = gate(write(tmp_path / "run.json", other), baseline)
     assert not result.settings["paired"]
-    assert "unpaired (different images)" in result.text()
+    assert "unpaired (different images)" in text(result)
     assert "suite settings differ (config hash hash1 vs baseline hash0): seed" in result.notes
 
 
-def test_a_model_missing_from_the_run_fails(tmp_path, baseline):
+def test_a_model_missing_from_the_run_fails(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.6)), record("new-r10",
                                                                                            *images(50, 0.7))))
     result = gate(run, baseline)
@@ -136,13 +105,13 @@ def test_a_model_missing_from_the_run_fails(tmp_path, baseline):
     assert statuses(result)[("new-r10", "present")] == "new"
 
 
-def test_a_missing_baseline_is_a_user_error(tmp_path):
+def test_a_missing_baseline_is_a_user_error(tmp_path, images, record, results):
     run = write(tmp_path / "run.json", results(record("m", *images(5, 0.6))))
-    with pytest.raises(UserError, match=r"baseline: no results file at .*nope\.json.*--update-baseline"):
+    with pytest.raises(UserError, match=r"baseline: no results file at .*nope\.json.*segbench baseline update"):
         gate(run, tmp_path / "nope.json")
 
 
-def test_a_corrupt_baseline_is_a_user_error(tmp_path):
+def test_a_corrupt_baseline_is_a_user_error(tmp_path, images, record, results):
     run = write(tmp_path / "run.json", results(record("m", *images(5, 0.6))))
     (tmp_path / "bad.json").write_text('{"models": [')
     with pytest.raises(UserError, match="not valid JSON"):
@@ -152,7 +121,7 @@ def test_a_corrupt_baseline_is_a_user_error(tmp_path):
         gate(run, tmp_path / "foreign.json")
 
 
-def test_other_suites_and_bad_options_are_user_errors(tmp_path, baseline):
+def test_other_suites_and_bad_options_are_user_errors(tmp_path, baseline, images, record, results):
     other = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.6)), suite="cityscapes"))
     with pytest.raises(UserError, match="suite 'cityscapes'"):
         gate(other, baseline)
@@ -162,7 +131,7 @@ def test_other_suites_and_bad_options_are_user_errors(tmp_path, baseline):
         gate(baseline, baseline, reference_model="unet")
 
 
-def test_speed_against_a_reference_model(tmp_path, baseline):
+def test_speed_against_a_reference_model(tmp_path, baseline, images, record, results):
     same = images(50, 0.6), images(50, 0.5, seed=1)
     slow_machine = write(tmp_path / "slow.json", results(record("unet-r10", *same[0], ips=50.0),
                                                          record("fpn-r10", *same[1], ips=100.0)))
@@ -183,7 +152,7 @@ def test_speed_against_a_reference_model(tmp_path, baseline):
     assert gate(slower_model, baseline, max_speed_drop_percent=None).passed
 
 
-def test_speed_drop_within_timing_noise(tmp_path, baseline):
+def test_speed_drop_within_timing_noise(tmp_path, baseline, images, record, results):
     def timed(data: dict, repeats: list[float]) -> dict:
         speed = data["models"][0]["speed"][0]
         speed.update(images_per_second=float(np.median(repeats)), images_per_second_repeats=repeats,
@@ -210,17 +179,22 @@ def test_speed_drop_within_timing_noise(tmp_path, baseline):
     assert row["status"] == "noise" and row["ci_high"] < 0 and row["note"] == "timing spread 80% > 20%"
 
 
-def test_summaries_are_written(tmp_path, baseline):
+def test_summaries_are_written(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
-    result = gate(run, baseline, out_dir=tmp_path / "gate")
-    assert [p.name for p in result.written] == ["gate.md", "gate.json"]
+    result = gate(run, baseline)
+    written = write_summary(result, tmp_path / "gate")
+    assert [p.name for p in written] == ["gate.md", "gate.json"]
+    assert sorted(p.name for p in (tmp_path / "gate").iterdir()) == ["gate.json", "gate.md"]  # no temporary files
     summary = json.loads((tmp_path / "gate" / "gate.json").read_text())
     assert summary["passed"] is False and summary["exit_code"] == 1
     assert summary["settings"]["max_drop_points"] == {"mIoU": 0.5}
     check = next(c for c in summary["checks"] if c["model"] == "unet-r10" and c["check"] == "mIoU")
     assert check["status"] == "fail" and check["unit"] == "pp"
-    assert check["baseline"] == pytest.approx(60.0, abs=0.1) and check["run"] == pytest.approx(58.0, abs=0.1)
+    (bi, bu), (ri, ru) = images(50, 0.6), images(50, 0.58)  # by hand: dataset-level IoU per class, then the mean
+    assert check["baseline"] == pytest.approx(100 * np.mean(bi.sum(0) / bu.sum(0)))
+    assert check["run"] == pytest.approx(100 * np.mean(ri.sum(0) / ru.sum(0)))
+    assert check["change"] == pytest.approx(check["run"] - check["baseline"])
     markdown = (tmp_path / "gate" / "gate.md").read_text()
     assert markdown.startswith("### segbench gate: **FAIL**")
     line = next(line for line in markdown.splitlines() if line.startswith("| unet-r10 | mIoU"))
@@ -229,20 +203,28 @@ def test_summaries_are_written(tmp_path, baseline):
     assert cells[4] == f"{check['change']:+.2f} pp" and cells[6] == "-0.50 pp" and cells[7] == "fail"
 
 
-def test_update_baseline_copies_the_run_compactly(tmp_path):
+def test_update_baseline_copies_the_run_compactly(tmp_path, images, record, results):
     (tmp_path / "out").mkdir()
     data = results(record("m", *images(50, 0.6)))
     run = tmp_path / "out" / "results.json"
     run.write_text(json.dumps(data, indent=2))
     target = update_baseline(tmp_path / "out", tmp_path / "baselines" / "toy.json")
-    assert json.loads(target.read_text()) == data
+    written = json.loads(target.read_text())
+    assert (written["schema_version"], written["kind"]) == (2, "run")  # written as version 2
+    assert written["models"][0]["per_image"] == data["models"][0]["per_image"]
+    assert written["models"][0]["metrics"] == data["models"][0]["metrics"]
+    assert written["suite"] == data["suite"]
+    assert written["convention"] == data["convention"] | {"void_prediction": None}  # every field, null if unused
+    assert written["dataset"] == data["dataset"]
     assert [p.name for p in target.parent.iterdir()] == ["toy.json"]  # no temporary file left behind
-    assert f'"classes": {json.dumps(CLASSES)},' in target.read_text()  # innermost arrays on one line
-    assert target.stat().st_size < 0.6 * run.stat().st_size
+    assert '"classes": ["road", "car", "pole"],' in target.read_text()  # innermost arrays on one line
+    indented = write_results(tmp_path / "indented.json", data)  # the same content, as a run writes it
+    assert json.loads(indented.read_text()) == written
+    assert target.stat().st_size < 0.6 * indented.stat().st_size
     assert gate(run, target).passed
 
 
-def test_run_from_mlflow_latest_and_run_id(tmp_path, mlflow_uri, baseline):
+def test_run_from_mlflow_latest_and_run_id(tmp_path, mlflow_uri, baseline, images, record, results):
     from segbench.config import TrackingConfig
     from segbench.tracking import Tracker
 

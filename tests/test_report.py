@@ -7,25 +7,42 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from test_gate import images, record, results  # the results.json builders the gate tests use
 
 from segbench.errors import UserError
-from segbench.report import build_report, pareto_front
-from segbench.stats import bootstrap
+from segbench.report import build_report
+from segbench.report_plots import pareto_front
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EVIL = "<b>x</b><script>alert(1)</script>"
 
 
-def suite(*specs: tuple[str, float, float], name: str = "toy", hardware: str = "cpu-A") -> dict:
-    """A results.json with one model per (name, IoU level, images/s) and per-class IoU road 0.9, car 0.5."""
-    data = results(*(record(model, *images(40, iou, seed=i), ips=ips) for i, (model, iou, ips) in enumerate(specs)),
-                   suite=name, hardware=hardware)
-    for model in data["models"]:
-        model["speed"][0]["gflops_per_image"] = 1.25
-        model["per_class"] = [{"class": "road", "IoU": 0.9}, {"class": "car", "IoU": 0.5},
-                              {"class": "pole", "IoU": None}]
-    return data
+@pytest.fixture
+def suite(images, record, results):
+    """``suite(*(name, IoU level, images/s), name, hardware)``: a results.json, per-class IoU road 0.9, car 0.5."""
+
+    def make(*specs: tuple[str, float, float], name: str = "toy", hardware: str = "cpu-A") -> dict:
+        data = results(*(record(model, *images(40, iou, seed=i), ips=ips) for i, (model, iou, ips) in enumerate(specs)),
+                       suite=name, hardware=hardware)
+        for model in data["models"]:
+            model["speed"][0]["gflops_per_image"] = 1.25
+            model["per_class"] = [{"class": "road", "IoU": 0.9}, {"class": "car", "IoU": 0.5},
+                                  {"class": "pole", "IoU": None}]
+        return data
+
+    return make
+
+
+def percentile_interval(intersection, union, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The report's documented interval, by numpy: 95 % percentile bootstrap of mIoU over images, resampled
+    by multinomial counts from default_rng(seed); a class with no union in a resample is left out."""
+    intersection, union = np.asarray(intersection, float), np.asarray(union, float)
+    n = len(intersection)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples)
+    i, u = counts @ intersection, counts @ union
+    with np.errstate(invalid="ignore"):
+        miou = np.nanmean(np.where(u > 0, i / u, np.nan), axis=1)
+    low, high = np.percentile(miou, [2.5, 97.5])
+    return low, high
 
 
 def save(path, data: dict, mtime: float | None = None):
@@ -37,11 +54,11 @@ def save(path, data: dict, mtime: float | None = None):
 
 
 def markdown_rows(path) -> list[list[str]]:
-    lines = [line for line in path.read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    lines = [line for line in path.read_text().splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
     return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
 
 
-def test_markdown_and_csv_values(tmp_path):
+def test_markdown_and_csv_values(tmp_path, suite):
     data = suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), ("psp-r10", 0.5, 600.0))
     save(tmp_path / "runs" / "a", data)
     written = build_report([tmp_path / "runs"], tmp_path / "site")
@@ -54,9 +71,10 @@ def test_markdown_and_csv_values(tmp_path):
                                          ["3", "psp-r10", "resnet10t"]]
     for row in rows:
         model = by_name[row[1]]
-        interval = bootstrap(model["per_image"]["intersection"], model["per_image"]["union"])
-        assert row[3] == f"{100 * model['metrics']['mIoU']:.2f}"
-        assert row[4] == f"[{100 * interval.low:.2f}, {100 * interval.high:.2f}]"
+        intersection, union = np.array(model["per_image"]["intersection"]), np.array(model["per_image"]["union"])
+        low, high = percentile_interval(intersection, union)
+        assert row[3] == f"{100 * np.mean(intersection.sum(0) / union.sum(0)):.2f}"
+        assert row[4] == f"[{100 * low:.2f}, {100 * high:.2f}]"
         assert row[5] == f"{100 * model['metrics']['mDice']:.2f}" and row[6] == "90.00"
         assert row[7] == f"{model['speed'][0]['images_per_second']:.1f}"
         assert row[8] == f"{model['speed'][0]['latency_ms_p50']:.2f}"
@@ -67,7 +85,8 @@ def test_markdown_and_csv_values(tmp_path):
     for name, model in by_name.items():
         row = csv.loc[name]
         assert row["mIoU"] == pytest.approx(model["metrics"]["mIoU"], abs=1e-12)
-        assert row["mIoU_low"] <= row["mIoU"] <= row["mIoU_high"]
+        assert (row["mIoU_low"], row["mIoU_high"]) == pytest.approx(
+            percentile_interval(model["per_image"]["intersection"], model["per_image"]["union"]), abs=1e-12)
         assert (row["images_per_second"], row["params"], row["gflops_per_image"]) == (
             model["speed"][0]["images_per_second"], 1e6, 1.25)
         assert (row["IoU.road"], row["IoU.car"]) == (0.9, 0.5)
@@ -75,7 +94,7 @@ def test_markdown_and_csv_values(tmp_path):
     assert "IoU.pole" not in csv  # absent in every model
 
 
-def test_newest_result_per_model_and_hardware_is_kept(tmp_path):
+def test_newest_result_per_model_and_hardware_is_kept(tmp_path, suite):
     save(tmp_path / "old", suite(("unet-r10", 0.5, 100.0)), mtime=1_000)
     save(tmp_path / "new", suite(("unet-r10", 0.6, 100.0)), mtime=2_000)
     save(tmp_path / "gpu", suite(("unet-r10", 0.55, 900.0), hardware="gpu-B"), mtime=1_500)
@@ -84,10 +103,11 @@ def test_newest_result_per_model_and_hardware_is_kept(tmp_path):
     assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55)]
     assert str(tmp_path / "new" / "results.json") in set(csv["source"])
     page = (tmp_path / "site" / "toy" / "index.html").read_text()
-    assert "<td>unet-r10 @cpu-A</td>" in page and "<td>unet-r10 @gpu-B</td>" in page  # heatmap rows told apart
+    heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)  # heatmap rows told apart
+    assert re.findall(r'<th id="T_heat_level0_row\d+"[^>]*>(.*?)</th>', heat) == ["unet-r10 @cpu-A", "unet-r10 @gpu-B"]
 
 
-def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path):
+def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path, suite):
     save(tmp_path / "a", suite(("unet-r10", 0.6, 100.0), name="toy"))
     save(tmp_path / "b", suite(("fpn-r10", 0.7, 100.0), name="../city scapes"))
     build_report([tmp_path / "a" / "results.json", tmp_path / "b"], tmp_path / "site")
@@ -96,7 +116,7 @@ def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path):
     assert 'href="city_scapes/index.html">../city scapes</a>' in index and 'href="toy/index.html"' in index
 
 
-def test_strings_from_data_are_escaped(tmp_path):
+def test_strings_from_data_are_escaped(tmp_path, suite):
     data = suite(("unet-r10", 0.6, 100.0), (EVIL, 0.5, 200.0), hardware="<i>cpu</i>")
     data["models"][0]["per_class"][0]["class"] = data["dataset"]["classes"][0] = "<u>road</u>"
     save(tmp_path / "a", data)
@@ -156,7 +176,7 @@ def chromium(*args: str, profile) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
-def test_html_renders_in_chromium(tmp_path):
+def test_html_renders_in_chromium(tmp_path, suite):
     save(tmp_path / "a", suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), (EVIL, 0.5, 600.0)))
     build_report([tmp_path / "a"], tmp_path / "site")
     url = (tmp_path / "site" / "toy" / "index.html").as_uri()
@@ -172,3 +192,26 @@ def test_html_renders_in_chromium(tmp_path):
     shot = tmp_path / "page.png"
     chromium(f"--screenshot={shot}", "--window-size=1280,1600", url, profile=tmp_path / "profile")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_identical_images_give_a_point_interval_and_absent_classes_are_left_out(tmp_path, record, results):
+    # Every image: road I=60 U=100, car I=30 U=100, pole absent (U=0). mIoU = (0.6 + 0.3) / 2 = 45 %, and
+    # every resample of identical images gives the same 45 %.
+    intersection, union = np.tile([60, 30, 0], (20, 1)), np.tile([100, 100, 0], (20, 1))
+    save(tmp_path / "a", results(record("m-r10", intersection, union)))
+    build_report([tmp_path / "a"], tmp_path / "site")
+    [row] = markdown_rows(tmp_path / "site" / "toy" / "leaderboard.md")
+    assert row[1:5] == ["m-r10", "resnet10t", "45.00", "[45.00, 45.00]"]
+
+
+def test_page_holds_the_plots_and_the_heatmap_values(tmp_path, suite):
+    save(tmp_path / "a", suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0)))
+    data = json.loads((tmp_path / "a" / "results.json").read_text())
+    data["models"][0]["confusion_matrix"] = [[8, 2, 0], [1, 9, 0], [0, 0, 0]]
+    (tmp_path / "a" / "results.json").write_text(json.dumps(data))
+    build_report([tmp_path / "a"], tmp_path / "site")
+    page = (tmp_path / "site" / "toy" / "index.html").read_text()
+    assert "<?xml" not in page and page.count("<svg") == 2  # inline: the Pareto plot, one confusion matrix
+    heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)
+    cells = re.findall(r'<td id="T_heat_row(\d)_col(\d)"[^>]*>(.*?)</td>', heat)
+    assert cells == [("0", "0", "90.0"), ("0", "1", "50.0"), ("1", "0", "90.0"), ("1", "1", "50.0")]
