@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segbench.schema import read_results, write_results
 from segbench.result_sources import load_results
+from segbench.schema import read_results, write_results
 
 
 def update_baseline(run: Path | str, baseline: Path | str, tracking_uri: str | None = None) -> Path:

@@ -22,8 +22,8 @@ import pandas as pd
 
 from segbench.errors import UserError, closest
 from segbench.metrics import METRICS
-from segbench.schema import ModelRecord, Results, Speed, plain
 from segbench.result_sources import load_results
+from segbench.schema import ModelRecord, Results, Speed, plain
 from segbench.stats import LEVEL, RESAMPLES, STATISTICS, bootstrap_difference
 from segbench.utils import flatten
 

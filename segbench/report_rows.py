@@ -14,8 +14,8 @@ import pandas as pd
 
 from segbench.errors import UserError
 from segbench.metrics import METRICS, convention
-from segbench.schema import Results, read_results
 from segbench.result_sources import find_results, mlflow_frame
+from segbench.schema import Results, read_results
 from segbench.stats import bootstrap
 from segbench.tracking import PARENT_TAG
 

@@ -23,6 +23,7 @@ from segbench.checkpoints import (
     sha256_file,
 )
 from segbench.config import SuiteConfig, to_dict
+from segbench.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.datasets import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
 from segbench.environment import resolve_device
 from segbench.errors import warn
@@ -30,7 +31,7 @@ from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, parse_spec
-from segbench.results import leaderboard, per_class_table, print_leaderboard, print_speed_table
+from segbench.results import per_class_table
 from segbench.session import Session
 from segbench.tracking import Tracker
 from segbench.train import train

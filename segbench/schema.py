@@ -102,6 +102,23 @@ class Checkpoint:
 
 
 @dataclass
+class WeightsFile:
+    file: str  # the weights file that was loaded
+    sha256: str | None = None  # of that file (null in version-1 files)
+    loaded: int | None = None  # backbone weights: tensors of the backbone they filled
+    total: int | None = None  # backbone weights: tensors the backbone has
+    coverage: float | None = None  # backbone weights: loaded / total
+    extra_fields: dict[str, Any] = _extra()
+
+
+@dataclass
+class Weights:
+    model: WeightsFile | None = None  # a checkpoint of the whole model (weights.MODEL); null: none loaded
+    backbone: WeightsFile | None = None  # backbone weights (backbone_weights.BACKBONE); null: random
+    extra_fields: dict[str, Any] = _extra()
+
+
+@dataclass
 class ClassScores:
     name: str = _json("class")  # class name (JSON key "class")
     IoU: float | None = None  # intersection over union; null when the class is absent
@@ -140,6 +157,7 @@ class Evaluation:
 class DataIssues:
     skipped: int = 0  # unreadable samples skipped (data.skip_bad)
     problems: list[str] = field(default_factory=list)  # the first problems found
+    classes_without_pixels: list[str] = field(default_factory=list)  # classes with no pixel in the evaluated split
     extra_fields: dict[str, Any] = _extra()
 
 
@@ -184,7 +202,7 @@ class ModelRecord:
     arch: str | None = None  # architecture registry name
     backbone: str | None = None  # timm backbone
     params: int | None = None  # parameters
-    weights: str | None = None  # local weights file, null for random or built-in weights
+    weights: Weights | None = None  # the weights loaded before training or evaluation; null: random
     source: str | None = None  # "predictions" for segbench score
     train: Training | None = None  # null when not trained
     checkpoint: Checkpoint | None = None  # the weights saved after training
@@ -242,7 +260,7 @@ def parse_results(data: Any, source: str = "results") -> Results:
         raise UserError(f"{source}: schema_version: expected {' or '.join(map(str, READABLE_VERSIONS))}, "
                         f"got {describe(version)}")
     if version == 1:
-        data = {**data, "kind": infer_kind(data)}
+        data = {**data, "kind": infer_kind(data), "models": [_upgrade_model(m) for m in data["models"]]}
     try:
         results = build(Results, data, "")
     except Invalid as exc:
@@ -256,6 +274,13 @@ def parse_results(data: Any, source: str = "results") -> Results:
                             f"got {np.shape(pairs.intersection)} and {np.shape(pairs.union)}")
     results.schema_version = SCHEMA_VERSION
     return results
+
+
+def _upgrade_model(record: Any) -> Any:
+    """A version-1 model record with its weights (a file name or null) as a version-2 weights object."""
+    if isinstance(record, dict) and isinstance(record.get("weights"), str):
+        return {**record, "weights": {"model": {"file": record["weights"]}}}
+    return record
 
 
 def read_results(path: Path | str) -> Results:

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 
 from segbench import metrics as seg_metrics
 from segbench.config import SuiteConfig
+from segbench.console import leaderboard, print_leaderboard
 from segbench.datasets import build_dataset, dataset_info
 from segbench.datasets.checks import describe_error, read_mask
 from segbench.datasets.folder import LabelMap, SegmentationFiles
 from segbench.errors import UserError
 from segbench.metrics import SegMetrics, category_iou, compute_metrics, nanmean
-from segbench.results import leaderboard, per_class_table, print_leaderboard
+from segbench.results import per_class_table
 from segbench.session import Session
 
 LABEL_SPACES = ("auto", "train", "dataset")

@@ -21,7 +21,7 @@ import torch
 from segbench.config import SuiteConfig, config_hash, to_dict
 from segbench.environment import fingerprint, resolve_device
 from segbench.errors import UserError
-from segbench.results import SCHEMA_VERSION, write_json
+from segbench.schema import SCHEMA_VERSION, write_results
 from segbench.tracking import Tracker, check_store, tracking_uri
 
 PARTIAL = ".partial"
@@ -122,6 +122,7 @@ class Session:
         """The part of results.json every command shares: schema, suite, environment, MLflow ids."""
         return {
             "schema_version": SCHEMA_VERSION,
+            "kind": self.kind if self.kind in ("bench", "score") else "run",
             "suite": {"name": self.cfg.name, "config_hash": self.suite_hash, "config": to_dict(self.cfg)},
             "environment": self.env,
             "mlflow": {"tracking_uri": self.tracker.uri, "experiment_id": self.tracker.experiment_id,
@@ -130,7 +131,7 @@ class Session:
 
     def finish(self, filename: str, results: dict) -> Path:
         """Write ``results`` atomically, log it, and give the output folder its final name."""
-        write_json(self.work_dir / filename, results)
+        write_results(self.work_dir / filename, results)
         self.tracker.artifact(self.parent, self.work_dir / filename)
         self.work_dir.rename(self.final_dir)
         self.tracker.end(self.parent, "FINISHED")

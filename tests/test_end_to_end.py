@@ -34,9 +34,10 @@ def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri):
     path = out / "results.json"
     assert f"results: {path}" in stdout
     results = json.loads(path.read_text())
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == 2 and results["kind"] == "run"
     assert results["convention"] == {"accumulation": "dataset", "absent_class": "nan_excluded",
-                                     "ignore_index": 255, "label_space": "synthetic-7", "num_classes": 7}
+                                     "ignore_index": 255, "label_space": "synthetic-7", "num_classes": 7,
+                                     "void_prediction": None}
     assert [m["name"] for m in results["models"]] == ["unet-resnet10t", "pspnet-resnet10t"]
     for record in results["models"]:
         # the metrics agree with the confusion matrix the run stored (recomputed independently here)

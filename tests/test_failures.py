@@ -137,6 +137,11 @@ def _different_sizes(tmp: Path) -> list[str]:
     return ["run", *folder_suite(root)]
 
 
+def _bad_results(tmp: Path) -> str:
+    (tmp / "bad.json").write_text('{"schema_version": 2, "kind": "run", "suite": {"name": "synthetic"}, "models": [{}]}')
+    return str(tmp / "bad.json")
+
+
 CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("unknown key", lambda t: ["run", *TINY, "trian.iters=3"], r"unknown config key 'trian\.iters'.*'train\.iters'"),
     ("value for a section", lambda t: ["run", *TINY, "train=5"], r"'train' is a section, not a value"),
@@ -199,6 +204,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
                                             f"pred_dir={t}"], r"only the values 0 and 255"),
     ("unknown zoo model", lambda t: ["eval", "zoo=nope"], r"unknown zoo model 'nope'.*segbench zoo list"),
     ("unknown list", lambda t: ["list", "optimizers"], r"cannot list 'optimizers'"),
+    ("gate on a results.json of the wrong structure", lambda t: ["gate", _bad_results(t), _bad_results(t)],
+     r"bad\.json: models\[0\]\.name: expected a string, got nothing \(missing\)"),
+    ("report on a results.json of the wrong structure", lambda t: ["report", _bad_results(t), "--out", str(t / "r")],
+     r"bad\.json: models\[0\]\.name: expected a string"),
+    ("report with no store", lambda t: ["report", "--tracking-uri", f"sqlite:///{t / 'none.db'}"], r"none\.db"),
 ]
 
 
