@@ -59,9 +59,15 @@ def split_name(spec: str) -> tuple[str, str] | None:
 def read_state(path: str | Path) -> dict:
     """The tensors of a local checkpoint (safely; see segbench.checkpoints), without the ``net.`` prefix that
     segbench's wrapper adds when it saves a fine-tuned external model."""
-    from segbench.checkpoints import read_state_dict
+    from segbench.checkpoints import read_state_dict, weights_file
 
-    state = read_state_dict(Path(path))
+    file = weights_file(Path(path))
+    with open(file, "rb") as f:
+        head = f.read(4)
+    if file.suffix != ".safetensors" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise UserError(f"'{file}' is not a checkpoint file (expected safetensors, or a state dict saved with "
+                        "torch.save)")
+    state = read_state_dict(file)
     if state and all(k.startswith("net.") for k in state):
         state = {k[len("net."):]: v for k, v in state.items()}
     return state
