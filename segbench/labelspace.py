@@ -98,7 +98,7 @@ def match_classes(model_classes: Sequence[str], suite_classes: Sequence[str],
     """Match ``model_classes`` to ``suite_classes`` by name (see the module docstring); raise a UserError,
     listing the unmatched names, when they do not match."""
     class_map = class_map or {}
-    model_keys = _keys(model_classes, f"model {model}")
+    _keys(model_classes, f"model {model}")  # refuses two model classes of one spelling
     suite_keys = _keys(suite_classes, "the suite")
     renames = {canonical(k): v for k, v in class_map.items() if v is not None}
     absent = {canonical(k) for k, v in class_map.items() if v is None}

@@ -271,6 +271,22 @@ def test_weights_key_with_a_colon_works_in_overrides(tmp_path):
     assert cfg.weights == {"torchvision:lraspp_mobilenet_v3_large": str(tmp_path / "w.pth")}
 
 
+def test_eval_command_refuses_missing_weights_offline_in_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    code, _, err = cli("eval", "models=[torchvision:deeplabv3_resnet50]", "tracking.enabled=false")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "not in torch's cache" in err and "download=true" in err
+
+
+def test_missing_transformers_is_one_clear_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    monkeypatch.setitem(sys.modules, "transformers.models.auto.modeling_auto", None)
+    with pytest.raises(UserError, match=r"hf: models need the transformers package: pip install 'segbench\[hf\]'"):
+        parse_spec("hf:/some/folder", check=True)
+
+
 def test_list_models_shows_the_sources(cli):
     code, out, _ = cli("list", "models")
     assert code == 0
@@ -280,9 +296,9 @@ def test_list_models_shows_the_sources(cli):
 def test_evaluation_end_to_end_on_voc_gives_1_for_the_models_own_predictions(tmp_path):
     """A VOC tree whose masks are the model's own predictions: mIoU 1.0 through segbench's evaluator, with the
     model's classes in another order and spelling and its own normalisation."""
+    from fixtures_layouts import make_voc
     from PIL import Image
 
-    from fixtures_layouts import make_voc
     from segbench.config import load_config
     from segbench.datasets import build_dataset, dataset_info, make_loader
     from segbench.evaluate import evaluate

@@ -57,6 +57,7 @@ def _config(folder: Path, name: str) -> dict:
 
 def check(name: str) -> None:
     """Raise a UserError unless ``name`` is a usable transformers folder or cached hub id."""
+    _segmentation_types()
     _config(hub.locate(NAME, name), name)
 
 
@@ -66,6 +67,7 @@ def _logits(output: Any) -> Any:
 
 def resolve(name: str, weights: str | None) -> Resolved:
     """Read the classes and normalisation of ``hf:NAME`` from its folder."""
+    _segmentation_types()
     folder = hub.locate(NAME, name)
     config = _config(folder, name)
     id2label = config.get("id2label") or {}
