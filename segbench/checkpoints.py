@@ -102,7 +102,8 @@ def read_state_dict(source: Path, sha256: str | None = None) -> dict[str, torch.
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _weights_record(source: Path) -> dict:
+def describe_weights(source: Path) -> dict:
+    """The weights file of a checkpoint and its sha256, as results.json records them."""
     path = weights_file(Path(source))
     return {"file": str(path), "sha256": sha256_file(path)}
 
@@ -132,7 +133,7 @@ def load_weights(model: nn.Module, source: Path | str, sha256: str | None = None
     state = read_state_dict(Path(source), sha256)
     check_fit(model, state, source)
     model.load_state_dict(state, strict=False)
-    return _weights_record(Path(source))
+    return describe_weights(Path(source))
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -179,7 +180,7 @@ def load_backbone_weights(model: nn.Module, source: Path | str, name: str,
     backbone = backbone_of(model)
     matched, coverage = match_backbone(backbone, read_state_dict(Path(source)), source, name, key_map)
     backbone.load_state_dict(matched, strict=False)
-    return _weights_record(Path(source)) | coverage
+    return describe_weights(Path(source)) | coverage
 
 
 def download(url: str, sha256: str, cache_dir: Path | None = None) -> Path:

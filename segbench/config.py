@@ -85,6 +85,8 @@ class EvalConfig:
     flip: bool = False  # horizontal-flip test-time augmentation
     crf: CRFConfig = field(default_factory=CRFConfig)
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
+    # published models' classes -> the suite's: MODEL_CLASS: SUITE_CLASS, or NAME: null for a class not shared
+    class_map: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -304,6 +306,8 @@ def validate(cfg: SuiteConfig) -> None:
     for raw, cls in cfg.data.label_map.items():
         if not 0 <= raw <= 255 or not 0 <= cls <= 255:
             raise UserError(f"data.label_map: expected 8-bit mask values mapped to class indices, got {raw}: {cls}")
+    # published models: weights found and classes matched to the suite's by name (eval.class_map)
+    models.check_models(specs, datasets.dataset_info(cfg.data).classes, cfg.weights, cfg.eval.class_map)
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
     for name in cfg.train.loss:

@@ -15,8 +15,8 @@ from segbench.checkpoints import (
     WEIGHTS_FILE,
     backbone_of,
     check_fit,
+    describe_weights,
     load_backbone_weights,
-    load_weights,
     match_backbone,
     read_state_dict,
     save_checkpoint,
@@ -30,7 +30,7 @@ from segbench.errors import warn
 from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
-from segbench.models import ModelSpec, build_model, parse_spec
+from segbench.models import ModelSpec, build_model, load_model, parse_spec
 from segbench.results import per_class_table
 from segbench.session import Session
 from segbench.tracking import Tracker
@@ -84,22 +84,29 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
               device: torch.device, tracker: Tracker, parent_run: str | None, out_dir: Path) -> dict:
     """Train (if the suite says so), evaluate and time one model; return its results.json record."""
     seed_everything(cfg.seed)
-    model = build_model(spec, info.num_classes)
-    weights = {"model": None, "backbone": None}
-    if spec.backbone in cfg.backbone_weights:
-        weights["backbone"] = load_backbone_weights(model, cfg.backbone_weights[spec.backbone], spec.backbone,
-                                                    cfg.backbone_key_map.get(spec.backbone))
-        loaded = weights["backbone"]
+    weights: dict = {"model": None, "backbone": None}
+
+    def load_backbone(model: torch.nn.Module) -> None:
+        loaded = load_backbone_weights(model, cfg.backbone_weights[spec.backbone], spec.backbone,
+                                       cfg.backbone_key_map.get(spec.backbone))
+        weights["backbone"] = loaded
         print(f"{spec.name}: backbone weights {loaded['file']} filled {loaded['loaded']} of {loaded['total']} "
               "backbone tensors")
-    if spec.name in cfg.weights:
-        weights["model"] = load_weights(model, cfg.weights[spec.name])
+
+    built = load_model(spec, info.classes, cfg.weights.get(spec.name), cfg.eval.class_map,
+                       prepare=load_backbone if spec.backbone in cfg.backbone_weights else None)
+    for note in built.notes:
+        warn(note)
+    model = built.module
+    if spec.name in cfg.weights and Path(cfg.weights[spec.name]).exists():
+        weights["model"] = describe_weights(Path(cfg.weights[spec.name]))
     run_id = tracker.start(spec.name, parent=parent_run,
-                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone}
-                           | _weights_params(weights))
+                           params={"model": spec.name, "source": spec.source, "arch": spec.arch,
+                                   "backbone": spec.backbone} | _weights_params(weights))
     try:
         record: dict = {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                        "params": sum(p.numel() for p in model.parameters()), "weights": weights}
+                        "params": sum(p.numel() for p in model.parameters()), "weights": weights,
+                        "origin": built.record()}
         if train_set is not None:
             loader = make_loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, device, cfg.seed)
             loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
@@ -176,7 +183,7 @@ def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) ->
     (models are built on the meta device: no memory, no time)."""
     for spec in specs:
         backbone_file, model_file = cfg.backbone_weights.get(spec.backbone), cfg.weights.get(spec.name)
-        if backbone_file is None and model_file is None:
+        if spec.external or (backbone_file is None and model_file is None):  # published: checked by config
             continue
         with torch.device("meta"):
             model = build_model(spec, num_classes)
@@ -230,7 +237,9 @@ def bench(cfg: SuiteConfig) -> Path:
         records = []
         for spec in specs:
             seed_everything(cfg.seed)
-            model = build_model(spec, info.num_classes)
+            # a published model's weights are the model; models built here are timed with random weights
+            model = load_model(spec, info.classes, cfg.weights.get(spec.name) if spec.external else None,
+                               cfg.eval.class_map).module
             run_id = session.tracker.start(spec.name, parent=session.parent,
                                            params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
             speed = speed_records(model, cfg, image_size, session.device)

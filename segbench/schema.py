@@ -119,6 +119,16 @@ class Weights:
 
 
 @dataclass
+class Origin:
+    source: str  # segbench (built here on timm), torchvision, hf or smp
+    weights: dict[str, Any] = field(default_factory=dict)  # where the weights come from (kind, path, url, ...)
+    normalisation: dict[str, Any] = field(default_factory=dict)  # mean, std, input scale the model expects
+    label_mapping: dict[str, Any] = field(default_factory=dict)  # how the model's classes map to the suite's
+    notes: list[str] = field(default_factory=list)  # what the user was told (e.g. classes assumed)
+    extra_fields: dict[str, Any] = _extra()
+
+
+@dataclass
 class ClassScores:
     name: str = _json("class")  # class name (JSON key "class")
     IoU: float | None = None  # intersection over union; null when the class is absent
@@ -203,6 +213,7 @@ class ModelRecord:
     backbone: str | None = None  # timm backbone
     params: int | None = None  # parameters
     weights: Weights | None = None  # the weights loaded before training or evaluation; null: random
+    origin: Origin | None = None  # the model's source, normalisation and label mapping (version 2)
     source: str | None = None  # "predictions" for segbench score
     train: Training | None = None  # null when not trained
     checkpoint: Checkpoint | None = None  # the weights saved after training

@@ -138,7 +138,8 @@ def _different_sizes(tmp: Path) -> list[str]:
 
 
 def _bad_results(tmp: Path) -> str:
-    (tmp / "bad.json").write_text('{"schema_version": 2, "kind": "run", "suite": {"name": "synthetic"}, "models": [{}]}')
+    (tmp / "bad.json").write_text('{"schema_version": 2, "kind": "run", "suite": {"name": "synthetic"}, '
+                                  '"models": [{}]}')
     return str(tmp / "bad.json")
 
 

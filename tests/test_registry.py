@@ -75,3 +75,25 @@ def test_list_commands(cli):
         assert code == 0 and expected in out
     code, _, err = cli("list", "modles")
     assert code == 2 and "did you mean 'models'" in err
+
+
+def test_models_built_here_come_through_load_model_unwrapped_and_identical():
+    from segbench.models import load_model
+
+    torch.manual_seed(0)
+    plain = build_model("pspnet-resnet10t", num_classes=3).eval()
+    torch.manual_seed(0)
+    built = load_model("pspnet-resnet10t", ("a", "b", "c"))
+    assert type(built.module) is type(plain) and built.normalisation.is_imagenet and built.mapping is None
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(built.module.eval()(x), plain(x))
+    assert built.record()["source"] == "segbench" and built.record()["weights"] == {"kind": "random"}
+
+
+def test_external_names_parse_and_are_not_built_by_build_model():
+    spec = parse_spec("torchvision:fcn_resnet50", check=True)
+    assert (spec.source, spec.arch, spec.backbone, spec.external) == ("torchvision", "fcn_resnet50", "", True)
+    assert not parse_spec("unet-r18").external
+    with pytest.raises(UserError, match="use|load_model"):
+        build_model(spec, 21)

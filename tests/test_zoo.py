@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -117,7 +118,8 @@ def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
 
     # a card whose reported number is off fails verification
     data = yaml.safe_load((zoo / "tiny.yaml").read_text())
-    data["results"]["metrics"]["mIoU"] += 1e-3
+    assert data["schema_version"] == 2 and "verified" in data and "results" not in data
+    data["verified"]["metrics"]["mIoU"] += 1e-3
     (zoo / "tiny.yaml").write_text(yaml.safe_dump(data))
     assert compare(read_card(zoo / "tiny.yaml"), record)[0].startswith("mIoU")
 
@@ -135,11 +137,120 @@ def test_bad_cards_are_clear_errors(tmp_path):
         read_card(path)
 
 
+SHIPPED = "pspnet-mnv3s050_synthetic"
+
+
+def shipped(**changes):
+    """The shipped trained card (schema version 1) as a dict, with ``changes``."""
+    from segbench.zoo import zoo_dir
+
+    return yaml.safe_load((zoo_dir() / f"{SHIPPED}.yaml").read_text()) | changes
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"weights": {"sha256": "0" * 64, "path": "w.safetensors", "mirror": "x"}}, "'weights.mirror'"),
+    ({"results": 5}, "field 'results' must be a mapping, got 5"),
+    ({"results": {"metrics": {"mIoU": "high"}}}, "field 'results.metrics.mIoU' must be a number, got 'high'"),
+    ({"weights": {"path": "w.safetensors"}}, "field 'weights.sha256' must be the 64 hex digits"),
+    ({"weights": {"published": True, "path": "x", "sha256": "0" * 64}}, "field 'weights' needs exactly one of"),
+    ({"tolerance": "small"}, "field 'tolerance' must be a non-negative number"),
+    ({"schema_version": 3}, "field 'schema_version' must be 1 or 2"),
+    ({"claimed": {"metrics": {"mIoU": 0.5}, "source": "x", "dataset": "y"}}, "field 'claimed.protocol' is missing"),
+])
+def test_malformed_card_fields_are_one_line_naming_file_and_field(cli, tmp_path, monkeypatch, changes, field):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(shipped(name="bad", **changes)))
+    monkeypatch.setenv("SEGBENCH_ZOO", str(tmp_path))
+    code, out, err = cli("eval", "zoo=bad")
+    assert code == 2 and "Traceback" not in err
+    line = err.strip()
+    assert "\n" not in line and str(tmp_path / "bad.yaml") in line and field in line
+
+
+def test_one_bad_card_does_not_break_the_others(cli, tmp_path, monkeypatch):
+    from segbench.zoo import zoo_dir
+
+    shutil.copytree(zoo_dir() / "weights", tmp_path / "weights")
+    (tmp_path / "good.yaml").write_text((zoo_dir() / f"{SHIPPED}.yaml").read_text())  # a v1 card stays readable
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(shipped(name="bad", results=5)))
+    monkeypatch.setenv("SEGBENCH_ZOO", str(tmp_path))
+    code, out, err = cli("zoo", "list")
+    assert code == 0 and SHIPPED in out and "bad" not in out
+    assert "bad.yaml" in err and "field 'results'" in err
+    code, out, err = cli("zoo", "verify", SHIPPED)
+    assert code == 0 and f"{SHIPPED}: ok" in out, out + err
+    code, out, err = cli("zoo", "verify")  # every card: the good one verifies, the bad one is named, exit 2
+    assert code == 2 and f"{SHIPPED}: ok" in out and "bad.yaml" in err
+
+
+def test_two_cards_with_one_name_are_refused_naming_both(cli, tmp_path, monkeypatch):
+    for stem in ("a", "b"):
+        (tmp_path / f"{stem}.yaml").write_text(yaml.safe_dump(shipped()))
+    monkeypatch.setenv("SEGBENCH_ZOO", str(tmp_path))
+    code, _, err = cli("eval", f"zoo={SHIPPED}")
+    assert code == 2 and str(tmp_path / "a.yaml") in err and str(tmp_path / "b.yaml") in err
+
+
 @pytest.mark.parametrize("name", sorted(cards()))
-def test_shipped_cards_verify(cli, name):
+def test_shipped_cards_verify_or_say_not_verified_here(cli, name):
+    card = cards()[name]
     code, out, err = cli("zoo", "verify", name)
     assert code == 0, out + err
-    assert f"{name}: ok" in out
+    if card.weights.published:  # published weights are never in this offline cache
+        assert f"{name}: not verified here" in out and "its weights are not here" in out
+    else:
+        assert f"{name}: ok" in out
+
+
+def test_published_cards_keep_claimed_and_verified_apart():
+    published = {n: c for n, c in cards().items() if c.weights.published}
+    assert {"torchvision-deeplabv3_resnet50", "torchvision-lraspp_mobilenet_v3_large", "segformer-b0_ade20k"} <= \
+        set(published)
+    tv = published["torchvision-deeplabv3_resnet50"]
+    assert tv.claimed.metrics == {"mIoU": 0.664, "aAcc": 0.924} and not tv.claimed.reproducible
+    assert "cannot run the authors' protocol" in tv.claimed.note and tv.verified is None
+    assert published["torchvision-lraspp_mobilenet_v3_large"].claimed.metrics["mIoU"] == 0.579
+    assert published["segformer-b0_ade20k"].claimed.metrics["mIoU"] == 0.374
+
+
+def test_verify_reproduces_a_published_card_when_its_weights_and_data_are_here(tmp_path, monkeypatch):
+    """A claimed figure on a protocol segbench runs: compared; one it cannot run: measured, not compared."""
+    from segbench.zoo import Card, Claimed, Weights, verify
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    from segbench.sources.tv import cached_file
+
+    path = cached_file("lraspp_mobilenet_v3_large")
+    path.parent.mkdir(parents=True)
+    from torchvision.models import get_model_builder
+
+    torch.save(get_model_builder("lraspp_mobilenet_v3_large")(weights=None, weights_backbone=None,
+                                                              num_classes=21).state_dict(), path)
+    claimed = Claimed({"mIoU": 0.5}, "paper", "VOC val", "whole image", reproducible=True, tolerance=0.01)
+    card = Card("x", "torchvision:lraspp_mobilenet_v3_large", "voc", Weights(published=True), claimed=claimed,
+                eval_overrides=["data.root=/nonexistent"], source=tmp_path / "x.yaml")
+    verdict = verify(card, run=lambda cfg: pytest.fail("must not run without data"))
+    assert verdict.status == "not verified here" and "its data are not here" in verdict.details[0]
+
+    card.eval_overrides = ["data.root=/data"]
+    calls = []
+
+    def fake_run(cfg):
+        calls.append(cfg)
+        out = tmp_path / "results.json"
+        out.write_text(json.dumps({"models": [{"metrics": {"mIoU": 0.62}}]}))
+        return out
+
+    import segbench.zoo as zoo_module
+
+    monkeypatch.setattr(zoo_module, "unavailable", lambda card, download=False: None)
+    monkeypatch.setattr(zoo_module, "load_config", lambda overrides: overrides)
+    verdict = verify(card, run=fake_run)
+    assert verdict.status == "MISMATCH" and "mIoU: claimed 0.50000000, measured 0.62000000" in verdict.details[0]
+    assert "models=[torchvision:lraspp_mobilenet_v3_large]" in calls[0] and "train.enabled=false" in calls[0]
+    card.claimed.reproducible = False
+    card.claimed.note = "another data set"
+    verdict = verify(card, run=fake_run)
+    assert verdict.status == "measured" and not verdict.failed and "another data set" in verdict.details[1]
 
 
 def test_zoo_list_and_unknown_card(cli):
