@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segbench.errors import UserError
+from segbench.utils import cache_dir as default_cache_dir
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "segbench.json"
@@ -185,8 +186,6 @@ def load_backbone_weights(model: nn.Module, source: Path | str, name: str,
 
 def download(url: str, sha256: str, cache_dir: Path | None = None) -> Path:
     """Fetch ``url`` into the cache (once), with a progress bar, and check its sha256."""
-    from segbench.datasets.checks import cache_dir as default_cache_dir
-
     cache_dir = (cache_dir or default_cache_dir()) / "weights"
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{sha256[:16]}-{Path(url).name}"

@@ -53,7 +53,7 @@ def _finish(command: Callable[[Any], Path], cfg: Any) -> None:
 @app.command()
 def run(overrides: list[str] | None = typer.Argument(None, help=RUN_HELP)) -> None:
     """Train, evaluate and time every model of a suite; write results.json and log to MLflow."""
-    from segbench.config import load_config
+    from segbench.validation import load_config
 
     cfg = load_config(overrides or [])
     from segbench.runner import run as run_suite
@@ -64,7 +64,7 @@ def run(overrides: list[str] | None = typer.Argument(None, help=RUN_HELP)) -> No
 @app.command()
 def bench(overrides: list[str] | None = typer.Argument(None, help=BENCH_HELP)) -> None:
     """Time the forward pass of every model of a suite (random weights, no data set needed)."""
-    from segbench.config import load_config
+    from segbench.validation import load_config
 
     cfg = load_config(overrides or [])
     from segbench.runner import bench as bench_suite
@@ -76,7 +76,7 @@ def bench(overrides: list[str] | None = typer.Argument(None, help=BENCH_HELP)) -
 def score(overrides: list[str] | None = typer.Argument(
         None, help="pred_dir=DIR [label_space=auto|train|dataset] plus suite=NAME and key=value overrides")) -> None:
     """Score a folder of prediction PNGs made by any tool against a suite's ground truth (no model)."""
-    from segbench.config import load_config
+    from segbench.validation import load_config
 
     rest, options = _pop_options(overrides or [], ("pred_dir", "label_space"))
     if "pred_dir" not in options:
@@ -163,12 +163,13 @@ def eval_(overrides: list[str] | None = typer.Argument(
         None, help="zoo=NAME, or suite=NAME models=[SOURCE:NAME,...]; download=true fetches published weights; "
                    "plus key=value overrides")) -> None:
     """Evaluate a zoo card's model, or a suite's models, without training (results.json and MLflow as for run)."""
-    from segbench.config import load_config
+    from segbench.validation import load_config
 
     rest, options = _pop_options(overrides or [], ("zoo", "download"))
     zoo_name, download = options.get("zoo"), options.get("download", "false").lower() in ("1", "true", "yes")
     if zoo_name is not None:
-        from segbench.zoo import eval_config, get_card
+        from segbench.cards import get_card
+        from segbench.zoo import eval_config
 
         cfg = eval_config(get_card(zoo_name), rest, download)
     else:
@@ -208,7 +209,7 @@ def _percent(metrics: dict | None, name: str) -> str:
 @zoo_app.command("list")
 def zoo_list() -> None:
     """List the zoo's model cards: the authors' claimed mIoU and segbench's verified one, side by side."""
-    from segbench.zoo import scan
+    from segbench.cards import scan
 
     zoo = scan()
     typer.echo(f"{'card':<44} {'model':<40} {'suite':<10} {'claimed mIoU':<26} verified mIoU (hardware)")
@@ -234,8 +235,9 @@ def zoo_verify(
 ) -> None:
     """Re-evaluate zoo models where their weights and data are here and compare with their cards; exit 1 on a
     mismatch ("not verified here" is not a failure), 2 on a bad card."""
+    from segbench.cards import get_card, scan
     from segbench.runner import run as run_suite
-    from segbench.zoo import get_card, scan, verify
+    from segbench.zoo import verify
 
     zoo = scan()
     chosen = [get_card(name)] if name else list(zoo.cards.values())
@@ -260,8 +262,8 @@ def zoo_add(
     zoo_dir: Path | None = typer.Option(None, help="where to write the card (default: segbench's zoo/)"),
 ) -> None:
     """Write a model card (and copy its weights) from a finished training run."""
+    from segbench.cards import zoo_dir as default_zoo
     from segbench.zoo import card_from_run
-    from segbench.zoo import zoo_dir as default_zoo
 
     path = card_from_run(run, model, name, zoo_dir or default_zoo())
     typer.echo(f"card: {path}")

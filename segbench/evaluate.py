@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from segbench.benchmark import synchronize
 from segbench.config import CRFConfig, EvalConfig
-from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD
+from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD
 from segbench.inference import predict_logits
 from segbench.metrics import ConfusionMatrix
 
@@ -49,7 +49,7 @@ class EvalResult:
 
 def crf_refine(images: torch.Tensor, logits: torch.Tensor, cfg: CRFConfig) -> torch.Tensor:
     """Class probabilities after dense-CRF post-processing of each image (inputs are ImageNet-normalised)."""
-    from segbench.archs.crf import dense_crf
+    from segbench.crf import dense_crf
 
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)

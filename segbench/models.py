@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
+from segbench.archs import ARCHITECTURES
 from segbench.errors import UserError, closest, unknown
-from segbench.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,16 +41,6 @@ BACKBONE_ALIASES = {
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """One segmentation architecture that can be built on a timm backbone."""
-
-    name: str
-    build: Callable[..., "nn.Module"]  # (backbone, num_classes, **kwargs) -> nn.Module
-    source: str  # "smp" or "segbench"
-    description: str
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """A parsed model name: ``ARCH-BACKBONE``, or ``SOURCE:NAME`` (arch NAME, no backbone)."""
 
@@ -63,38 +53,6 @@ class ModelSpec:
     def external(self) -> bool:
         """True for a published model from an external source."""
         return self.source != BUILT_HERE
-
-
-ARCHITECTURES: Registry[Architecture] = Registry("model")
-
-
-def _smp_builder(class_name: str) -> Callable[..., "nn.Module"]:
-    def build(backbone: str, num_classes: int, **kwargs) -> "nn.Module":
-        import segmentation_models_pytorch as smp
-
-        return getattr(smp, class_name)(
-            encoder_name=f"tu-{backbone}", encoder_weights=None, classes=num_classes, **kwargs
-        )
-
-    return build
-
-
-_SMP = {
-    "unet": ("Unet", "U-Net: encoder-decoder with skip concatenation"),
-    "unetplusplus": ("UnetPlusPlus", "U-Net++: nested dense skip pathways"),
-    "fpn": ("FPN", "Feature Pyramid Network decoder"),
-    "pspnet": ("PSPNet", "pyramid pooling (1/2/3/6 bins) on stride-8 features"),
-    "deeplabv3": ("DeepLabV3", "ASPP with image pooling, atrous backbone (stride 8)"),
-    "deeplabv3plus": ("DeepLabV3Plus", "DeepLab v3 encoder with a light decoder (stride 4 skip)"),
-    "linknet": ("Linknet", "LinkNet: additive skips, light decoder"),
-    "manet": ("MAnet", "multi-scale attention decoder"),
-    "pan": ("PAN", "pyramid attention network"),
-    "upernet": ("UPerNet", "unified perceptual parsing: PPM plus FPN"),
-    "segformer": ("Segformer", "SegFormer all-MLP decoder"),
-    "dpt": ("DPT", "dense prediction transformer decoder (ViT backbones)"),
-}
-for _name, (_cls, _desc) in _SMP.items():
-    ARCHITECTURES.register(_name, Architecture(_name, _smp_builder(_cls), "smp", _desc))
 
 
 @lru_cache(maxsize=1)
@@ -153,13 +111,13 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
     return ModelSpec(name=spec, arch=arch, backbone=resolved)
 
 
-def build_model(spec: ModelSpec | str, num_classes: int, **kwargs) -> "nn.Module":
+def build_model(spec: ModelSpec | str, num_classes: int) -> "nn.Module":
     """Build the model named by ``spec`` with random weights and ``num_classes`` outputs."""
     if isinstance(spec, str):
         spec = parse_spec(spec, check=True)
     if spec.external:
         raise UserError(f"model '{spec.name}' is a published model: build it with segbench.models.load_model")
-    return ARCHITECTURES.get(spec.arch).build(spec.backbone, num_classes, **kwargs)
+    return ARCHITECTURES.get(spec.arch).build(spec.backbone, num_classes)
 
 
 @dataclass
@@ -295,12 +253,3 @@ def list_backbones(pattern: str = "*") -> list[str]:
     import timm
 
     return list(timm.list_models(pattern))
-
-
-def _register_own() -> None:
-    from segbench.archs import register_architectures
-
-    register_architectures(ARCHITECTURES)
-
-
-_register_own()

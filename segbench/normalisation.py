@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD
+from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""Small helpers several modules share: atomic file writes, flattened config keys, Markdown-safe text."""
+"""Small helpers several modules share: the cache folder, atomic file writes, flattened config keys, Markdown-safe
+text."""
 
 from __future__ import annotations
 
 import html
 import os
 from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """segbench's cache (data checks, downloaded weights): ``$SEGBENCH_CACHE_DIR`` or ``~/.cache/segbench``."""
+    return Path(os.environ.get("SEGBENCH_CACHE_DIR") or Path.home() / ".cache" / "segbench")
 
 
 def atomic_write(path: Path | str, data: str | bytes) -> Path:

@@ -2,8 +2,9 @@
 
 import pytest
 
-from segbench.config import config_hash, load_config
+from segbench.config import config_hash
 from segbench.errors import UserError
+from segbench.validation import load_config
 
 
 def test_default_suite_loads():

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segbench.archs.crf import GaussianBlur, PermutohedralLattice, dense_crf
 from segbench.config import CRFConfig
+from segbench.crf import GaussianBlur, PermutohedralLattice, dense_crf
 from segbench.metrics import ConfusionMatrix
 
 H, W = 64, 80

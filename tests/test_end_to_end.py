@@ -111,8 +111,8 @@ def test_score_command_on_a_cityscapes_tree(cli, tmp_path, mlflow_uri):
     from fixtures_layouts import make_cityscapes
     from PIL import Image
 
-    from segbench.config import load_config
     from segbench.datasets import build_dataset
+    from segbench.validation import load_config
 
     root = make_cityscapes(tmp_path / "cityscapes")
     dataset = build_dataset(load_config(["suite=cityscapes", f"data.root={root}"]).data, "val")

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from segbench.archs import ARCHITECTURES
 from segbench.errors import UserError
 from segbench.losses import LOSSES
-from segbench.models import ARCHITECTURES, build_model, check_backbone, parse_spec
+from segbench.models import build_model, check_backbone, parse_spec
 from segbench.registry import Registry
 
 SMP_ARCHS = ["unet", "unetplusplus", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "linknet", "manet", "pan",

@@ -248,7 +248,7 @@ def test_segbench_label_spaces_have_no_spelling_collisions():
 # --- config time, CLI and the whole evaluation ---------------------------------------------------------------
 
 def test_config_refuses_mismatched_classes_and_unknown_class_map_keys(tmp_path):
-    from segbench.config import load_config
+    from segbench.validation import load_config
 
     segformer_folder(tmp_path / "s", ["background", "cat", "dog"])
     model = f"models=[hf:{tmp_path / 's'}]"
@@ -263,7 +263,7 @@ def test_config_refuses_mismatched_classes_and_unknown_class_map_keys(tmp_path):
 
 
 def test_weights_key_with_a_colon_works_in_overrides(tmp_path):
-    from segbench.config import load_config
+    from segbench.validation import load_config
 
     torchvision_checkpoint(tmp_path / "w.pth", num_classes=7)
     cfg = load_config(["models=[torchvision:lraspp_mobilenet_v3_large]", "train.enabled=false",
@@ -299,10 +299,10 @@ def test_evaluation_end_to_end_on_voc_gives_1_for_the_models_own_predictions(tmp
     from fixtures_layouts import make_voc
     from PIL import Image
 
-    from segbench.config import load_config
     from segbench.datasets import build_dataset, dataset_info, make_loader
     from segbench.evaluate import evaluate
     from segbench.inference import predict_logits
+    from segbench.validation import load_config
 
     root = make_voc(tmp_path / "voc")
     spelled = ["__background__" if c == "background" else c.replace("table", " table") for c in VOC]

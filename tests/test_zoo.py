@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from segbench.cards import cards, read_card
 from segbench.checkpoints import download, load_weights, read_state_dict, save_checkpoint, sha256_file
 from segbench.errors import UserError
 from segbench.models import build_model
-from segbench.zoo import cards, read_card
 
 TINY = ["train.iters=3", "train.batch_size=4", "data.image_size=32", "data.train_samples=8",
         "data.val_samples=8", "eval.batch_size=4", "bench.enabled=false", "progress=false"]
@@ -142,7 +142,7 @@ SHIPPED = "pspnet-mnv3s050_synthetic"
 
 def shipped(**changes):
     """The shipped trained card (schema version 1) as a dict, with ``changes``."""
-    from segbench.zoo import zoo_dir
+    from segbench.cards import zoo_dir
 
     return yaml.safe_load((zoo_dir() / f"{SHIPPED}.yaml").read_text()) | changes
 
@@ -167,7 +167,7 @@ def test_malformed_card_fields_are_one_line_naming_file_and_field(cli, tmp_path,
 
 
 def test_one_bad_card_does_not_break_the_others(cli, tmp_path, monkeypatch):
-    from segbench.zoo import zoo_dir
+    from segbench.cards import zoo_dir
 
     shutil.copytree(zoo_dir() / "weights", tmp_path / "weights")
     (tmp_path / "good.yaml").write_text((zoo_dir() / f"{SHIPPED}.yaml").read_text())  # a v1 card stays readable
@@ -214,7 +214,8 @@ def test_published_cards_keep_claimed_and_verified_apart():
 
 def test_verify_reproduces_a_published_card_when_its_weights_and_data_are_here(tmp_path, monkeypatch):
     """A claimed figure on a protocol segbench runs: compared; one it cannot run: measured, not compared."""
-    from segbench.zoo import Card, Claimed, Weights, verify
+    from segbench.cards import Card, Claimed, Weights
+    from segbench.zoo import verify
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     from segbench.sources.tv import cached_file

@@ -4,7 +4,7 @@ Both dilate the backbone through timm's ``output_stride`` argument (8 by default
 16 and 32 also accepted) and bilinearly upsample the class scores to the input size.
 
 - v1 is DeepLab-LargeFOV: a 3x3 convolution at rate 12, a 1x1 convolution and a 1x1 classifier.
-  The paper's fully connected CRF is post-processing, ``segbench.archs.crf.dense_crf``, switched on in
+  The paper's fully connected CRF is post-processing, ``segbench.crf.dense_crf``, switched on in
   evaluation with ``eval.crf.enabled=true``.
 - v2 is ASPP as in the paper's ResNet-101 model: four parallel 3x3 convolutions at rates 6, 12, 18
   and 24, each predicting class scores, summed.
@@ -64,11 +64,11 @@ class DeepLab(nn.Module):
         return F.interpolate(self.head(features), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def deeplabv1(backbone: str, num_classes: int, output_stride: int = 8, **kwargs) -> DeepLab:
+def deeplabv1(backbone: str, num_classes: int, output_stride: int = 8) -> DeepLab:
     features = Backbone(backbone, (output_stride,), output_stride)
-    return DeepLab(features, LargeFOVHead(features.channels[0], num_classes, **kwargs))
+    return DeepLab(features, LargeFOVHead(features.channels[0], num_classes))
 
 
-def deeplabv2(backbone: str, num_classes: int, output_stride: int = 8, **kwargs) -> DeepLab:
+def deeplabv2(backbone: str, num_classes: int, output_stride: int = 8) -> DeepLab:
     features = Backbone(backbone, (output_stride,), output_stride)
-    return DeepLab(features, ASPPSum(features.channels[0], num_classes, **kwargs))
+    return DeepLab(features, ASPPSum(features.channels[0], num_classes))

@@ -148,13 +148,13 @@ class FCN(nn.Module):
         return self.final_up(scores, x.shape[-2:])
 
 
-def fcn32s(backbone: str, num_classes: int, **kwargs) -> FCN:
-    return FCN(backbone, num_classes, skips=0, **kwargs)
+def fcn32s(backbone: str, num_classes: int) -> FCN:
+    return FCN(backbone, num_classes, skips=0)
 
 
-def fcn16s(backbone: str, num_classes: int, **kwargs) -> FCN:
-    return FCN(backbone, num_classes, skips=1, **kwargs)
+def fcn16s(backbone: str, num_classes: int) -> FCN:
+    return FCN(backbone, num_classes, skips=1)
 
 
-def fcn8s(backbone: str, num_classes: int, **kwargs) -> FCN:
-    return FCN(backbone, num_classes, skips=2, **kwargs)
+def fcn8s(backbone: str, num_classes: int) -> FCN:
+    return FCN(backbone, num_classes, skips=2)

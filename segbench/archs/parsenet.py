@@ -50,5 +50,5 @@ class ParseNet(nn.Module):
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def parsenet(backbone: str, num_classes: int, **kwargs) -> ParseNet:
-    return ParseNet(backbone, num_classes, **kwargs)
+def parsenet(backbone: str, num_classes: int, output_stride: int = 8) -> ParseNet:
+    return ParseNet(backbone, num_classes, output_stride=output_stride)

@@ -8,10 +8,10 @@ pixels that do not count.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetEntry, DatasetInfo
 from segbench.errors import UserError
 from segbench.registry import Registry
 
@@ -21,33 +21,8 @@ if TYPE_CHECKING:
 
     from segbench.config import DataConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a data set's labels mean: class names, display colours and the ignored label."""
-
-    name: str
-    classes: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    ignore_index: int = 255
-    categories: tuple[tuple[str, tuple[int, ...]], ...] = ()  # named groups of classes (Cityscapes' 7)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-@dataclass(frozen=True)
-class DatasetEntry:
-    name: str
-    build: Callable[["DataConfig", str, int], "Dataset"]  # (data config, split, seed) -> Dataset
-    info: Callable[["DataConfig"], DatasetInfo]
-    description: str
-    check: Callable[["DataConfig", tuple[str, ...]], None] | None = None  # (data config, splits): raise if unusable
-
+__all__ = ["DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetEntry", "DatasetInfo", "build_dataset",
+           "check_available", "check_batchable", "dataset_info", "make_loader"]
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
@@ -117,7 +92,11 @@ def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers:
 
 
 def _register_builtin() -> None:
-    from segbench.datasets import ade20k, cityscapes, folder, synthetic, voc
+    import segbench.datasets.ade20k as ade20k
+    import segbench.datasets.cityscapes as cityscapes
+    import segbench.datasets.folder as folder
+    import segbench.datasets.synthetic as synthetic
+    import segbench.datasets.voc as voc
 
     DATASETS.register("synthetic", DatasetEntry("synthetic", synthetic.build, synthetic.info, synthetic.DESCRIPTION))
     for module, name in ((cityscapes, "cityscapes"), (ade20k, "ade20k"), (voc, "voc"), (folder, "folder")):

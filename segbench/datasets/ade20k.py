@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segbench.config import DataConfig
-from segbench.datasets import DatasetInfo
+from segbench.datasets.base import DatasetInfo
 from segbench.datasets.checks import check_root
 from segbench.datasets.folder import LabelMap, SegmentationFiles, list_files, make_dataset, pair_by_stem
 from segbench.errors import UserError

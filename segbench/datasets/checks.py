@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from segbench.errors import UserError
+from segbench.utils import atomic_write, cache_dir
 
 if TYPE_CHECKING:
     from segbench.datasets.folder import LabelMap, Sample
@@ -148,11 +149,6 @@ def _shorten(values: list[int], n: int = 8) -> str:
     return text + (f" (and {len(values) - n} more)" if len(values) > n else "")
 
 
-def cache_dir() -> Path:
-    """Where check results are cached: ``$SEGBENCH_CACHE_DIR`` or ``~/.cache/segbench``."""
-    return Path(os.environ.get("SEGBENCH_CACHE_DIR") or Path.home() / ".cache" / "segbench")
-
-
 def _stamp(path: Path) -> str:
     try:
         st = path.stat()
@@ -176,10 +172,7 @@ def _load_cache(path: Path) -> dict:
 def _save_cache(path: Path, entries: dict) -> None:
     """Write the cache atomically; a read-only or full disk only costs the next run a recheck."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"version": CACHE_VERSION, "entries": entries}))
     except OSError:
         pass
 

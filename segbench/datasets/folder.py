@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segbench.config import DataConfig
-from segbench.datasets import DatasetInfo
+from segbench.datasets.base import DatasetInfo
 from segbench.datasets.checks import IMAGE_SUFFIXES, Problem, check_root, check_samples, read_image, read_mask, refusal
 from segbench.errors import UserError, warn
 

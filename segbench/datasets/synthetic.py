@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segbench.config import DataConfig
-from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 
 CLASSES = ("sky", "ground", "building", "pole", "ball", "cloud", "puddle")
 PALETTE = (

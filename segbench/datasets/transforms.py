@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from segbench.config import DataConfig
-from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD
+from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN_COLOUR = tuple(round(255 * m) for m in IMAGENET_MEAN)  # padding that normalises to about zero
 

@@ -15,9 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import segbench.sources.hub as hub
 from segbench.errors import UserError
 from segbench.normalisation import Normalisation, from_image_processor
-from segbench.sources import Resolved, Source, hub, load_state, read_state
+from segbench.sources.base import Resolved, Source, load_state, read_state
 
 NAME = "hf"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",

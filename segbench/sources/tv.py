@@ -14,7 +14,7 @@ from typing import Any
 
 from segbench.errors import UserError, closest
 from segbench.normalisation import Normalisation
-from segbench.sources import Resolved, Source, load_state, read_state
+from segbench.sources.base import Resolved, Source, load_state, read_state
 
 NAME = "torchvision"
 
