@@ -24,7 +24,6 @@ app = typer.Typer(
 
 RUN_HELP = "key=value overrides, e.g. suite=synthetic train.iters=50 models=[unet-r18,pspnet-r18]"
 BENCH_HELP = "key=value overrides, e.g. models=[unet-r18] bench.batch_sizes=[1,4] bench.input_size=[512,1024]"
-LIST_KINDS = ("models", "backbones", "datasets", "losses", "metrics", "suites")
 
 
 def _version(value: bool) -> None:
@@ -277,47 +276,64 @@ def list_(
     """List what a registry holds."""
     from segbench.errors import closest
 
-    if kind not in LIST_KINDS:
-        hints = closest(kind, LIST_KINDS)
+    if kind not in LISTINGS:
+        hints = closest(kind, LISTINGS)
         hint = f"; did you mean '{hints[0]}'?" if hints else ""
-        raise UserError(f"cannot list '{kind}'{hint} (expected one of {', '.join(LIST_KINDS)})")
-    rows = _listing(kind, pattern)
+        raise UserError(f"cannot list '{kind}'{hint} (expected one of {', '.join(LISTINGS)})")
+    rows = LISTINGS[kind](pattern)
     width = max([28] + [len(name) + 1 for name, _ in rows if kind == "models"])
     for name, description in rows:
         typer.echo(f"{name:<{width}} {description}".rstrip())
 
 
-def _listing(kind: str, pattern: str) -> list[tuple[str, str]]:
-    if kind == "suites":
-        import yaml
+def _suites(pattern: str) -> list[tuple[str, str]]:
+    import yaml
 
-        from segbench.config import available_suites
+    from segbench.config import available_suites
 
-        return [(name, (yaml.safe_load(path.read_text()) or {}).get("description", ""))
-                for name, path in available_suites().items()]
-    if kind == "models":
-        from segbench.models import list_models
+    return [(name, (yaml.safe_load(path.read_text()) or {}).get("description", ""))
+            for name, path in available_suites().items()]
 
-        return list_models()
-    if kind == "backbones":
-        from segbench.models import BACKBONE_ALIASES, list_backbones
 
-        aliases = {v: k for k, v in BACKBONE_ALIASES.items()}
-        names = list_backbones(pattern)
-        if not names:
-            raise UserError(f"no timm backbone matches '{pattern}'")
-        return [(name, f"alias {aliases[name]}" if name in aliases else "") for name in names]
-    if kind == "datasets":
-        from segbench.datasets import DATASETS
+def _models(pattern: str) -> list[tuple[str, str]]:
+    from segbench.models import list_models
 
-        return [(name, entry.description) for name, entry in DATASETS.items()]
-    if kind == "losses":
-        from segbench.losses import LOSSES
+    return list_models()
 
-        return [(name, entry.description) for name, entry in LOSSES.items()]
+
+def _backbones(pattern: str) -> list[tuple[str, str]]:
+    from segbench.models import BACKBONE_ALIASES, list_backbones
+
+    aliases = {v: k for k, v in BACKBONE_ALIASES.items()}
+    names = list_backbones(pattern)
+    if not names:
+        raise UserError(f"no timm backbone matches '{pattern}' (a name part such as 'lite', or a pattern such as "
+                        "'resnet*')")
+    return [(name, f"alias {aliases[name]}" if name in aliases else "") for name in names]
+
+
+def _datasets(pattern: str) -> list[tuple[str, str]]:
+    from segbench.datasets import DATASETS
+
+    return [(name, entry.description) for name, entry in DATASETS.items()]
+
+
+def _losses(pattern: str) -> list[tuple[str, str]]:
+    from segbench.losses import LOSSES
+
+    return [(name, entry.description) for name, entry in LOSSES.items()]
+
+
+def _metrics(pattern: str) -> list[tuple[str, str]]:
     from segbench.metrics import METRICS
 
     return list(METRICS.items())
+
+
+LISTINGS: dict[str, Callable[[str], list[tuple[str, str]]]] = {
+    "models": _models, "backbones": _backbones, "datasets": _datasets, "losses": _losses, "metrics": _metrics,
+    "suites": _suites,
+}
 
 
 INTERNAL_ERROR = 3  # a bug in segbench, not the user's input: 1 stays "regression", 2 "bad input"

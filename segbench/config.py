@@ -59,7 +59,6 @@ class TrainConfig:
     min_lr: float = 0.0
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     class_weights: list[float] | None = None
-    log_every: int = 10
     save_checkpoint: bool = True  # safetensors weights and their config in the output folder
 
 

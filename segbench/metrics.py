@@ -82,11 +82,6 @@ class ConfusionMatrix:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix)
 
-    def reset(self) -> None:
-        self.matrix.zero_()
-        self._intersections.clear()
-        self._unions.clear()
-
     def compute(self) -> "SegMetrics":
         return compute_metrics(self.matrix.cpu().numpy())
 

@@ -249,7 +249,7 @@ def list_models() -> list[tuple[str, str]]:
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
-    """timm model names matching ``pattern`` (fnmatch style)."""
+    """timm model names matching ``pattern``: an fnmatch pattern (``resnet*``), or a part of the name (``lite``)."""
     import timm
 
-    return list(timm.list_models(pattern))
+    return list(timm.list_models(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"))

@@ -16,13 +16,12 @@ from segbench.config import TrainConfig
 
 @dataclass
 class TrainLog:
-    """What training did: the loss at every iteration, the final learning rate and the time it took."""
+    """What training did: the loss at every iteration and the time it took."""
 
     iters: int
     seconds: float
     data_seconds: float = 0.0  # waiting for the loader to hand over a batch
     losses: list[float] = field(default_factory=list)
-    final_lr: float = 0.0
 
     @property
     def final_loss(self) -> float:
@@ -73,9 +72,7 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
         loss.backward()
         optimizer.step()
         log.losses.append(loss.item())
-        log.final_lr = lr
-        if iteration % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{log.losses[-1]:.3f}", lr=f"{lr:.2e}")
+        bar.set_postfix(loss=f"{log.losses[-1]:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.update()
     bar.close()
     log.seconds = time.perf_counter() - start

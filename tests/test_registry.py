@@ -98,3 +98,13 @@ def test_external_names_parse_and_are_not_built_by_build_model():
     assert not parse_spec("unet-r18").external
     with pytest.raises(UserError, match="use|load_model"):
         build_model(spec, 21)
+
+
+def test_list_backbones_takes_a_part_of_a_name_or_a_pattern(cli):
+    import timm
+
+    code, out, _ = cli("list", "backbones", "lite")
+    listed = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and listed == [n for n in timm.list_models() if "lite" in n] and "efficientnet_lite0" in listed
+    code, out, _ = cli("list", "backbones", "resnet1*")
+    assert [line.split()[0] for line in out.splitlines()] == timm.list_models("resnet1*")

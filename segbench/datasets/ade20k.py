@@ -11,9 +11,8 @@ from pathlib import Path
 
 from segbench.config import DataConfig
 from segbench.datasets.base import DatasetInfo
-from segbench.datasets.checks import check_root
+from segbench.datasets.checks import check_layout
 from segbench.datasets.folder import LabelMap, SegmentationFiles, list_files, make_dataset, pair_by_stem
-from segbench.errors import UserError
 
 DESCRIPTION = "ADE20K scene parsing, 150 classes (ADEChallengeData2016 layout; data.root or ADE20K_ROOT)"
 ENV = "ADE20K_ROOT"
@@ -84,15 +83,9 @@ def disk_split(split: str) -> str:
 
 def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
     """Raise a UserError, on one line, if the data root or the folders of ``splits`` are missing."""
-    hint = f"expected {LAYOUT} under it; get the data set from {SOURCE}"
-    if cfg.root is None:
-        raise UserError(f"ade20k: data.root is not set and {ENV} is empty (pass data.root=DIR or set {ENV}); {hint}")
-    root = dataset_root(cfg)
-    check_root("ade20k", root, hint)
-    for split in splits:
-        for kind in ("images", "annotations"):
-            if not (root / kind / disk_split(split)).is_dir():
-                raise UserError(f"ade20k: {root / kind / disk_split(split)} is missing; {hint}")
+    check_layout("ade20k", dataset_root(cfg) if cfg.root else None, ENV,
+                 f"expected {LAYOUT} under it; get the data set from {SOURCE}",
+                 lambda root: [root / kind / disk_split(s) for s in splits for kind in ("images", "annotations")])
 
 
 def info(cfg: DataConfig) -> DatasetInfo:

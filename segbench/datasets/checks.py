@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,12 +132,18 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
     return PairCheck(size, tuple(problems), present)
 
 
-def check_root(name: str, root: Path, hint: str) -> None:
-    """Raise a UserError unless the data root ``root`` is an existing folder."""
+def check_layout(name: str, root: Path | None, env: str, hint: str, required: Callable[[Path], list[Path]]) -> None:
+    """Raise a UserError, on one line, unless the data root is set, is a folder, and holds every path of
+    ``required(root)``; ``hint`` says which layout is expected and where the data set is obtained."""
+    if root is None:
+        raise UserError(f"{name}: data.root is not set and {env} is empty (pass data.root=DIR or set {env}); {hint}")
     if root.exists() and not root.is_dir():
         raise UserError(f"{name}: data root {root} is a file, not a folder; {hint}")
     if not root.is_dir():
         raise UserError(f"{name}: data root {root} does not exist; {hint}")
+    for path in required(root):
+        if not path.exists():
+            raise UserError(f"{name}: {path} is missing; {hint}")
 
 
 def describe_error(exc: Exception) -> str:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from segbench.config import DataConfig
 from segbench.datasets.base import DatasetInfo
-from segbench.datasets.checks import check_root
+from segbench.datasets.checks import check_layout
 from segbench.datasets.folder import LabelMap, SegmentationFiles, make_dataset, pair_by_stem
-from segbench.errors import UserError
 
 DESCRIPTION = "Cityscapes fine annotations, 19 train classes (official layout; data.root or CITYSCAPES_ROOT)"
 ENV = "CITYSCAPES_ROOT"
@@ -75,17 +74,9 @@ def _root(cfg: DataConfig) -> Path:
 
 def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
     """Raise a UserError, on one line, if the data root or the folders of ``splits`` are missing."""
-    hint = f"expected {LAYOUT} under it; get the data set from {SOURCE}"
-    if cfg.root is None:
-        raise UserError(f"cityscapes: data.root is not set and {ENV} is empty (pass data.root=DIR or set {ENV}); "
-                        f"{hint}")
-    root = _root(cfg)
-    check_root("cityscapes", root, hint)
-    for split in splits:
-        for kind in ("leftImg8bit", "gtFine"):
-            folder = root / kind / split
-            if not folder.is_dir():
-                raise UserError(f"cityscapes: {folder} is missing; {hint}")
+    check_layout("cityscapes", _root(cfg) if cfg.root else None, ENV,
+                 f"expected {LAYOUT} under it; get the data set from {SOURCE}",
+                 lambda root: [root / kind / s for s in splits for kind in ("leftImg8bit", "gtFine")])
 
 
 def info(cfg: DataConfig) -> DatasetInfo:

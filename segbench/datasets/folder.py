@@ -20,7 +20,15 @@ from torch.utils.data import Dataset
 
 from segbench.config import DataConfig
 from segbench.datasets.base import DatasetInfo
-from segbench.datasets.checks import IMAGE_SUFFIXES, Problem, check_root, check_samples, read_image, read_mask, refusal
+from segbench.datasets.checks import (
+    IMAGE_SUFFIXES,
+    Problem,
+    check_layout,
+    check_samples,
+    read_image,
+    read_mask,
+    refusal,
+)
 from segbench.errors import UserError, warn
 
 DESCRIPTION = "your own images/{split} and masks/{split} folders, classes from data.classes"
@@ -211,15 +219,8 @@ def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
                                     any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in cfg.palette)):
         raise UserError(f"folder: data.palette must hold one [r, g, b] (0..255) per class "
                         f"({len(cfg.classes)} classes), got {cfg.palette}")
-    hint = f"expected {LAYOUT} under it"
-    if cfg.root is None:
-        raise UserError(f"folder: data.root is not set (pass data.root=DIR or set {ENV}); {hint}")
-    root = _root(cfg)
-    check_root("folder", root, hint)
-    for split in splits:
-        for kind in ("images", "masks"):
-            if not (root / kind / split).is_dir():
-                raise UserError(f"folder: {root / kind / split} is missing; {hint}")
+    check_layout("folder", _root(cfg) if cfg.root else None, ENV, f"expected {LAYOUT} under it",
+                 lambda root: [root / kind / s for s in splits for kind in ("images", "masks")])
 
 
 def info(cfg: DataConfig) -> DatasetInfo:

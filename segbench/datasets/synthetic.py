@@ -29,8 +29,6 @@ PALETTE = (
     (250, 250, 250),
     (0, 80, 100),
 )
-CONTEXT_CLASSES = ("cloud", "puddle")
-THIN_CLASSES = ("pole",)
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 SKY, GROUND, BUILDING, POLE, BALL, CLOUD, PUDDLE = range(len(CLASSES))

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from segbench.config import DataConfig
 from segbench.datasets.base import DatasetInfo
-from segbench.datasets.checks import Problem, check_root
+from segbench.datasets.checks import Problem, check_layout
 from segbench.datasets.folder import LabelMap, SegmentationFiles, make_dataset, pair_by_stem, voc_colormap
-from segbench.errors import UserError
 
 DESCRIPTION = "Pascal VOC 2012 segmentation, 21 classes (VOCdevkit layout; data.root or VOC_ROOT)"
 ENV = "VOC_ROOT"
@@ -44,16 +43,10 @@ def dataset_root(cfg: DataConfig) -> Path:
 
 def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
     """Raise a UserError, on one line, if the data root, its folders or the split lists are missing."""
-    hint = f"expected {LAYOUT} under it; get the data set from {SOURCE}"
-    if cfg.root is None:
-        raise UserError(f"voc: data.root is not set and {ENV} is empty (pass data.root=DIR or set {ENV}); {hint}")
-    root = dataset_root(cfg)
-    check_root("voc", root, hint)
-    needed = [root / "JPEGImages", root / "SegmentationClass"]
-    needed += [root / "ImageSets" / "Segmentation" / f"{s}.txt" for s in splits]
-    for path in needed:
-        if not path.exists():
-            raise UserError(f"voc: {path} is missing; {hint}")
+    check_layout("voc", dataset_root(cfg) if cfg.root else None, ENV,
+                 f"expected {LAYOUT} under it; get the data set from {SOURCE}",
+                 lambda root: [root / "JPEGImages", root / "SegmentationClass"]
+                 + [root / "ImageSets" / "Segmentation" / f"{s}.txt" for s in splits])
 
 
 def info(cfg: DataConfig) -> DatasetInfo:
