@@ -117,7 +117,7 @@ class SuiteConfig:
     description: str = ""
     models: list[str] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local checkpoint (file or folder)
-    backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone name -> local weights file
+    backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone -> local weights file, or timm
     backbone_key_map: dict[str, dict[str, str]] = field(default_factory=dict)  # backbone -> {regex: replacement}
     seed: int = 0
     device: str = "auto"

@@ -31,6 +31,8 @@ from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, load_model, parse_spec
+from segbench.normalisation import IMAGENET, Normalisation, Renormalise
+from segbench.pretrained import TIMM, published_backbone
 from segbench.results import per_class_table
 from segbench.session import Session
 from segbench.tracking import Tracker
@@ -87,9 +89,10 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
     weights: dict = {"model": None, "backbone": None}
 
     def load_backbone(model: torch.nn.Module) -> None:
-        loaded = load_backbone_weights(model, cfg.backbone_weights[spec.backbone], spec.backbone,
-                                       cfg.backbone_key_map.get(spec.backbone))
-        weights["backbone"] = loaded
+        source, normalisation = backbone_weights_file(cfg, spec.backbone)
+        loaded = load_backbone_weights(model, source, spec.backbone, cfg.backbone_key_map.get(spec.backbone))
+        weights["backbone"] = loaded | {"normalisation": normalisation.to_dict()}
+        feed_normalised(model, normalisation)
         print(f"{spec.name}: backbone weights {loaded['file']} filled {loaded['loaded']} of {loaded['total']} "
               "backbone tensors")
 
@@ -98,6 +101,9 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
     for note in built.notes:
         warn(note)
     model = built.module
+    origin = built.record()
+    if weights["backbone"]:
+        origin["normalisation"] = weights["backbone"]["normalisation"]
     if spec.name in cfg.weights and Path(cfg.weights[spec.name]).exists():
         weights["model"] = describe_weights(Path(cfg.weights[spec.name]))
     run_id = tracker.start(spec.name, parent=parent_run,
@@ -106,7 +112,7 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
     try:
         record: dict = {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                         "params": sum(p.numel() for p in model.parameters()), "weights": weights,
-                        "origin": built.record()}
+                        "origin": origin}
         if train_set is not None:
             loader = make_loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, device, cfg.seed)
             loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
@@ -178,6 +184,25 @@ def _weights_params(weights: dict) -> dict[str, object]:
     return params
 
 
+def feed_normalised(model: torch.nn.Module, normalisation: Normalisation) -> None:
+    """Make ``model`` see its inputs normalised as ``normalisation`` says (segbench's data is ImageNet-normalised);
+    nothing changes for ImageNet's normalisation. A hook, so that the model's weights keep their names."""
+    if normalisation.is_imagenet:
+        return
+    renormalise = Renormalise(normalisation)
+    model.register_forward_pre_hook(lambda module, args: (renormalise.to(args[0].device)(args[0]), *args[1:]))
+
+
+def backbone_weights_file(cfg: SuiteConfig, backbone: str) -> tuple[Path, Normalisation]:
+    """The file ``backbone_weights.BACKBONE`` names (timm's published weights for ``timm``) and the input
+    normalisation the backbone was trained with (ImageNet's for a local file)."""
+    value = cfg.backbone_weights[backbone]
+    if value == TIMM:
+        published = published_backbone(backbone)
+        return published.file, published.normalisation
+    return Path(value), IMAGENET
+
+
 def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) -> None:
     """Prove, before anything is created, that every weights file of the suite loads: checksums, keys and shapes
     (models are built on the meta device: no memory, no time)."""
@@ -188,7 +213,8 @@ def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) ->
         with torch.device("meta"):
             model = build_model(spec, num_classes)
         if backbone_file is not None:
-            match_backbone(backbone_of(model), read_state_dict(Path(backbone_file)), backbone_file, spec.backbone,
+            path, _ = backbone_weights_file(cfg, spec.backbone)
+            match_backbone(backbone_of(model), read_state_dict(path), path, spec.backbone,
                            cfg.backbone_key_map.get(spec.backbone))
         if model_file is not None:
             check_fit(model, read_state_dict(Path(model_file)), f"weights.{spec.name}={model_file}")

@@ -108,6 +108,7 @@ class WeightsFile:
     loaded: int | None = None  # backbone weights: tensors of the backbone they filled
     total: int | None = None  # backbone weights: tensors the backbone has
     coverage: float | None = None  # backbone weights: loaded / total
+    normalisation: dict[str, Any] | None = None  # backbone weights: the input normalisation they were trained with
     extra_fields: dict[str, Any] = _extra()
 
 

@@ -9,6 +9,7 @@ from segbench import datasets, losses, metrics, models
 from segbench.config import OPTIMIZERS, PRECISIONS, SuiteConfig, read_config
 from segbench.errors import UserError, unknown
 from segbench.inference import check_eval_config
+from segbench.pretrained import TIMM, published_backbone
 
 
 def load_config(overrides: list[str] | None = None) -> SuiteConfig:
@@ -35,8 +36,11 @@ def validate(cfg: SuiteConfig) -> None:
     for name, path in cfg.backbone_weights.items():
         if name not in {s.backbone for s in specs}:
             raise UserError(f"backbone_weights.{name}: no model of the suite uses backbone '{name}'")
-        if not Path(path).is_file():
-            raise UserError(f"backbone_weights.{name}: weights file '{path}' does not exist")
+        if path == TIMM:
+            published_backbone(name)  # in the cache, or fetched now, or a refusal when offline
+        elif not Path(path).is_file():
+            raise UserError(f"backbone_weights.{name}: weights file '{path}' does not exist (or write {TIMM} for "
+                            "timm's published weights)")
     for name, rules in cfg.backbone_key_map.items():
         if name not in cfg.backbone_weights:
             raise UserError(f"backbone_key_map.{name}: no backbone_weights.{name} to rename keys for")

@@ -211,3 +211,65 @@ def test_masks_in_0_1_are_unaffected_by_the_convention_check(cli, tmp_path, mlfl
     record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
     assert record["per_class"][1]["support"] == sum(int(binary_mask(1)(i).sum()) for i in range(2))
     assert np.isfinite(record["metrics"]["mIoU"])
+
+
+def _hub_cache(monkeypatch, cache: Path) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_timm_backbone_weights_offline_and_not_cached_are_refused_with_how_to_fetch(cli, tmp_path, monkeypatch):
+    _hub_cache(monkeypatch, tmp_path / "hub")
+    code, _, err = cli("run", *TINY, "backbone_weights.resnet10t=timm", f"output_dir={tmp_path / 'out'}")
+    assert code == 2 and "timm's weights timm/resnet10t.c3_in1k are not in the Hugging Face cache" in err
+    assert str(tmp_path / "hub") in err and "timm.create_model('resnet10t', pretrained=True)" in err
+    assert not (tmp_path / "out.partial").exists() and not (tmp_path / "out").exists()
+
+
+def test_timm_backbone_weights_load_from_the_hugging_face_cache(cli, tmp_path, monkeypatch, mlflow_uri):
+    from timm.models import get_pretrained_cfg
+
+    _hub_cache(monkeypatch, tmp_path / "hub")
+    hub_id = get_pretrained_cfg("resnet10t").hf_hub_id  # the layout huggingface_hub keeps its cache in
+    repo = tmp_path / "hub" / f"models--{hub_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    state = resnet10t_state()
+    save_file(state, repo / "snapshots" / "0123abcd" / "model.safetensors")
+    code, _, err = cli("run", *TINY, "backbone_weights.resnet10t=timm", f"tracking.uri={mlflow_uri}",
+                       f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err
+    backbone = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]["weights"]["backbone"]
+    assert backbone["file"] == str(repo / "snapshots" / "0123abcd" / "model.safetensors")
+    assert backbone["coverage"] == 1.0 and backbone["normalisation"]["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
+    """A backbone whose published normalisation is not ImageNet's sees its own inputs: the runner's hook equals
+    re-normalising by hand."""
+    import segbench.runner as runner
+    from segbench.config import SuiteConfig
+    from segbench.models import build_model
+    from segbench.normalisation import Normalisation
+    from segbench.pretrained import PublishedBackbone
+
+    half = Normalisation((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, "test")
+    path = Path(__file__).parent / "_unused"
+    monkeypatch.setattr(runner, "published_backbone", lambda name: PublishedBackbone(name, "timm/x", path, half))
+    cfg = SuiteConfig(backbone_weights={"resnet10t": "timm"})
+    assert runner.backbone_weights_file(cfg, "resnet10t") == (path, half)
+    torch.manual_seed(0)
+    model = build_model("fpn-resnet10t", 3).eval()
+    images = torch.randn(1, 3, 64, 64)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    with torch.no_grad():
+        by_hand = model((images * std + mean - 0.5) / 0.5)
+        unchanged = model(images)
+        runner.feed_normalised(model, runner.IMAGENET)
+        torch.testing.assert_close(model(images), unchanged, rtol=0, atol=0)
+        runner.feed_normalised(model, half)
+        torch.testing.assert_close(model(images), by_hand)
