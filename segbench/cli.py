@@ -44,9 +44,11 @@ def main(
         ctx.invoke(run, overrides=[])
 
 
-def _finish(command: Callable[[Any], Path], cfg: Any) -> None:
-    """Run ``command(cfg)`` and print where its results are."""
-    typer.echo(f"results: {command(cfg)}")
+def _finish(command: Callable[[Any], Path | None], cfg: Any) -> None:
+    """Run ``command(cfg)`` and print where its results are (rank 0 of a torchrun job writes them)."""
+    path = command(cfg)
+    if path is not None:
+        typer.echo(f"results: {path}")
 
 
 @app.command()

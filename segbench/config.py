@@ -60,6 +60,7 @@ class TrainConfig:
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     class_weights: list[float] | None = None
     save_checkpoint: bool = True  # safetensors weights and their config in the output folder
+    sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)
 
 
 @dataclass

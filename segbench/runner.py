@@ -6,8 +6,10 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler, Subset
 
 from segbench import metrics as seg_metrics
 from segbench.benchmark import measure_throughput
@@ -25,6 +27,16 @@ from segbench.checkpoints import (
 from segbench.config import SuiteConfig, to_dict
 from segbench.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.datasets import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
+from segbench.distributed import (
+    device_for,
+    gather,
+    gather_rows,
+    launched,
+    local_batch,
+    process_group,
+    same_as_rank0,
+    shard,
+)
 from segbench.environment import resolve_device
 from segbench.errors import warn
 from segbench.evaluate import evaluate
@@ -35,7 +47,6 @@ from segbench.normalisation import IMAGENET, Normalisation, Renormalise
 from segbench.pretrained import TIMM, published_backbone
 from segbench.results import per_class_table
 from segbench.session import Session
-from segbench.tracking import Tracker
 from segbench.train import train
 
 
@@ -82,10 +93,8 @@ def _logged_metrics(record: dict) -> dict[str, float]:
     return {k: v for k, v in logged.items() if v is not None}
 
 
-def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: Dataset | None, val_set: Dataset,
-              device: torch.device, tracker: Tracker, parent_run: str | None, out_dir: Path) -> dict:
-    """Train (if the suite says so), evaluate and time one model; return its results.json record."""
-    seed_everything(cfg.seed)
+def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, dict]:
+    """The model with its weights loaded, and the start of its record: name, parameters, weights and origin."""
     weights: dict = {"model": None, "backbone": None}
 
     def load_backbone(model: torch.nn.Module) -> None:
@@ -100,69 +109,119 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
                        prepare=load_backbone if spec.backbone in cfg.backbone_weights else None)
     for note in built.notes:
         warn(note)
-    model = built.module
     origin = built.record()
     if weights["backbone"]:
         origin["normalisation"] = weights["backbone"]["normalisation"]
     if spec.name in cfg.weights and Path(cfg.weights[spec.name]).exists():
         weights["model"] = describe_weights(Path(cfg.weights[spec.name]))
-    run_id = tracker.start(spec.name, parent=parent_run,
-                           params={"model": spec.name, "source": spec.source, "arch": spec.arch,
-                                   "backbone": spec.backbone} | _weights_params(weights))
-    try:
-        record: dict = {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                        "params": sum(p.numel() for p in model.parameters()), "weights": weights,
-                        "origin": origin}
-        if train_set is not None:
-            loader = make_loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, device, cfg.seed)
-            loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
-            log = train(model, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}", progress=cfg.progress)
-            record["train"] = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
-                               "data_wait_share": log.data_seconds / log.seconds}
-            tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
-            if cfg.train.save_checkpoint:
-                folder = out_dir / "checkpoints" / spec.name
-                save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                                                "num_classes": info.num_classes, "classes": list(info.classes),
-                                                "suite": cfg.name, "config": to_dict(cfg)})
-                record["checkpoint"] = {"path": str(folder.relative_to(out_dir)),
-                                        "sha256": sha256_file(folder / WEIGHTS_FILE)}
+    return built.module, {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                          "params": sum(p.numel() for p in built.module.parameters()), "weights": weights,
+                          "origin": origin}
 
-        val_loader = make_loader(val_set, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
-        result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device, cfg.eval,
-                          desc=f"eval {spec.name}", progress=cfg.progress)
-        scores = result.confusion.compute()
-        table = per_class_table(info, scores)
-        record["metrics"] = scores.summary()
-        record["per_class"] = table.to_dict(orient="records")
-        record["evaluation"] = describe_mode(cfg.eval) | {
+
+def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,
+           run_id: str | None) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` (under DistributedDataParallel across the ranks of a torchrun job); return the trained
+    model and its training record. Rank 0 saves the checkpoint."""
+    cfg, world, device = session.cfg, session.world, session.device
+    batch = local_batch(cfg.train.batch_size, world, "train.batch_size")
+    sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True) if world.distributed else None
+    loader = make_loader(train_set, batch, True, cfg.data.num_workers, device, cfg.seed + world.rank, sampler)
+    loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
+    net = model
+    if world.distributed:
+        if cfg.train.sync_bn:
+            model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(model.to(device), device_ids=[device] if device.type == "cuda" else None)
+    log = train(net, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}",
+                progress=cfg.progress and world.main)
+    same_as_rank0(model)
+    record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
+              "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
+              "world_size": world.size}
+    session.tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
+    if cfg.train.save_checkpoint and session.work_dir is not None:
+        folder = session.work_dir / "checkpoints" / spec.name
+        save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                                        "num_classes": info.num_classes, "classes": list(info.classes),
+                                        "suite": cfg.name, "config": to_dict(cfg)})
+        record["checkpoint"] = {"path": str(folder.relative_to(session.work_dir)),
+                                "sha256": sha256_file(folder / WEIGHTS_FILE)}
+    return model, record
+
+
+def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
+              session: Session) -> dict:
+    """Evaluate ``model`` on the split, each rank on its contiguous shard; the record's metrics, per-class table,
+    confusion matrix, per-image statistics (in data set order) and timing, exact for any number of ranks."""
+    cfg, world, device = session.cfg, session.world, session.device
+    indices = shard(len(val_set), world)
+    part = Subset(val_set, indices) if world.distributed else val_set
+    loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
+    result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval,
+                      desc=f"eval {spec.name}", progress=cfg.progress and world.main)  # sums the matrices
+    intersections, unions = (gather_rows(a) for a in result.confusion.per_image_stats())
+    images = len(intersections)
+    if images != len(val_set):
+        raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
+                           f"{len(val_set)}")
+    seconds = max(gather(result.seconds))
+    rates = gather(result.images_per_second)
+    scores = result.confusion.compute()
+    table = per_class_table(info, scores)
+    matrix = result.confusion.matrix.cpu().numpy()
+    record = {
+        "metrics": scores.summary(),
+        "per_class": table.to_dict(orient="records"),
+        "evaluation": describe_mode(cfg.eval) | {
             "crf": cfg.eval.crf.enabled,
             "split": cfg.data.val_split,
-            "images": result.images,
-            "seconds": result.seconds,
-            "images_per_second": result.images_per_second,
+            "images": images,
+            "seconds": seconds,
+            "images_per_second": images / seconds if seconds > 0 else float("nan"),
             "forward_images_per_second": result.forward_images_per_second,
             "forward_share": result.forward_share,
             "data_wait_share": result.data_share,
-        }
-        record["confusion_matrix"] = result.confusion.matrix.cpu().tolist()
-        if info.categories:
-            matrix = np.array(record["confusion_matrix"])
-            record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
+            "world_size": world.size,
+            "images_per_second_per_rank": rates,
+        },
+        "confusion_matrix": matrix.tolist(),
+        "per_image": {"intersection": intersections.tolist(), "union": unions.tolist()},
+        "classes_without_pixels": [info.classes[i] for i in range(info.num_classes) if table["support"][i] == 0],
+    }
+    if info.categories:
+        record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
+    return record
+
+
+def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val_set: Dataset,
+              session: Session) -> dict:
+    """Train (if the suite says so), evaluate and time one model; return its results.json record."""
+    cfg, tracker = session.cfg, session.tracker
+    seed_everything(cfg.seed)
+    model, record = _build(spec, cfg, info)
+    run_id = tracker.start(spec.name, parent=session.parent,
+                           params={"model": spec.name, "source": spec.source, "arch": spec.arch,
+                                   "backbone": spec.backbone} | _weights_params(record["weights"]))
+    try:
+        if train_set is not None:
+            model, record["train"] = _train(model, spec, info, train_set, session, run_id)
+            record["checkpoint"] = record["train"].pop("checkpoint", None)
+        evaluation = _evaluate(model, spec, info, val_set, session)
+        absent = evaluation.pop("classes_without_pixels")
+        record |= evaluation
         record["data"] = {"skipped": getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
                           "problems": [str(p) for p in (getattr(train_set, "problems", []) +
                                                         getattr(val_set, "problems", []))[:20]],
-                          "classes_without_pixels": [info.classes[i] for i in range(info.num_classes)
-                                                     if table["support"][i] == 0]}
-        intersections, unions = result.confusion.per_image_stats()
-        record["per_image"] = {"intersection": intersections.tolist(), "union": unions.tolist()}
+                          "classes_without_pixels": absent}
         if cfg.bench.enabled:
-            record["speed"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]), device)
-
-        csv_path = out_dir / f"per_class_{spec.name}.csv"
-        table.to_csv(csv_path, index=False)
+            record["speed"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]), session.device)
+        if session.work_dir is not None:
+            csv_path = session.work_dir / f"per_class_{spec.name}.csv"
+            pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
+            tracker.artifact(run_id, csv_path)
         tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})
-        tracker.artifact(run_id, csv_path)
         record["mlflow_run_id"] = run_id
         tracker.end(run_id, "FINISHED")
         return record
@@ -227,21 +286,22 @@ def _warn_absent(dataset: Dataset) -> None:
              f"{len(dataset)} images; its IoU is NaN and left out of mIoU")
 
 
-def run(cfg: SuiteConfig) -> Path:
-    """Run every model of ``cfg``; write results.json and return its path."""
+def run(cfg: SuiteConfig) -> Path | None:
+    """Run every model of ``cfg``; write results.json and return its path (None on the other ranks of a job)."""
+    world = launched()
+    device = device_for(world, resolve_device(cfg.device))
     info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
-    device = resolve_device(cfg.device)
     train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
     val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
     if train_set is not None:
-        check_batchable(train_set, cfg.train.batch_size)
+        check_batchable(train_set, local_batch(cfg.train.batch_size, world, "train.batch_size"))
     check_batchable(val_set, cfg.eval.batch_size)
     check_weights(cfg, specs, info.num_classes)
-    _warn_absent(val_set)
-    with Session(cfg, "run", device) as session:
-        records = [run_model(spec, cfg, info, train_set, val_set, session.device, session.tracker, session.parent,
-                             session.work_dir) for spec in specs]
+    if world.main:
+        _warn_absent(val_set)
+    with process_group(world, device), Session(cfg, "run", device, world) as session:
+        records = [run_model(spec, info, train_set, val_set, session) for spec in specs]
         results = session.header() | {
             "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},
             "convention": seg_metrics.convention(info.num_classes, info.ignore_index,
@@ -249,8 +309,9 @@ def run(cfg: SuiteConfig) -> Path:
             "models": records,
         }
         path = session.finish("results.json", results)
-    print_leaderboard(leaderboard(results, cfg.eval.metrics),
-                      f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+    if world.main:
+        print_leaderboard(leaderboard(results, cfg.eval.metrics),
+                          f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
     return path
 
 

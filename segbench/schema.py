@@ -74,6 +74,7 @@ class Environment:
     threads: int | None = None  # torch intra-op threads
     cuda: str | None = None  # CUDA version torch was built with
     cudnn: int | None = None  # cuDNN version
+    world_size: int | None = None  # processes of the job (torchrun), 1 otherwise
     extra_fields: dict[str, Any] = _extra()
 
 
@@ -91,6 +92,8 @@ class Training:
     seconds: float  # wall time of training
     final_loss: float | None = None  # loss of the last logged step
     data_wait_share: float | None = None  # share of the training time spent waiting for data
+    batch_size: int | None = None  # the global batch (split across the ranks of a torchrun job)
+    world_size: int | None = None  # processes that trained (torchrun), 1 otherwise
     extra_fields: dict[str, Any] = _extra()
 
 
@@ -149,6 +152,8 @@ class Evaluation:
     forward_images_per_second: float | None = None  # forward passes only
     forward_share: float | None = None  # share of the wall time spent in the forward pass
     data_wait_share: float | None = None  # share of the wall time spent waiting for data
+    world_size: int | None = None  # processes that evaluated a contiguous shard each (torchrun), 1 otherwise
+    images_per_second_per_rank: list[float] | None = None  # each rank's own end-to-end throughput
     window: list[int] | None = None  # slide mode: window height, width
     stride: list[int] | None = None  # slide mode: stride height, width
     resize: list[int] | None = None  # resize mode: the size images are resized to

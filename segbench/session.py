@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from segbench.config import SuiteConfig, config_hash, to_dict
+from segbench.config import SuiteConfig, TrackingConfig, config_hash, to_dict
+from segbench.distributed import World
 from segbench.environment import fingerprint, resolve_device
 from segbench.errors import UserError
 from segbench.schema import SCHEMA_VERSION, write_results
@@ -88,16 +89,21 @@ def _flat(prefix: str, values: dict) -> dict:
 class Session:
     """One invocation's side effects, opened after its checks; use as a context manager."""
 
-    def __init__(self, cfg: SuiteConfig, kind: str, device: torch.device | None = None) -> None:
-        self.cfg, self.kind = cfg, kind
+    def __init__(self, cfg: SuiteConfig, kind: str, device: torch.device | None = None,
+                 world: World = World()) -> None:
+        self.cfg, self.kind, self.world = cfg, kind, world
+        self.device = device or resolve_device(cfg.device)
+        self.env = fingerprint(self.device) | {"world_size": world.size}
+        self.suite_hash = config_hash(cfg)
+        if not world.main:  # under torchrun only rank 0 writes: the other ranks have no folder and no runs
+            self.final_dir = self.work_dir = None
+            self.tracker, self.parent = Tracker(TrackingConfig(enabled=False), ""), None
+            return
         explicit = cfg.output_dir is not None
         base = Path(cfg.output_dir) if explicit else _default_dir(cfg, kind)
         check_output_dir(base if explicit else base.parent)
         if cfg.tracking.enabled:
             check_store(tracking_uri(cfg.tracking))
-        self.device = device or resolve_device(cfg.device)
-        self.env = fingerprint(self.device)
-        self.suite_hash = config_hash(cfg)
         # Everything is checked: from here on the session creates things.
         self.final_dir, self.work_dir = _claim(base, explicit)
         self.tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name, connect=False)
@@ -129,8 +135,10 @@ class Session:
                        "parent_run_id": self.parent},
         }
 
-    def finish(self, filename: str, results: dict) -> Path:
-        """Write ``results`` atomically, log it, and give the output folder its final name."""
+    def finish(self, filename: str, results: dict) -> Path | None:
+        """Write ``results`` atomically, log it, and give the output folder its final name (rank 0 only)."""
+        if not self.world.main:
+            return None
         write_results(self.work_dir / filename, results)
         self.tracker.artifact(self.parent, self.work_dir / filename)
         self.work_dir.rename(self.final_dir)

@@ -44,8 +44,13 @@ def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float, min_lr
 
 
 def _forever(loader: Iterable) -> Iterator:
+    """The loader's batches, epoch after epoch (a distributed sampler reshuffles each epoch)."""
+    epoch = 0
     while True:
+        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)
         yield from loader
+        epoch += 1
 
 
 def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConfig,

@@ -17,7 +17,7 @@ from segbench.registry import Registry
 
 if TYPE_CHECKING:
     import torch
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader, Dataset, Sampler
 
     from segbench.config import DataConfig
 
@@ -78,16 +78,18 @@ def check_batchable(dataset: "Dataset", batch_size: int) -> None:
 
 
 def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers: int,
-                device: "torch.device | str", seed: int) -> "DataLoader":
+                device: "torch.device | str", seed: int, sampler: "Sampler | None" = None) -> "DataLoader":
     """A DataLoader for ``dataset``: shuffled loaders (training) drop the last incomplete batch; workers stay
-    alive between epochs and are seeded from ``seed``; pinned memory on CUDA (copy with non_blocking=True)."""
+    alive between epochs and are seeded from ``seed``; pinned memory on CUDA (copy with non_blocking=True).
+    A ``sampler`` (a rank's share under torchrun) takes the place of shuffling."""
     import torch
     from torch.utils.data import DataLoader
 
     check_batchable(dataset, batch_size)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) >= batch_size,
-                      num_workers=num_workers, pin_memory=torch.device(device).type == "cuda",
-                      persistent_workers=num_workers > 0, worker_init_fn=_seed_worker if num_workers > 0 else None,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      drop_last=shuffle and len(dataset) >= batch_size, num_workers=num_workers,
+                      pin_memory=torch.device(device).type == "cuda", persistent_workers=num_workers > 0,
+                      worker_init_fn=_seed_worker if num_workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))
 
 
