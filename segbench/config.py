@@ -123,6 +123,7 @@ class SuiteConfig:
     seed: int = 0
     device: str = "auto"
     output_dir: str | None = None
+    shard: str | None = None  # I/N: run shard I (from 0) of N of the suite's models; auto: from the job array
     progress: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -132,7 +133,7 @@ class SuiteConfig:
 
 
 # Keys that do not change the numbers a suite produces; left out of its hash.
-_UNHASHED = ("output_dir", "progress", "tracking", "description")
+UNHASHED = ("output_dir", "progress", "tracking", "description", "shard")
 
 
 def resource_dir(name: str) -> Path:
@@ -282,5 +283,5 @@ def to_dict(cfg: SuiteConfig) -> dict[str, Any]:
 
 def config_hash(cfg: SuiteConfig) -> str:
     """A short, stable hash of everything in ``cfg`` that changes the numbers."""
-    values = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    values = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

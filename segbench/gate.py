@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from segbench.config import UNHASHED
 from segbench.errors import UserError, closest
 from segbench.metrics import METRICS
 from segbench.result_sources import load_results
@@ -30,7 +31,6 @@ from segbench.utils import flatten
 MAX_DROP_POINTS = {"mIoU": 0.5}
 MAX_SPEED_DROP_PERCENT = 20.0
 FAILING = ("fail", "missing")
-UNCOMPARED = ("output_dir", "progress", "tracking", "description")  # settings that do not change the numbers
 SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile")  # must match to compare
 COLUMNS = ["model", "check", "baseline", "run", "change", "limit", "unit", "ci_low", "ci_high", "p_value",
            "status", "note"]
@@ -88,7 +88,7 @@ def _differing_settings(run: dict, baseline: dict) -> list[str]:
     """Dotted config keys whose values differ, leaving out those that do not change the numbers."""
     mine, theirs = flatten(run), flatten(baseline)
     return sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key)
-                  and key.split(".")[0] not in UNCOMPARED)
+                  and key.split(".")[0] not in UNHASHED)
 
 
 def _per_image(record: ModelRecord) -> tuple | None:

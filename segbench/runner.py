@@ -24,7 +24,7 @@ from segbench.checkpoints import (
     save_checkpoint,
     sha256_file,
 )
-from segbench.config import SuiteConfig, to_dict
+from segbench.config import SuiteConfig, config_hash, to_dict
 from segbench.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.datasets import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
 from segbench.distributed import (
@@ -38,7 +38,7 @@ from segbench.distributed import (
     shard,
 )
 from segbench.environment import resolve_device
-from segbench.errors import warn
+from segbench.errors import UserError, warn
 from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
@@ -47,6 +47,7 @@ from segbench.normalisation import IMAGENET, Normalisation, Renormalise
 from segbench.pretrained import TIMM, published_backbone
 from segbench.results import per_class_table
 from segbench.session import Session
+from segbench.sweep import parse_shard
 from segbench.train import train
 
 
@@ -291,7 +292,11 @@ def run(cfg: SuiteConfig) -> Path | None:
     world = launched()
     device = device_for(world, resolve_device(cfg.device))
     info = dataset_info(cfg.data)
-    specs = [parse_spec(name) for name in cfg.models]
+    shard = parse_shard(cfg.shard, config_hash(cfg))
+    specs = [parse_spec(name) for name in (shard.select(cfg.models) if shard else cfg.models)]
+    if not specs:
+        raise UserError(f"shard {shard.index}/{shard.count}: the suite has only {len(cfg.models)} models, so this "
+                        "shard has none; use at most as many shards as models")
     train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
     val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
     if train_set is not None:
@@ -300,7 +305,7 @@ def run(cfg: SuiteConfig) -> Path | None:
     check_weights(cfg, specs, info.num_classes)
     if world.main:
         _warn_absent(val_set)
-    with process_group(world, device), Session(cfg, "run", device, world) as session:
+    with process_group(world, device), Session(cfg, "run", device, world, shard) as session:
         records = [run_model(spec, info, train_set, val_set, session) for spec in specs]
         results = session.header() | {
             "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},

@@ -35,10 +35,19 @@ def _extra() -> Any:
 
 
 @dataclass
+class Shard:
+    index: int  # this run's shard, from 0
+    count: int  # shards of the sweep
+    sweep: str  # the id every shard of one sweep shares
+    extra_fields: dict[str, Any] = _extra()
+
+
+@dataclass
 class Suite:
     name: str  # the suite's name (suites/NAME.yaml, or the name inside a suite file)
     config_hash: str | None = None  # sha256 prefix of every setting that changes the numbers
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite configuration
+    shard: Shard | None = None  # shard=I/N: which share of the suite's models this run holds
     extra_fields: dict[str, Any] = _extra()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from segbench.distributed import World
 from segbench.environment import fingerprint, resolve_device
 from segbench.errors import UserError
 from segbench.schema import SCHEMA_VERSION, write_results
+from segbench.sweep import Shard
 from segbench.tracking import Tracker, check_store, tracking_uri
 
 PARTIAL = ".partial"
@@ -90,8 +92,8 @@ class Session:
     """One invocation's side effects, opened after its checks; use as a context manager."""
 
     def __init__(self, cfg: SuiteConfig, kind: str, device: torch.device | None = None,
-                 world: World = World()) -> None:
-        self.cfg, self.kind, self.world = cfg, kind, world
+                 world: World = World(), shard: Shard | None = None) -> None:
+        self.cfg, self.kind, self.world, self.shard = cfg, kind, world, shard
         self.device = device or resolve_device(cfg.device)
         self.env = fingerprint(self.device) | {"world_size": world.size}
         self.suite_hash = config_hash(cfg)
@@ -121,6 +123,8 @@ class Session:
                 "segbench.suite_hash": self.suite_hash, "segbench.device": self.env["device"],
                 "segbench.hardware": self.env["device_name"],
                 "mlflow.source.git.commit": self.env["git_commit"] or "unknown"}
+        if self.shard is not None:
+            tags |= {"segbench.sweep": self.shard.sweep, "segbench.shard": f"{self.shard.index}/{self.shard.count}"}
         self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=_flat("", to_dict(cfg)),
                                          tags=tags)
 
@@ -129,7 +133,8 @@ class Session:
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": self.kind if self.kind in ("bench", "score") else "run",
-            "suite": {"name": self.cfg.name, "config_hash": self.suite_hash, "config": to_dict(self.cfg)},
+            "suite": {"name": self.cfg.name, "config_hash": self.suite_hash, "config": to_dict(self.cfg),
+                      "shard": asdict(self.shard) if self.shard else None},
             "environment": self.env,
             "mlflow": {"tracking_uri": self.tracker.uri, "experiment_id": self.tracker.experiment_id,
                        "parent_run_id": self.parent},

@@ -10,6 +10,7 @@ from segbench.config import OPTIMIZERS, PRECISIONS, SuiteConfig, read_config
 from segbench.errors import UserError, unknown
 from segbench.inference import check_eval_config
 from segbench.pretrained import TIMM, published_backbone
+from segbench.sweep import parse_shard
 
 
 def load_config(overrides: list[str] | None = None) -> SuiteConfig:
@@ -54,6 +55,7 @@ def validate(cfg: SuiteConfig) -> None:
             raise UserError(f"data.label_map: expected 8-bit mask values mapped to class indices, got {raw}: {cls}")
     # published models: weights found and classes matched to the suite's by name (eval.class_map)
     models.check_models(specs, datasets.dataset_info(cfg.data).classes, cfg.weights, cfg.eval.class_map)
+    parse_shard(cfg.shard, "")  # the form of shard=, and the job array's variables for shard=auto
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
     for name in cfg.train.loss:
