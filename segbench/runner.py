@@ -31,6 +31,8 @@ from segbench.evaluate import evaluate
 from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, load_model, parse_spec
+from segbench.passport import Passport, passport_record
+from segbench.predictions import PredictionWriter
 from segbench.results import per_class_table
 from segbench.session import Session
 from segbench.tracking import Tracker
@@ -122,12 +124,17 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
                 record["checkpoint"] = {"path": str(folder.relative_to(out_dir)),
                                         "sha256": sha256_file(folder / WEIGHTS_FILE)}
 
-        val_loader = make_loader(val_set, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
+        passport = Passport.build(cfg.eval, cfg.data, info, val_set, device)
+        writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays)
+                  if cfg.eval.save_predictions else None)
+        val_loader = make_loader(passport.dataset(val_set) if passport else val_set, cfg.eval.batch_size, False,
+                                 cfg.data.num_workers, device, cfg.seed)
         result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device, cfg.eval,
-                          desc=f"eval {spec.name}", progress=cfg.progress)
+                          desc=f"eval {spec.name}", progress=cfg.progress, passport=passport, writer=writer)
         scores = result.confusion.compute()
         table = per_class_table(info, scores)
-        record["metrics"] = scores.summary()
+        extra_metrics, record["passport"] = passport_record(result, scores, val_set, writer, out_dir)
+        record["metrics"] = scores.summary() | extra_metrics
         record["per_class"] = table.to_dict(orient="records")
         record["evaluation"] = describe_mode(cfg.eval) | {
             "crf": cfg.eval.crf.enabled,
@@ -157,6 +164,8 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
         table.to_csv(csv_path, index=False)
         tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})
         tracker.artifact(run_id, csv_path)
+        for overlay in writer.overlay_paths if writer else []:
+            tracker.artifact(run_id, overlay)
         record["mlflow_run_id"] = run_id
         tracker.end(run_id, "FINISHED")
         return record
@@ -221,6 +230,7 @@ def run(cfg: SuiteConfig) -> Path:
             "convention": seg_metrics.convention(info.num_classes, info.ignore_index,
                                                  f"{info.name}-{info.num_classes}"),
             "models": records,
+            "metric_definitions": seg_metrics.definitions({k for r in records for k in r["metrics"]}),
         }
         path = session.finish("results.json", results)
     print_leaderboard(leaderboard(results, cfg.eval.metrics),
