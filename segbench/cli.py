@@ -313,9 +313,9 @@ def _listing(kind: str, pattern: str) -> list[tuple[str, str]]:
         from segbench.losses import LOSSES
 
         return [(name, entry.description) for name, entry in LOSSES.items()]
-    from segbench.metrics import METRICS
+    from segbench.metrics import REGISTRY
 
-    return list(METRICS.items())
+    return [(name, entry.describe()) for name, entry in REGISTRY.items()]
 
 
 INTERNAL_ERROR = 3  # a bug in segbench, not the user's input: 1 stays "regression", 2 "bad input"

@@ -22,16 +22,16 @@ ALPHA = 0.5  # weight of the class colour in an overlay
 PALETTE_DATASETS = ("voc",)  # data sets whose masks are palette PNGs
 
 
-def class_to_raw(dataset: Dataset, num_classes: int) -> np.ndarray:
-    """Class index -> the smallest raw mask value that encodes it (identity for data sets without files)."""
+def class_to_raw(dataset: Dataset, num_classes: int, label_map: dict[int, int] | None = None) -> np.ndarray:
+    """Class index -> the raw mask value that encodes it: the smallest one ``label_map`` maps to it, else the
+    smallest one the data set's encoding maps to it (identity for data sets without files)."""
     encoding = getattr(dataset, "encoding", None)
     out = np.arange(num_classes, dtype=np.int64)
-    if encoding is None:
-        return out
     for cls in range(num_classes):
-        raw = np.flatnonzero(encoding.defined & (encoding.table == cls))
-        if raw.size:
-            out[cls] = raw[0]
+        raw = np.flatnonzero(encoding.defined & (encoding.table == cls)) if encoding is not None else []
+        mapped = sorted(r for r, c in (label_map or {}).items() if c == cls)
+        if mapped or len(raw):
+            out[cls] = mapped[0] if mapped else raw[0]
     return out
 
 
@@ -51,10 +51,11 @@ def colourise(labels: np.ndarray, palette: tuple[tuple[int, int, int], ...]) -> 
 class PredictionWriter:
     """Writes each evaluated batch's predictions as label PNGs, and overlays of the first ``overlays`` images."""
 
-    def __init__(self, folder: Path, dataset: Dataset, info: DatasetInfo, overlays: int = 4) -> None:
+    def __init__(self, folder: Path, dataset: Dataset, info: DatasetInfo, overlays: int = 4,
+                 label_map: dict[int, int] | None = None) -> None:
         self.folder, self.info, self.overlays = Path(folder), info, overlays
         self.ids = sample_ids(dataset)
-        self.to_raw = class_to_raw(dataset, info.num_classes)
+        self.to_raw = class_to_raw(dataset, info.num_classes, label_map)
         self.palette = info.name in PALETTE_DATASETS
         self.targets = dataset  # the ground truth shown beside the prediction in an overlay
         self.overlay_paths: list[Path] = []

@@ -125,8 +125,8 @@ def run_model(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo, train_set: D
                                         "sha256": sha256_file(folder / WEIGHTS_FILE)}
 
         passport = Passport.build(cfg.eval, cfg.data, info, val_set, device)
-        writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays)
-                  if cfg.eval.save_predictions else None)
+        writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays,
+                                   cfg.data.label_map) if cfg.eval.save_predictions else None)
         val_loader = make_loader(passport.dataset(val_set) if passport else val_set, cfg.eval.batch_size, False,
                                  cfg.data.num_workers, device, cfg.seed)
         result = evaluate(model, val_loader, info.num_classes, info.ignore_index, device, cfg.eval,
