@@ -60,3 +60,23 @@ def case_table(intersection: np.ndarray, union: np.ndarray, foreground: list[int
                          "Dice": 2 * i / (u + i) if u > 0 else float("nan"),
                          "IoU": i / u if u > 0 else float("nan"), "HD95": hd95, "NSD": nsd})
     return rows
+
+
+PER_IMAGE_MEANS = {"image_mIoU": False, "image_mDice": True}  # metric -> Dice
+
+
+def bootstrap_mean_difference(run: tuple, baseline: tuple, paired: bool, metric: str, resamples: int,
+                              level: float, seed: int) -> tuple[float, float, float]:
+    """(low, high, p-value) of the bootstrap of ``mean(run) - mean(baseline)`` of a per-image score, from
+    (intersection, union) pairs; images resampled with replacement (the same draws for both when paired)."""
+    a = image_scores(*run, dice=PER_IMAGE_MEANS[metric])
+    b = image_scores(*baseline, dice=PER_IMAGE_MEANS[metric])
+    a, b = (np.nan_to_num(a, nan=np.nanmean(a)), np.nan_to_num(b, nan=np.nanmean(b))) if paired else \
+        (a[~np.isnan(a)], b[~np.isnan(b)])
+    rng = np.random.default_rng(seed)
+    draw_a = rng.integers(0, len(a), (resamples, len(a)))
+    draw_b = draw_a if paired else rng.integers(0, len(b), (resamples, len(b)))
+    diffs = a[draw_a].mean(1) - b[draw_b].mean(1)
+    low, high = np.percentile(diffs, [50 * (1 - level), 50 * (1 + level)])
+    p_value = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+    return float(low), float(high), float(p_value)
