@@ -153,7 +153,8 @@ def test_hd95_and_surface_dice_match_brute_force_distances(spacing):
     hd95, nsd = case_surface(pred, gt, 2.0, spacing)
     expected = brute_surface(pred, gt, 2.0, spacing or (1.0, 1.0))
     assert (hd95, nsd) == pytest.approx(expected)
-    assert math.isnan(case_surface(pred, np.zeros_like(gt), 2.0)[0]) and case_surface(pred, np.zeros_like(gt), 2.0)[1] == 0
+    empty_hd95, empty_nsd = case_surface(pred, np.zeros_like(gt), 2.0)
+    assert math.isnan(empty_hd95) and empty_nsd == 0
 
 
 def binary_folder(tmp_path):

@@ -1,10 +1,9 @@
 """Cityscapes (fine annotations) in its official layout, scored on the 19 train classes.
 
 ``leftImg8bit/{split}/{city}/{name}_leftImg8bit.png`` with ``gtFine/{split}/{city}/{name}_gtFine_labelIds.png``
-(and ``{name}_gtFine_instanceIds.png`` beside it for iIoU, optional)
 (label ids 0..33; the license plate's -1 is stored as 255). Label ids become train ids on the fly
 with the official table; a pre-converted ``{name}_gtFine_labelTrainIds.png`` (0..18, 255) is used
-instead when present.
+instead when present. ``{name}_gtFine_instanceIds.png`` beside the mask, when present, gives iIoU.
 """
 
 from __future__ import annotations
