@@ -327,9 +327,9 @@ def _losses(pattern: str) -> list[tuple[str, str]]:
 
 
 def _metrics(pattern: str) -> list[tuple[str, str]]:
-    from segbench.metrics import METRICS
+    from segbench.metrics import REGISTRY
 
-    return list(METRICS.items())
+    return [(name, entry.describe()) for name, entry in REGISTRY.items()]
 
 
 LISTINGS: dict[str, Callable[[str], list[tuple[str, str]]]] = {

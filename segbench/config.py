@@ -44,6 +44,7 @@ class DataConfig:
     crop_size: list[int] | None = None  # (height, width)
     flip: bool = False
     photometric: bool = False
+    spacing: list[float] | None = None  # physical size of a pixel (row, column): HD95 and NSD in those units
 
 
 @dataclass
@@ -89,6 +90,15 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
     # published models' classes -> the suite's: MODEL_CLASS: SUITE_CLASS, or NAME: null for a class not shared
     class_map: dict[str, str | None] = field(default_factory=dict)
+    # the metric passport (segbench list metrics), computed in the same pass; false: the confusion matrix only
+    passport: bool = True
+    boundary_dilation: float = 0.02  # Boundary IoU band width, as a share of the image diagonal
+    calibration_bins: int = 15  # ECE bins
+    foreground_classes: list[int] | None = None  # headline fgIoU/fgDice and per-case table; default [1] if 2 classes
+    surface: bool | None = None  # HD95 and NSD per case (CPU); default: on for 2-class suites
+    surface_tolerance: float = 1.0  # NSD tolerance in pixels, or in data.spacing units
+    save_predictions: bool = False  # label PNGs in the data set's own ids, and colour overlays
+    overlays: int = 4  # overlays per model when saving predictions
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,6 +17,10 @@ from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD
 from segbench.inference import predict_logits
 from segbench.metrics import ConfusionMatrix
 
+if TYPE_CHECKING:
+    from segbench.passport import Passport
+    from segbench.predictions import PredictionWriter
+
 
 @dataclass
 class EvalResult:
@@ -26,6 +31,7 @@ class EvalResult:
     seconds: float  # whole loop: waiting for data, copies, forward, post-processing, metric update
     forward_seconds: float  # inference (all views of test-time augmentation), device-synchronised
     data_seconds: float  # waiting for the loader to hand over a batch
+    passport: "Passport | None" = None  # the passport's accumulators, when the suite asked for them
 
     @property
     def images_per_second(self) -> float:
@@ -60,8 +66,10 @@ def crf_refine(images: torch.Tensor, logits: torch.Tensor, cfg: CRFConfig) -> to
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index: int, device: torch.device,
-             cfg: EvalConfig | None = None, desc: str = "eval", progress: bool = True) -> EvalResult:
-    """Run ``model`` over ``loader`` in ``cfg``'s mode and accumulate predictions against the masks."""
+             cfg: EvalConfig | None = None, desc: str = "eval", progress: bool = True,
+             passport: "Passport | None" = None, writer: "PredictionWriter | None" = None) -> EvalResult:
+    """Run ``model`` over ``loader`` in ``cfg``'s mode and accumulate predictions against the masks (and the
+    ``passport``'s metrics; ``writer`` saves the predictions). Batches may carry instance maps third."""
     cfg = cfg or EvalConfig()
     model.to(device).eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device, per_image=True)
@@ -74,7 +82,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         data_seconds += time.perf_counter() - t0
         if batch is None:
             break
-        images, masks = batch
+        images, masks, *extra = batch
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         synchronize(device)
@@ -84,9 +92,18 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         forward_seconds += time.perf_counter() - t0
         if cfg.crf.enabled:
             logits = crf_refine(images, logits, cfg.crf)
-        # max().indices equals argmax (first maximum on ties) and is several times faster over dim 1 on the CPU
-        confusion.update(logits.max(dim=1).indices, masks)
+        if passport is None:
+            # max().indices equals argmax (first maximum on ties) and is several times faster over dim 1 on the CPU
+            pred = logits.max(dim=1).indices
+        else:
+            instances = extra[0].to(device, non_blocking=True) if extra else None
+            pred = passport.update(logits, masks, instances, probabilities=cfg.crf.enabled)
+        confusion.update(pred, masks)
+        if writer is not None:
+            writer.write(images_seen, images, pred)
         images_seen += images.shape[0]
     synchronize(device)
     confusion.all_reduce()
-    return EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds, data_seconds)
+    if passport is not None:
+        passport.all_reduce()
+    return EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds, data_seconds, passport)

@@ -22,7 +22,8 @@ import pandas as pd
 
 from segbench.config import UNHASHED
 from segbench.errors import UserError, closest
-from segbench.metrics import METRICS
+from segbench.metrics import REGISTRY
+from segbench.passport.per_image import PER_IMAGE_MEANS, bootstrap_mean_difference
 from segbench.result_sources import load_results
 from segbench.schema import ModelRecord, Results, Speed, plain
 from segbench.stats import LEVEL, RESAMPLES, STATISTICS, bootstrap_difference
@@ -101,24 +102,32 @@ def _quality_rows(name: str, base: ModelRecord, mine: ModelRecord, max_drop_poin
     rows = []
     for metric, tolerance in max_drop_points.items():
         b, r = base.metrics.get(metric), mine.metrics.get(metric)
-        row = {"model": name, "check": metric, "unit": "pp", "limit": -tolerance,
-               "baseline": None if b is None else 100 * b, "run": None if r is None else 100 * r}
+        entry = REGISTRY.get(metric)  # fractions in percentage points; distances in their unit, lower better
+        scale, sign = entry.scale, 1 if entry.higher_is_better else -1
+        row = {"model": name, "check": metric, "unit": "pp" if entry.unit == "fraction" else entry.unit,
+               "limit": -sign * tolerance, "baseline": None if b is None else scale * b,
+               "run": None if r is None else scale * r}
         if b is None:
             rows.append(row | {"status": "skipped", "note": "no baseline value"})
             continue
         if r is None:
             rows.append(row | {"status": "fail", "note": "no value in the run"})
             continue
-        row["change"] = 100 * (r - b)
+        row["change"] = scale * (r - b)
         note = ""
         drop_significant = None
         pairs = (_per_image(mine), _per_image(base))
-        if metric in STATISTICS and None not in pairs:
+        if (metric in STATISTICS or metric in PER_IMAGE_MEANS) and None not in pairs:
             both_paired = paired and len(pairs[0][0]) == len(pairs[1][0])
-            diff = bootstrap_difference(pairs[0], pairs[1], both_paired, metric, resamples, level, seed)
-            row.update(ci_low=100 * diff.low, ci_high=100 * diff.high, p_value=diff.p_value)
-            drop_significant = diff.high < 0
-        beyond = row["change"] < -tolerance - 1e-9
+            if metric in STATISTICS:
+                diff = bootstrap_difference(pairs[0], pairs[1], both_paired, metric, resamples, level, seed)
+                low, high, p_value = diff.low, diff.high, diff.p_value
+            else:
+                low, high, p_value = bootstrap_mean_difference(pairs[0], pairs[1], both_paired, metric, resamples,
+                                                               level, seed)
+            row.update(ci_low=100 * low, ci_high=100 * high, p_value=p_value)
+            drop_significant = high < 0
+        beyond = sign * row["change"] < -tolerance - 1e-9
         if not beyond:
             status = "ok"
         elif not require_significant:
@@ -200,10 +209,10 @@ def parse_max_drops(items: list[str]) -> dict[str, float]:
 
 def _check_options(max_drop_points: dict[str, float], max_speed_drop_percent: float | None, level: float) -> None:
     for metric, tolerance in max_drop_points.items():
-        if metric not in METRICS:
-            hints = closest(metric, METRICS)
+        if metric not in REGISTRY:
+            hints = closest(metric, REGISTRY)
             raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
-                            + f" (one of {', '.join(METRICS)})")
+                            + f" (one of {', '.join(REGISTRY)}; see `segbench list metrics`)")
         if not tolerance >= 0:
             raise UserError(f"tolerance for {metric} must be a non-negative number of points, got {tolerance}")
     if max_speed_drop_percent is not None and not 0 <= max_speed_drop_percent <= 100:

@@ -44,6 +44,8 @@ from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, load_model, parse_spec
 from segbench.normalisation import IMAGENET, Normalisation, Renormalise
+from segbench.passport import Passport, passport_record
+from segbench.predictions import PredictionWriter
 from segbench.pretrained import TIMM, published_backbone
 from segbench.results import per_class_table
 from segbench.session import Session
@@ -158,22 +160,32 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     confusion matrix, per-image statistics (in data set order) and timing, exact for any number of ranks."""
     cfg, world, device = session.cfg, session.world, session.device
     indices = shard(len(val_set), world)
-    part = Subset(val_set, indices) if world.distributed else val_set
+    passport = Passport.build(cfg.eval, cfg.data, info, val_set, device)
+    data = passport.dataset(val_set) if passport else val_set
+    part = Subset(data, indices) if world.distributed else data
+    out_dir = Path(gather(str(session.work_dir))[0])  # rank 0's folder, for every rank's predictions
+    writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays,
+                               cfg.data.label_map, first=indices.start) if cfg.eval.save_predictions else None)
     loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
-    result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval,
-                      desc=f"eval {spec.name}", progress=cfg.progress and world.main)  # sums the matrices
+    result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
+                      progress=cfg.progress and world.main, passport=passport, writer=writer)  # sums the counts
     intersections, unions = (gather_rows(a) for a in result.confusion.per_image_stats())
     images = len(intersections)
     if images != len(val_set):
         raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
                            f"{len(val_set)}")
+    if passport is not None and world.distributed:
+        passport.merge_ranks(indices.start)
     seconds = max(gather(result.seconds))
     rates = gather(result.images_per_second)
     scores = result.confusion.compute()
     table = per_class_table(info, scores)
     matrix = result.confusion.matrix.cpu().numpy()
+    extra_metrics, passport_part = passport_record(result, scores, val_set, intersections, unions, writer, out_dir)
     record = {
-        "metrics": scores.summary(),
+        "metrics": scores.summary() | extra_metrics,
+        "passport": passport_part,
+        "overlays": writer.overlay_paths if writer else [],
         "per_class": table.to_dict(orient="records"),
         "evaluation": describe_mode(cfg.eval) | {
             "crf": cfg.eval.crf.enabled,
@@ -211,6 +223,8 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
             record["checkpoint"] = record["train"].pop("checkpoint", None)
         evaluation = _evaluate(model, spec, info, val_set, session)
         absent = evaluation.pop("classes_without_pixels")
+        for overlay in evaluation.pop("overlays"):
+            tracker.artifact(run_id, overlay)
         record |= evaluation
         record["data"] = {"skipped": getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
                           "problems": [str(p) for p in (getattr(train_set, "problems", []) +
@@ -312,6 +326,7 @@ def run(cfg: SuiteConfig) -> Path | None:
             "convention": seg_metrics.convention(info.num_classes, info.ignore_index,
                                                  f"{info.name}-{info.num_classes}"),
             "models": records,
+            "metric_definitions": seg_metrics.definitions({k for r in records for k in r["metrics"]}),
         }
         path = session.finish("results.json", results)
     if world.main:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from segbench.errors import UserError
+from segbench.schema_passport import MetricDefinition, PassportDetails
 from segbench.typed_json import ABSENT, Invalid, build, describe, plain
 from segbench.utils import atomic_write
 
@@ -239,6 +240,7 @@ class ModelRecord:
     confusion_matrix: list[list[int]] | None = None  # rows ground truth, columns prediction (score: + void)
     data: DataIssues | None = None  # problems met in the data
     per_image: PerImage | None = None  # per-image intersections and unions
+    passport: PassportDetails | None = None  # metric-passport details (boundary, calibration, iIoU, per case)
     speed: list[Speed] = field(default_factory=list)  # one record per bench batch size
     mlflow_run_id: str | None = None  # the model's MLflow child run
     extra_fields: dict[str, Any] = _extra()
@@ -259,6 +261,7 @@ class Results:
     environment: Environment | None = None  # the hardware and software fingerprint
     mlflow: Mlflow | None = None  # where the run was logged
     models: list[ModelRecord] = field(default_factory=list)  # one record per model
+    metric_definitions: dict[str, MetricDefinition] = field(default_factory=dict)  # every metric in ``metrics``
     extra_fields: dict[str, Any] = _extra()
 
     def to_dict(self) -> dict:

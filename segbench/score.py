@@ -27,6 +27,7 @@ from segbench.datasets.checks import describe_error, read_mask
 from segbench.datasets.folder import LabelMap, SegmentationFiles
 from segbench.errors import UserError
 from segbench.metrics import SegMetrics, category_iou, compute_metrics, nanmean
+from segbench.passport.scored import ScoredPassport
 from segbench.results import per_class_table
 from segbench.session import Session
 
@@ -73,9 +74,11 @@ def match_predictions(dataset: SegmentationFiles, pred_dir: Path, allow_extra: b
 
 
 def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes: int,
-               progress: bool = True) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+               progress: bool = True, passports: dict | None = None
+               ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The K x 256 matrix of ground-truth class (rows) against raw 8-bit predicted value (columns), and for
-    each label space the per-image intersections and unions (images x K, for bootstrap intervals)."""
+    each label space the per-image intersections and unions (images x K, for bootstrap intervals).
+    ``passports``: label space -> ScoredPassport, updated with each image in that space."""
     k = num_classes
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
     per_image: dict[str, tuple[list, list]] = {space: ([], []) for space in tables}
@@ -93,6 +96,8 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
         counts = np.bincount(np.where(valid, target * RAW_VALUES + pred, k * RAW_VALUES).ravel(),
                              minlength=k * RAW_VALUES + 1)[: k * RAW_VALUES].reshape(k, RAW_VALUES)
         raw += counts
+        for space, passport in (passports or {}).items():
+            passport.update(index, tables[space][pred], target)
         for space, table in tables.items():
             matrix = collapse(counts, table)
             tp = np.diag(matrix)
@@ -160,17 +165,22 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
                         "score against an on-disk data set (cityscapes, ade20k, voc, folder)")
     start = time.perf_counter()
     predictions = match_predictions(dataset, pred_dir, allow_extra=cfg.data.skip_bad and dataset.skipped > 0)
-    raw, per_image = accumulate(dataset, predictions, info.num_classes, cfg.progress)
+    passports = ({space: ScoredPassport(cfg, info, dataset) for space in LABEL_SPACES[1:]}
+                 if cfg.eval.passport else {})
+    raw, per_image = accumulate(dataset, predictions, info.num_classes, cfg.progress, passports)
     where = f"{pred_dir} ({dataset.name} {dataset.split})"
     space = choose_space(raw, dataset.encoding, label_space, where)
     matrix = collapse(raw, prediction_table(space, dataset.encoding, info.num_classes))
     scores = metrics_with_void(matrix)
+    extra_metrics, passport = (passports[space].finish(matrix, scores, per_image[space])
+                               if passports else ({}, None))
     seconds = time.perf_counter() - start
 
     name = pred_dir.resolve().name
     table = per_class_table(info, scores)
     record: dict = {"name": name, "arch": None, "backbone": None, "params": None, "source": "predictions",
-                    "metrics": scores.summary(), "per_class": table.to_dict(orient="records")}
+                    "metrics": scores.summary() | extra_metrics, "per_class": table.to_dict(orient="records"),
+                    "passport": passport}
     if info.categories:
         categories = category_iou(matrix, info.categories)
         record["categories"] = {"IoU": categories, "mIoU": nanmean(np.array(list(categories.values())))}
@@ -203,6 +213,7 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
                                                     f"{info.name}-{info.num_classes}"),
                            "void_prediction": "false_negative"},
             "models": [record],
+            "metric_definitions": seg_metrics.definitions(record["metrics"]),
         }
         path = session.finish("results.json", results)
     print_leaderboard(leaderboard(results, cfg.eval.metrics), f"{cfg.name}: predictions in {pred_dir}")

@@ -9,6 +9,7 @@ from segbench import datasets, losses, metrics, models
 from segbench.config import OPTIMIZERS, PRECISIONS, SuiteConfig, read_config
 from segbench.errors import UserError, unknown
 from segbench.inference import check_eval_config
+from segbench.passport import check_passport_config
 from segbench.pretrained import TIMM, published_backbone
 from segbench.sweep import parse_shard
 
@@ -61,8 +62,8 @@ def validate(cfg: SuiteConfig) -> None:
     for name in cfg.train.loss:
         losses.LOSSES.get(name)
     for name in cfg.eval.metrics:
-        if name not in metrics.METRICS:
-            raise unknown("metric", name, metrics.METRICS)
+        metrics.REGISTRY.get(name)
+    check_passport_config(cfg.eval, cfg.data, len(datasets.dataset_info(cfg.data).classes))
     if cfg.train.optimizer not in OPTIMIZERS:
         raise unknown("optimizer", cfg.train.optimizer, OPTIMIZERS)
     if cfg.device != "auto" and not cfg.device.startswith(("cpu", "cuda", "mps")):

@@ -91,3 +91,42 @@ def make_folder(root: Path, masks: dict[str, dict[str, np.ndarray]], suffix: str
             write_image(root / "images" / split / f"{name}{suffix}", seed=n, size=(mask.shape[1], mask.shape[0]))
             write_mask(root / "masks" / split / f"{name}.png", mask)
     return root
+
+
+# A Cityscapes val image with instance ids (rows, columns, label id, instance id; the rest is road, id 7) and
+# a prediction in train ids (rows, columns, train id; the rest road, 0), for hand-computed iIoU.
+INSTANCES = (
+    ((0, 2), (0, 5), 26, 26001),  # car, 10 pixels
+    ((4, 8), (0, 10), 26, 26002),  # car, 40 pixels
+    ((10, 12), (0, 10), 24, 24000),  # person, 20 pixels
+    ((14, 16), (0, 10), 26, 26),  # a crowd of cars: id < 1000, no instance
+    ((20, 22), (0, 5), 25, 25001),  # rider, 10 pixels
+)
+INSTANCE_PREDICTION = (
+    ((0, 2), (0, 3), 13), ((0, 2), (3, 5), 14),  # car instance 26001: 6 car, 4 truck
+    ((4, 8), (0, 10), 13),  # car instance 26002: all car
+    ((10, 12), (0, 5), 11), ((10, 12), (5, 10), 12),  # person: 10 person, 10 rider
+    ((20, 22), (0, 5), 11),  # rider predicted as person
+    ((28, 29), (0, 5), 13),  # 5 road pixels predicted as car
+)
+
+
+def paint(shapes, background: int, dtype=np.uint8) -> np.ndarray:
+    """A HEIGHT x WIDTH map of ``background`` with each ((r0, r1), (c0, c1), value, ...) rectangle painted."""
+    out = np.full((HEIGHT, WIDTH), background, dtype=dtype)
+    for (r0, r1), (c0, c1), value, *_ in shapes:
+        out[r0:r1, c0:c1] = value
+    return out
+
+
+def make_cityscapes_instances(root: Path) -> Path:
+    """train and val: frankfurt_000000_000019 with labelIds and 16-bit instanceIds (INSTANCES)."""
+    labels = paint(INSTANCES, 7)
+    instances = paint([(r, c, inst) for r, c, _, inst in INSTANCES], 7, np.uint16)
+    for split in ("train", "val"):
+        name = "frankfurt_000000_000019"
+        write_image(root / "leftImg8bit" / split / "frankfurt" / f"{name}_leftImg8bit.png", seed=0)
+        gt = root / "gtFine" / split / "frankfurt"
+        write_mask(gt / f"{name}_gtFine_labelIds.png", labels)
+        Image.fromarray(instances).save(gt / f"{name}_gtFine_instanceIds.png")
+    return root

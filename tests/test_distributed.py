@@ -77,7 +77,12 @@ def test_evaluation_is_identical_for_1_2_and_3_processes(tmp_path):
         assert records[processes]["evaluation"]["images"] == 7
         assert records[processes]["confusion_matrix"] == one["confusion_matrix"]
         assert records[processes]["per_image"] == one["per_image"]
-        assert records[processes]["metrics"] == one["metrics"]
+        # everything counted is identical; the calibration error sums float32 softmax confidences, which differ
+        # in the last bits when the same image is computed in another batch (as with another eval.batch_size)
+        counted = {k: v for k, v in one["metrics"].items() if k != "ECE"}
+        assert {k: v for k, v in records[processes]["metrics"].items() if k != "ECE"} == counted
+        assert records[processes]["metrics"]["ECE"] == pytest.approx(one["metrics"]["ECE"], rel=1e-6)
+        assert records[processes]["passport"]["boundary"] == one["passport"]["boundary"]
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

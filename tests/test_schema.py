@@ -44,7 +44,7 @@ def test_written_as_version_2_and_read_back_unchanged(tmp_path):
     data = json.loads(path.read_text())
     assert (data["schema_version"], data["kind"]) == (SCHEMA_VERSION, "run") == (2, "run")
     assert list(data) == ["schema_version", "kind", "suite", "dataset", "convention", "environment", "mlflow",
-                          "models"]
+                          "models", "metric_definitions"]
     record = data["models"][0]
     assert record["source"] is None and record["categories"] is None  # every field, null where unused
     assert record["per_class"][0] == {"class": "sky", "IoU": 0.9890540415659457, "Dice": 0.9944969024444219,

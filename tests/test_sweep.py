@@ -6,10 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+from test_failures import TINY
 
 from segbench.errors import UserError
 from segbench.sweep import Shard, parse_shard
-from test_failures import TINY
 
 MODELS = ["a", "b", "c", "d", "e"]
 

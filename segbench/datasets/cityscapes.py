@@ -3,7 +3,7 @@
 ``leftImg8bit/{split}/{city}/{name}_leftImg8bit.png`` with ``gtFine/{split}/{city}/{name}_gtFine_labelIds.png``
 (label ids 0..33; the license plate's -1 is stored as 255). Label ids become train ids on the fly
 with the official table; a pre-converted ``{name}_gtFine_labelTrainIds.png`` (0..18, 255) is used
-instead when present.
+instead when present. ``{name}_gtFine_instanceIds.png`` beside the mask, when present, gives iIoU.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYOUT = ("leftImg8bit/{split}/CITY/NAME_leftImg8bit.png and "
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"  # label_id * 1000 + k per instance: for iIoU
 NUM_LABEL_IDS = 34  # label ids 0..33; the license plate (-1) is stored as 255 and ignored
 
 # The 19 train classes in train-id order: (name, label id, colour, category), from the official table.
@@ -66,6 +67,24 @@ def label_ids(ignore_index: int) -> LabelMap:
 def train_ids(ignore_index: int) -> LabelMap:
     """Pre-converted train ids: 0..18 are the classes, 255 is ignored."""
     return LabelMap("Cityscapes train ids (0..18, 255)", {i: i for i in range(len(CLASSES))}, {255}, ignore_index)
+
+
+def instance_label_ids() -> dict[int, int]:
+    """Label id -> train id of the classes with instances (the Cityscapes iIoU classes)."""
+    return {label_id: train_id for train_id, (name, label_id, _, category) in enumerate(TRAIN_CLASSES)
+            if category in ("human", "vehicle")}
+
+
+def instance_files(samples: list) -> list[Path | None]:
+    """Each sample's ``*_gtFine_instanceIds.png`` beside its mask, None where there is none."""
+    found = []
+    for sample in samples:
+        stem = sample.mask.name
+        for suffix in (LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX):
+            stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+        path = sample.mask.parent / (stem + INSTANCE_IDS_SUFFIX)
+        found.append(path if path.is_file() else None)
+    return found
 
 
 def _root(cfg: DataConfig) -> Path:
