@@ -3,9 +3,11 @@ suite (sortable leaderboard, per-class IoU heatmap by pandas' Styler, plots, set
 
 from __future__ import annotations
 
+import base64
 import math
 from datetime import datetime, timezone
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,6 +79,17 @@ def confusions(frame: pd.DataFrame) -> list[Markup]:
     return plots
 
 
+def overlay_strips(frame: pd.DataFrame) -> list[dict]:
+    """Per model that saved predictions, its overlay PNGs embedded as data URIs (the page stays one file)."""
+    strips = []
+    for _, row in frame.iterrows():
+        images = [f"data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"
+                  for p in row.get("overlays") or [] if Path(p).is_file()]
+        if images:
+            strips.append({"label": str(row["label"]), "images": images})
+    return strips
+
+
 def to_html(frame: pd.DataFrame, suite: str) -> str:
     """The suite's self-contained page: leaderboard, per-class IoU, speed against accuracy, settings."""
     frame = frame.assign(label=labels(frame))
@@ -88,7 +101,8 @@ def to_html(frame: pd.DataFrame, suite: str) -> str:
     return _templates().get_template("suite.html.j2").render(
         title=f"segbench: {suite}", suite=suite, models=len(frame), stamp=_stamp(), level=f"{LEVEL:.0%}",
         columns=columns, rows=rows, heatmap=heatmap(frame), hardware=frame["hardware"].dropna().nunique(),
-        pareto=Markup(pareto) if pareto else None, confusions=confusions(frame), groups=len(groups),
+        pareto=Markup(pareto) if pareto else None, confusions=confusions(frame), overlays=overlay_strips(frame),
+        groups=len(groups),
         settings=settings, sources=list(frame["source"].unique()))
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from segbench.errors import UserError
 from segbench.metrics import METRICS, convention
 from segbench.result_sources import find_results, mlflow_frame
-from segbench.schema import Results, read_results
+from segbench.schema import ModelRecord, Results, read_results
 from segbench.stats import bootstrap
 from segbench.tracking import PARENT_TAG
 
@@ -39,7 +39,7 @@ SETTINGS = {  # settings that make numbers comparable: row column -> label
     "segbench": "segbench",
     "git_commit": "git commit",
 }
-NOT_IN_CSV = ("time", "confusion", "classes")  # row columns for the page only
+NOT_IN_CSV = ("time", "confusion", "classes", "overlays")  # row columns for the page only
 
 
 def _number(value) -> float:
@@ -51,6 +51,13 @@ def _get(run: pd.Series, key: str):
     """A value of an MLflow search row, None when absent or NaN."""
     value = run.get(key)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _overlays(record: ModelRecord, source: str) -> list[str]:
+    """The overlay PNGs saved with a model's predictions (eval.save_predictions), as paths beside ``source``."""
+    saved = record.passport.predictions if record.passport else None
+    folder = Path(source).parent
+    return [str(folder / name) for name in saved.overlays] if saved else []
 
 
 def model_rows(results: Results, source: str, time: float = math.nan) -> list[dict]:
@@ -97,6 +104,7 @@ def model_rows(results: Results, source: str, time: float = math.nan) -> list[di
             "time": time,
             "confusion": record.confusion_matrix,
             "classes": list(classes),
+            "overlays": _overlays(record, source),
         })
         iou = {scores.name: scores.IoU for scores in record.per_class}
         row.update({f"IoU.{name}": _number(iou.get(name)) for name in classes})
@@ -136,7 +144,7 @@ def frame_rows(frame: pd.DataFrame) -> list[dict]:
             "mlflow_run_id": get("run_id"),
             "source": f"MLflow run {get(f'tags.{PARENT_TAG}')}",
             "time": start.timestamp() if start is not None else math.nan,
-            "confusion": None, "classes": classes,
+            "confusion": None, "classes": classes, "overlays": [],
         })
         row.update({f"IoU.{name}": _number(get(f"metrics.IoU.{name}")) for name in classes})
         rows.append(row)

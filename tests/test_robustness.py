@@ -273,3 +273,19 @@ def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
         torch.testing.assert_close(model(images), unchanged, rtol=0, atol=0)
         runner.feed_normalised(model, half)
         torch.testing.assert_close(model(images), by_hand)
+
+
+def test_the_report_shows_the_saved_predictions(cli, tmp_path, mlflow_uri):
+    import base64
+
+    root = folder_tree(tmp_path / "data", binary_mask(1))
+    code, _, err = cli("run", *folder_suite(root), "eval.save_predictions=true", "eval.overlays=2",
+                       f"tracking.uri={mlflow_uri}", f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    overlays = sorted((tmp_path / "run" / "predictions" / "unet-resnet10t" / "overlays").glob("*.png"))
+    assert len(overlays) == 2
+    code, _, err = cli("report", str(tmp_path / "run"), "--out", str(tmp_path / "rep"))
+    assert code == 0, err
+    html = (tmp_path / "rep" / "folder_example" / "index.html").read_text()
+    assert html.count('alt="prediction of unet-resnet10t"') == 2
+    assert all(base64.b64encode(path.read_bytes()).decode() in html for path in overlays)
