@@ -87,6 +87,8 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
     # published models' classes -> the suite's: MODEL_CLASS: SUITE_CLASS, or NAME: null for a class not shared
     class_map: dict[str, str | None] = field(default_factory=dict)
+    # deployment parity: each backend evaluated on the split, its metrics and difference from eager recorded
+    backends: list[str] = field(default_factory=lambda: ["eager"])
 
 
 @dataclass
@@ -96,11 +98,14 @@ class BenchConfig:
     input_size: list[int] | None = None  # (height, width); default: the data set's evaluation size
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     channels_last: bool = False
-    compile: bool = False
+    backends: list[str] = field(default_factory=lambda: ["eager"])  # eager, compile, onnxruntime, tensorrt
+    isolate: bool = True  # segbench bench: time each model in a fresh process
     warmup: int = 5
     warmup_seconds: float = 0.0
     iters: int = 20
     repeats: int = 3
+    min_seconds: float = 0.0  # keep timing blocks of iters until at least this much time is timed
+    oom: str = "fail"  # fail (a one-line error naming the batch size) | halve (halve the batch, record it)
 
 
 @dataclass
@@ -171,8 +176,14 @@ def valid_keys(schema: type = SuiteConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+_REPLACED = {"bench.compile": "bench.compile was replaced by bench.backends: use bench.backends=[compile] "
+                                "(or [eager,compile] to time both)"}
+
+
 def _check_key(key: str) -> None:
     """Raise a UserError for a dotted key the schema does not have (free-form dict fields accept any child)."""
+    if key in _REPLACED:
+        raise UserError(_REPLACED[key])
     schema: Any = SuiteConfig
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -338,11 +349,34 @@ def validate(cfg: SuiteConfig) -> None:
         raise unknown("precision", cfg.bench.precision, PRECISIONS)
     if cfg.bench.input_size is not None and (len(cfg.bench.input_size) != 2 or min(cfg.bench.input_size) <= 0):
         raise UserError(f"bench.input_size: expected [height, width], got {cfg.bench.input_size}")
+    _check_backends(cfg)
     from segbench.inference import check_eval_config
 
     check_eval_config(cfg.eval)
     if cfg.train.lr <= 0:
         raise UserError(f"train.lr: expected a positive number, got {cfg.train.lr}")
+
+
+def _check_backends(cfg: SuiteConfig) -> None:
+    """Backend names known and listed once, the timing settings usable. A known backend that cannot run here
+    (TensorRT without CUDA) is not an error: it is recorded as skipped, with its reason."""
+    from segbench.backends import BACKENDS
+    from segbench.benchmark import OOM_POLICIES
+
+    for key, names in (("bench.backends", cfg.bench.backends), ("eval.backends", cfg.eval.backends)):
+        if not names:
+            raise UserError(f"{key}: name at least one backend, e.g. {key}=[eager]")
+        for name in names:
+            try:
+                BACKENDS.get(name)
+            except UserError as exc:
+                raise UserError(f"{key}: {exc}") from None
+            if names.count(name) > 1:
+                raise UserError(f"{key}: backend '{name}' is listed twice")
+    if cfg.bench.oom not in OOM_POLICIES:
+        raise UserError(f"bench.oom: expected one of {', '.join(OOM_POLICIES)}, got '{cfg.bench.oom}'")
+    if not cfg.bench.min_seconds >= 0:
+        raise UserError(f"bench.min_seconds: expected a non-negative number of seconds, got {cfg.bench.min_seconds}")
 
 
 def to_dict(cfg: SuiteConfig) -> dict[str, Any]:

@@ -74,6 +74,9 @@ class Environment:
     threads: int | None = None  # torch intra-op threads
     cuda: str | None = None  # CUDA version torch was built with
     cudnn: int | None = None  # cuDNN version
+    cudnn_benchmark: bool | None = None  # torch.backends.cudnn.benchmark when the run started
+    gpu_driver: str | None = None  # NVIDIA driver version (nvidia-smi or pynvml); null without a CUDA device
+    gpu_clocks: dict[str, Any] | None = None  # current and max SM/memory clocks (MHz), power limit, pstate, ...
     extra_fields: dict[str, Any] = _extra()
 
 
@@ -139,6 +142,23 @@ class ClassScores:
 
 
 @dataclass
+class BackendEvaluation:
+    backend: str  # eager, compile, onnxruntime or tensorrt (segbench.backends)
+    status: str = "ok"  # ok; reference (eager: the record's own evaluation); skipped (cannot run here)
+    reason: str | None = None  # skipped: why
+    precision: str | None = None  # fp32, ...
+    provider: str | None = None  # torch, an ONNX Runtime execution provider, TensorRT
+    metrics: dict[str, float | None] = field(default_factory=dict)  # mIoU, ... (fractions) under this backend
+    difference: dict[str, float | None] = field(default_factory=dict)  # this backend minus eager (fractions)
+    max_abs_logit_difference: float | None = None  # against eager, over the first evaluated batch
+    prediction_agreement: float | None = None  # share of the first batch's pixels with eager's argmax
+    images: int | None = None  # evaluated images
+    seconds: float | None = None  # wall time of this backend's evaluation (building it included)
+    details: dict[str, Any] = field(default_factory=dict)  # what ran: exporter, opset, input shapes, ...
+    extra_fields: dict[str, Any] = _extra()
+
+
+@dataclass
 class Evaluation:
     mode: str | None = None  # whole, slide, resize, or predictions (segbench score)
     split: str | None = None  # evaluated split
@@ -160,6 +180,7 @@ class Evaluation:
     label_space_detected: bool | None = None  # score only: label space detected rather than named
     void_pixels: int | None = None  # score only: pixels predicted outside the classes
     skipped: int | None = None  # score only: unreadable ground-truth files skipped
+    backends: list[BackendEvaluation] | None = None  # eval.backends: each backend's metrics and difference
     extra_fields: dict[str, Any] = _extra()
 
 
@@ -200,9 +221,22 @@ class Speed:
     device: str | None = None  # torch device
     precision: str | None = None  # fp32, or bf16 / fp16 autocast
     memory_format: str | None = None  # contiguous or channels_last
-    compile: bool | None = None  # torch.compile
+    compile: bool | None = None  # torch.compile (backend compile)
     timer: str | None = None  # perf_counter or cuda_events
+    backend: str | None = None  # eager, compile, onnxruntime or tensorrt; null in older files: eager (or compile)
+    provider: str | None = None  # torch, an ONNX Runtime execution provider (CPUExecutionProvider, ...), TensorRT
+    backend_details: dict[str, Any] = field(default_factory=dict)  # exporter, opset, input shapes, threads, ...
+    min_seconds: float | None = None  # the minimum timed duration asked for
+    timed_seconds: float | None = None  # the timed duration measured, all blocks
+    isolated: bool | None = None  # measured in a fresh process of its own (segbench bench)
     extra: dict[str, Any] = field(default_factory=dict)  # anything else the measurement recorded
+    extra_fields: dict[str, Any] = _extra()
+
+
+@dataclass
+class SkippedBackend:
+    backend: str  # a backend of bench.backends that was not timed
+    reason: str  # why: cannot run here (TensorRT without CUDA, ...), or its export failed
     extra_fields: dict[str, Any] = _extra()
 
 
@@ -224,7 +258,8 @@ class ModelRecord:
     confusion_matrix: list[list[int]] | None = None  # rows ground truth, columns prediction (score: + void)
     data: DataIssues | None = None  # problems met in the data
     per_image: PerImage | None = None  # per-image intersections and unions
-    speed: list[Speed] = field(default_factory=list)  # one record per bench batch size
+    speed: list[Speed] = field(default_factory=list)  # one record per bench backend and batch size
+    speed_skipped: list[SkippedBackend] = field(default_factory=list)  # bench backends that could not run here
     mlflow_run_id: str | None = None  # the model's MLflow child run
     extra_fields: dict[str, Any] = _extra()
 
