@@ -98,11 +98,39 @@ def export_onnx(model: nn.Module, example: torch.Tensor, dynamic_spatial: bool =
         except Exception as exc:  # an operator or a shape the exporter cannot handle: try the next one
             notes.append(f"{exporter}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
             continue
+        mismatch = _differs_from_eager(model, sample, data)
+        if mismatch:
+            notes.append(f"{exporter}: {mismatch}")
+            continue
         opset = next((o.version for o in onnx.load_from_string(data).opset_import if o.domain in ("", "ai.onnx")),
                      -1)
         axes = ["batch"] + (["height", "width"] if dynamic_spatial else [])
         return OnnxExport(data, exporter, opset, list(example.shape), axes, time.perf_counter() - start, notes)
     raise BackendUnavailable("ONNX export failed: " + "; ".join(notes))
+
+
+def _differs_from_eager(model: nn.Module, sample: torch.Tensor, data: bytes) -> str | None:
+    """Why the exported model does not compute what ``model`` computes on inputs like ``sample`` (None: it does). A
+    tracing exporter can bake a value that depends on the input into a constant, and still succeed: the check
+    uses an input of its own, not the one exported with."""
+    try:
+        import onnxruntime
+    except ImportError:  # nothing to check with (the TensorRT route without onnxruntime)
+        return None
+    try:
+        probe = torch.randn(sample.shape, generator=torch.Generator().manual_seed(0)).to(sample.device)
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        got = session.run([OUTPUT], {INPUT: probe.cpu().numpy()})[0]
+        with torch.no_grad():
+            reference = model(probe).float().cpu().numpy()
+    except Exception as exc:
+        return f"the export does not run: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    if got.shape != reference.shape:
+        return f"the export returns shape {list(got.shape)}, eager {list(reference.shape)}"
+    difference = float(np.abs(got - reference).max())
+    if difference > CHECK_TOLERANCE * max(1.0, float(np.abs(reference).max())):
+        return f"the export differs from eager by up to {difference:.3g}"
+    return None
 
 
 class OrtRunner:
