@@ -126,6 +126,9 @@ def gate(
                                                            "100: speed not gated)"),
     reference_model: str | None = typer.Option(None, help="compare speed as a ratio to this model of the same run"),
     require_significant: bool = typer.Option(False, help="a drop must also be beyond noise (bootstrap, repeats)"),
+    max_backend_diff: list[str] | None = typer.Option(None, help="METRIC=POINTS: every deployment backend of the "
+                                                                 "run's eval.backends must score within POINTS of "
+                                                                 "eager (e.g. mIoU=0.1); repeatable"),
     out: Path | None = typer.Option(None, help="write gate.md and gate.json here"),
     tracking_uri: str | None = typer.Option(None, help="MLflow store for run ids and 'latest'"),
 ) -> None:
@@ -136,7 +139,9 @@ def gate(
     speed = gating.MAX_SPEED_DROP_PERCENT if max_speed_drop is None else max_speed_drop
     result = gating.gate(run, baseline, max_drop_points=gating.parse_max_drops(max_drop) if max_drop else None,
                          max_speed_drop_percent=speed, reference_model=reference_model,
-                         require_significant=require_significant, tracking_uri=tracking_uri)
+                         require_significant=require_significant, tracking_uri=tracking_uri,
+                         max_backend_diff_points=gating.parse_max_drops(max_backend_diff, {}) if max_backend_diff
+                         else None)
     if out is not None:
         write_summary(result, out)
     typer.echo(text(result))

@@ -99,6 +99,8 @@ class EvalConfig:
     surface_tolerance: float = 1.0  # NSD tolerance in pixels, or in data.spacing units
     save_predictions: bool = False  # label PNGs in the data set's own ids, and colour overlays
     overlays: int = 4  # overlays per model when saving predictions
+    # deployment parity: each backend evaluated on the split, its metrics and difference from eager recorded
+    backends: list[str] = field(default_factory=lambda: ["eager"])
 
 
 @dataclass
@@ -108,7 +110,10 @@ class BenchConfig:
     input_size: list[int] | None = None  # (height, width); default: the data set's evaluation size
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     channels_last: bool = False
-    compile: bool = False
+    backends: list[str] = field(default_factory=lambda: ["eager"])  # eager, compile, onnxruntime, tensorrt
+    isolate: bool = True  # segbench bench: time each model in a fresh process
+    min_seconds: float = 0.0  # keep timing blocks of iters until at least this much time is timed
+    oom: str = "fail"  # fail (a one-line error naming the batch size) | halve (halve the batch, record it)
     warmup: int = 5
     warmup_seconds: float = 0.0
     iters: int = 20
@@ -184,8 +189,14 @@ def valid_keys(schema: type = SuiteConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+_REPLACED = {"bench.compile": "bench.compile was replaced by bench.backends: use bench.backends=[compile] "
+                                "(or [eager,compile] to time both)"}
+
+
 def _check_key(key: str) -> None:
     """Raise a UserError for a dotted key the schema does not have (free-form dict fields accept any child)."""
+    if key in _REPLACED:
+        raise UserError(_REPLACED[key])
     schema: Any = SuiteConfig
     parts = key.split(".")
     for depth, part in enumerate(parts):

@@ -54,11 +54,15 @@ def speed_table(records: list[ModelRecord | dict]) -> pd.DataFrame:
     """One row per model and batch size from the models' speed records."""
     rows = []
     for record in map(to_model, records):
+        eager = {s.requested_batch_size: s.images_per_second for s in record.speed if (s.backend or "eager") == "eager"}
         for speed in record.speed:
             rows.append({
                 "model": record.name,
+                "backend": speed.backend or "eager",
                 "batch": speed.batch_size,
                 "img/s": speed.images_per_second,
+                "x eager": speed.images_per_second / eager[speed.requested_batch_size]
+                if speed.requested_batch_size in eager else None,
                 "spread %": 100 * speed.spread if speed.spread is not None else None,
                 "p50 ms": speed.latency_ms_p50,
                 "p90 ms": speed.latency_ms_p90,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -54,6 +55,69 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# nvidia-smi --query-gpu fields -> fingerprint keys (clocks in MHz, power in W)
+GPU_QUERY = {"driver_version": "driver", "clocks.sm": "sm_mhz", "clocks.mem": "memory_mhz",
+             "clocks.max.sm": "max_sm_mhz", "clocks.max.mem": "max_memory_mhz", "power.limit": "power_limit_w",
+             "persistence_mode": "persistence_mode", "pstate": "pstate", "temperature.gpu": "temperature_c"}
+
+
+def parse_gpu_query(line: str) -> dict:
+    """One line of ``nvidia-smi --query-gpu=<GPU_QUERY> --format=csv,noheader,nounits`` as a dict (numbers as
+    numbers, "[N/A]" as None)."""
+    values = {}
+    for key, raw in zip(GPU_QUERY.values(), (cell.strip() for cell in line.split(","))):
+        try:
+            values[key] = float(raw) if key != "driver" else raw
+        except ValueError:
+            values[key] = None if raw.startswith("[") or not raw else raw
+    return values
+
+
+def _gpu_id(device: torch.device) -> str:
+    """The GPU as nvidia-smi names it: its UUID (CUDA_VISIBLE_DEVICES renumbers indices), else its index."""
+    uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", "") or "")
+    if not uuid:
+        return str(device.index or 0)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def _pynvml_query(device: torch.device) -> dict | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device() if device.index is None
+                                                   else device.index)
+        sm, mem = pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_MEM
+        return {"driver": str(pynvml.nvmlSystemGetDriverVersion()),
+                "sm_mhz": pynvml.nvmlDeviceGetClockInfo(handle, sm),
+                "memory_mhz": pynvml.nvmlDeviceGetClockInfo(handle, mem),
+                "max_sm_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, sm),
+                "max_memory_mhz": pynvml.nvmlDeviceGetMaxClockInfo(handle, mem),
+                "power_limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000}
+    except Exception:  # NVML not usable here (no driver, no permission)
+        return None
+
+
+def gpu_state(device: torch.device) -> dict | None:
+    """Driver and clocks of a CUDA device, through nvidia-smi, else pynvml; None on other devices or without
+    either (``source`` says which answered)."""
+    if device.type != "cuda":
+        return None
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(GPU_QUERY)}", "--format=csv,noheader,nounits",
+                                  "-i", _gpu_id(device)], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                return parse_gpu_query(out.stdout.strip().splitlines()[0]) | {"source": "nvidia-smi"}
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    state = _pynvml_query(device)
+    return state | {"source": "pynvml"} if state else None
+
+
 def fingerprint(device: torch.device) -> dict:
     """Versions, device and CPU facts that make a number reproducible."""
     versions = {}
@@ -75,6 +139,10 @@ def fingerprint(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
     }
+    info["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+    gpu = gpu_state(device)
+    info["gpu_driver"] = gpu.pop("driver", None) if gpu else None
+    info["gpu_clocks"] = gpu
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     return info

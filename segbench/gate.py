@@ -32,7 +32,7 @@ from segbench.utils import flatten
 MAX_DROP_POINTS = {"mIoU": 0.5}
 MAX_SPEED_DROP_PERCENT = 20.0
 FAILING = ("fail", "missing")
-SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile")  # must match to compare
+SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile", "backend")  # must match
 COLUMNS = ["model", "check", "baseline", "run", "change", "limit", "unit", "ci_low", "ci_high", "p_value",
            "status", "note"]
 
@@ -161,7 +161,7 @@ def _speed_row(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float
         return row | {"status": "skipped", "note": "no speed in the baseline"}
     if r is None:
         return row | {"status": "fail", "note": "speed not measured in the run"}
-    setting = [k for k in SPEED_SETTINGS if getattr(b, k) != getattr(r, k)]
+    setting = [k for k in SPEED_SETTINGS if _setting(b, k) != _setting(r, k)]
     if setting:
         return row | {"status": "skipped", "note": f"not comparable: {', '.join(setting)} differ"}
     (b_lo, b_hi), (r_lo, r_hi) = _span(b), _span(r)
@@ -187,6 +187,35 @@ def _speed_row(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float
     return row | {"status": "fail" if row["ci_high"] < 0 else "noise"}
 
 
+def _setting(speed: Speed, key: str) -> object:
+    """A speed setting; a record written before backends existed ran eager (or torch.compile)."""
+    value = getattr(speed, key)
+    return ("compile" if speed.compile else "eager") if key == "backend" and value is None else value
+
+
+def _parity_rows(record: ModelRecord, max_diff_points: dict[str, float]) -> list[dict]:
+    """Deployment parity within the run: each backend's metric against eager's, |difference| in points."""
+    entries = [e for e in (record.evaluation.backends or []) if e.status != "reference"] if record.evaluation else []
+    if not entries:
+        return [{"model": record.name, "check": "backend parity", "status": "fail",
+                 "note": "no backend but eager evaluated (set eval.backends=[eager,onnxruntime])"}]
+    rows = []
+    for entry in entries:
+        for metric, tolerance in max_diff_points.items():
+            row = {"model": record.name, "check": f"{metric} {entry.backend}", "unit": "pp", "limit": tolerance}
+            if entry.status == "skipped":
+                rows.append(row | {"status": "skipped", "note": f"{entry.backend} not evaluated: {entry.reason}"})
+                continue
+            value, diff = entry.metrics.get(metric), entry.difference.get(metric)
+            if value is None or diff is None:
+                rows.append(row | {"status": "fail", "note": f"no {metric} under {entry.backend}"})
+                continue
+            row.update(baseline=100 * (value - diff), run=100 * value, change=100 * diff,
+                       note=f"eager vs {entry.backend} in the same run; |change| <= limit")
+            rows.append(row | {"status": "ok" if abs(100 * diff) <= tolerance + 1e-9 else "fail"})
+    return rows
+
+
 def _noisy(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float) -> str | None:
     """``name (baseline 35%, run 12%)`` when a speed record's repeats spread wider than the tolerance."""
     spreads = [f"{label} {100 * speed.spread:.0f}%" for label, speed in (("baseline", _speed(base)),
@@ -195,9 +224,10 @@ def _noisy(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float) ->
     return f"{name} ({', '.join(spreads)})" if spreads else None
 
 
-def parse_max_drops(items: list[str]) -> dict[str, float]:
-    """``["mIoU=0.5", "mDice=1"]`` (percentage points) merged over the defaults; a malformed item is a UserError."""
-    drops = dict(MAX_DROP_POINTS)
+def parse_max_drops(items: list[str], defaults: dict[str, float] | None = None) -> dict[str, float]:
+    """``["mIoU=0.5", "mDice=1"]`` (percentage points) merged over ``defaults`` (MAX_DROP_POINTS when None); a
+    malformed item is a UserError."""
+    drops = dict(MAX_DROP_POINTS if defaults is None else defaults)
     for item in items:
         metric, _, value = item.partition("=")
         try:
@@ -208,7 +238,7 @@ def parse_max_drops(items: list[str]) -> dict[str, float]:
 
 
 def _check_options(max_drop_points: dict[str, float], max_speed_drop_percent: float | None, level: float) -> None:
-    for metric, tolerance in max_drop_points.items():
+    for metric, tolerance in max_drop_points.items():  # also the parity tolerances
         if metric not in REGISTRY:
             hints = closest(metric, REGISTRY)
             raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
@@ -239,7 +269,7 @@ def _reference(name: str, run: Results, baseline: Results) -> tuple[ModelRecord,
 def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, float] | None = None,
          max_speed_drop_percent: float | None = MAX_SPEED_DROP_PERCENT, reference_model: str | None = None,
          require_significant: bool = False, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
-         tracking_uri: str | None = None) -> GateResult:
+         tracking_uri: str | None = None, max_backend_diff_points: dict[str, float] | None = None) -> GateResult:
     """Compare ``run`` (results.json path or folder, MLflow run id, or ``latest``) with ``baseline``, model by model.
 
     A quality metric fails when it drops by more than its tolerance in percentage points; speed fails when
@@ -247,10 +277,14 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
     (None or 100, which allows every drop: speed not gated). With ``require_significant`` such a drop fails
     only when it is also beyond noise: the bootstrap interval of the quality change excludes zero; every
     timed repeat of the run is slower than every one of the baseline, and the repeats of both spread by
-    less than the tolerance.
+    less than the tolerance. With ``max_backend_diff_points`` every model of the run must also score, under each
+    backend of its ``evaluation.backends``, within that many points of eager (either way); a backend skipped
+    there (cannot run on that machine) is reported, not failed.
     """
     max_drop_points = dict(MAX_DROP_POINTS if max_drop_points is None else max_drop_points)
     _check_options(max_drop_points, max_speed_drop_percent, level)
+    if max_backend_diff_points:
+        _check_options(max_backend_diff_points, None, level)
     if max_speed_drop_percent == 100:
         max_speed_drop_percent = None
     if str(baseline) == "latest":
@@ -290,6 +324,8 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
     if any(noisy):
         notes.append("timed repeats spread wider than the speed tolerance, so speed here is mostly noise: "
                      + "; ".join(filter(None, noisy)))
+    if max_backend_diff_points:
+        rows += [row for record in run_results.models for row in _parity_rows(record, max_backend_diff_points)]
     known = {m.name for m in base_results.models}
     rows += [{"model": name, "check": "present", "status": "new", "note": "not in the baseline"}
              for name in mine if name not in known]
@@ -297,6 +333,7 @@ def gate(run: Path | str, baseline: Path | str, *, max_drop_points: dict[str, fl
     settings = {"max_drop_points": max_drop_points, "max_speed_drop_percent": max_speed_drop_percent,
                 "reference_model": reference_model, "require_significant": require_significant, "level": level,
                 "resamples": resamples, "seed": seed, "paired": paired,
+                "max_backend_diff_points": max_backend_diff_points or None,
                 "units": {"quality": "percent; change in percentage points", "speed": "images/s or ratio to the "
                           "reference; change in percent"}}
     return GateResult(pd.DataFrame(rows, columns=COLUMNS), run_label, base_label, settings, notes)

@@ -43,7 +43,11 @@ def legend(result: GateResult) -> list[str]:
         speed = f"images/s divided by {reference}'s in the same run" if reference else "images/s"
         units += f"; speed in {speed}, change in percent"
         interval += "; speed, the range over the timed repeats"
-    return [units, interval]
+    lines = [units, interval]
+    if settings.get("max_backend_diff_points"):
+        lines.append("backend parity (check METRIC BACKEND): baseline column = eager, run column = the backend, "
+                     "both from the run; it fails when |change| exceeds the limit")
+    return lines
 
 
 def markdown(result: GateResult) -> str:

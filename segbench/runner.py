@@ -12,7 +12,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
 from segbench import metrics as seg_metrics
-from segbench.benchmark import measure_throughput
 from segbench.checkpoints import (
     WEIGHTS_FILE,
     backbone_of,
@@ -28,6 +27,7 @@ from segbench.config import SuiteConfig, config_hash, to_dict
 from segbench.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.datasets import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
 from segbench.distributed import (
+    World,
     device_for,
     gather,
     gather_rows,
@@ -44,11 +44,13 @@ from segbench.inference import describe_mode
 from segbench.losses import build_loss
 from segbench.models import ModelSpec, build_model, load_model, parse_spec
 from segbench.normalisation import IMAGENET, Normalisation, Renormalise
+from segbench.parity import evaluate_backends, parity_metrics
 from segbench.passport import Passport, passport_record
 from segbench.predictions import PredictionWriter
 from segbench.pretrained import TIMM, published_backbone
 from segbench.results import per_class_table
 from segbench.session import Session
+from segbench.speed import speed_records, time_isolated, time_model
 from segbench.sweep import parse_shard
 from segbench.train import train
 
@@ -59,24 +61,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[int, int],
-                  device: torch.device) -> list[dict]:
-    """The suite's throughput measurement: one record per batch size."""
-    height, width = cfg.bench.input_size or image_size
-    return [
-        measure_throughput(model, (batch, 3, height, width), device, warmup=cfg.bench.warmup,
-                           warmup_seconds=cfg.bench.warmup_seconds, iters=cfg.bench.iters,
-                           repeats=cfg.bench.repeats, precision=cfg.bench.precision,
-                           channels_last=cfg.bench.channels_last, compile=cfg.bench.compile).to_dict()
-        for batch in cfg.bench.batch_sizes
-    ]
-
-
 def _speed_metrics(speed: list[dict]) -> dict[str, float]:
-    """MLflow metrics for the speed records: the first batch size unqualified, every one with its size."""
-    out = {}
-    for i, record in enumerate(speed):
-        for suffix in ([""] if i == 0 else []) + [f".bs{record['requested_batch_size']}"]:
+    """MLflow metrics for the speed records: per backend (eager unnamed, others as ``.BACKEND``), the first batch
+    size unqualified, every one with its size (``images_per_second.onnxruntime.bs4``)."""
+    out: dict[str, float] = {}
+    for record in speed:
+        backend = record.get("backend", "eager")
+        tag = "" if backend == "eager" else f".{backend}"
+        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record['requested_batch_size']}"]
+        for suffix in suffixes:
             out[f"images_per_second{suffix}"] = record["images_per_second"]
             out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
     return out
@@ -230,8 +223,14 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
                           "problems": [str(p) for p in (getattr(train_set, "problems", []) +
                                                         getattr(val_set, "problems", []))[:20]],
                           "classes_without_pixels": absent}
+        if cfg.eval.backends != ["eager"]:
+            record["evaluation"]["backends"] = evaluate_backends(spec.name, model, record, cfg, info, val_set,
+                                                                 session.device)
+            tracker.log(run_id, metrics=parity_metrics(record["evaluation"]["backends"]))
         if cfg.bench.enabled:
-            record["speed"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]), session.device)
+            speed, record["speed_skipped"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]),
+                                                           session.device, spec.name)
+            record["speed"] = with_ranks(speed, session.world)
         if session.work_dir is not None:
             csv_path = session.work_dir / f"per_class_{spec.name}.csv"
             pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
@@ -335,25 +334,38 @@ def run(cfg: SuiteConfig) -> Path | None:
     return path
 
 
-def bench(cfg: SuiteConfig) -> Path:
+def bench(cfg: SuiteConfig) -> Path | None:
     """Time every model of ``cfg`` (random weights, no data set); write bench.json and return its path."""
-    info = dataset_info(cfg.data)
     specs = [parse_spec(name) for name in cfg.models]
     image_size = tuple(cfg.bench.input_size or (cfg.data.image_size, cfg.data.image_size))
-    with Session(cfg, "bench") as session:
+    # each model in a fresh process unless asked otherwise; a published model's weights are the model, models
+    # built here are timed with random weights
+    timer = time_isolated if cfg.bench.isolate else time_model
+    world = launched()
+    device = device_for(world, resolve_device(cfg.device))
+    with process_group(world, device), Session(cfg, "bench", device, world) as session:
         records = []
         for spec in specs:
-            seed_everything(cfg.seed)
-            # a published model's weights are the model; models built here are timed with random weights
-            model = load_model(spec, info.classes, cfg.weights.get(spec.name) if spec.external else None,
-                               cfg.eval.class_map).module
             run_id = session.tracker.start(spec.name, parent=session.parent,
                                            params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
-            speed = speed_records(model, cfg, image_size, session.device)
+            speed, skipped = timer(cfg, spec.name, image_size, session.device)
+            speed = with_ranks(speed, world)
             session.tracker.log(run_id, metrics=_speed_metrics(speed))
             session.tracker.end(run_id, "FINISHED")
             records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                            "params": speed[0]["params"], "speed": speed, "mlflow_run_id": run_id})
+                            "params": speed[0]["params"] if speed else None, "speed": speed,
+                            "speed_skipped": skipped, "mlflow_run_id": run_id})
         path = session.finish("bench.json", session.header() | {"models": records})
-    print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, {session.env['threads']} threads)")
+    if world.main:
+        print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, "
+                                   f"{session.env['threads']} threads)")
     return path
+
+
+def with_ranks(speed: list[dict], world: World) -> list[dict]:
+    """Speed records with every rank's images/s and their sum (the job's data-parallel throughput) when a
+    torchrun job timed the model on each of its devices; unchanged for one process."""
+    if not world.distributed:
+        return speed
+    return [record | {"world_size": world.size, "images_per_second_per_rank": (rates := gather(
+        record["images_per_second"])), "aggregate_images_per_second": sum(rates)} for record in speed]

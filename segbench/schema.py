@@ -17,7 +17,8 @@ import numpy as np
 
 from segbench.errors import UserError
 from segbench.schema_passport import MetricDefinition, PassportDetails
-from segbench.typed_json import ABSENT, Invalid, build, describe, plain
+from segbench.schema_speed import BackendEvaluation, SkippedBackend, Speed
+from segbench.typed_json import ABSENT, Invalid, build, describe, extra_fields, json_field, plain
 from segbench.utils import atomic_write
 
 SCHEMA_VERSION = 2
@@ -26,21 +27,12 @@ KINDS = ("run", "bench", "score")  # segbench run / eval, segbench bench (bench.
 RESULTS_NAME = "results.json"
 
 
-def _json(key: str) -> Any:
-    """A field stored under another JSON key (``class`` is a Python keyword)."""
-    return field(metadata={"json": key})
-
-
-def _extra() -> Any:
-    return field(default_factory=dict, repr=False)
-
-
 @dataclass
 class Shard:
     index: int  # this run's shard, from 0
     count: int  # shards of the sweep
     sweep: str  # the id every shard of one sweep shares
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -49,7 +41,7 @@ class Suite:
     config_hash: str | None = None  # sha256 prefix of every setting that changes the numbers
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite configuration
     shard: Shard | None = None  # shard=I/N: which share of the suite's models this run holds
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -57,7 +49,7 @@ class Dataset:
     name: str  # registry name of the data set
     classes: list[str]  # class names, in label order
     split: str | None = None  # the evaluated split
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -68,7 +60,7 @@ class Convention:
     label_space: str | None = None  # which label space the classes come from, e.g. cityscapes-19
     num_classes: int | None = None  # number of evaluated classes
     void_prediction: str | None = None  # score only: how a prediction outside the classes counts
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -85,7 +77,10 @@ class Environment:
     cuda: str | None = None  # CUDA version torch was built with
     cudnn: int | None = None  # cuDNN version
     world_size: int | None = None  # processes of the job (torchrun), 1 otherwise
-    extra_fields: dict[str, Any] = _extra()
+    cudnn_benchmark: bool | None = None  # torch.backends.cudnn.benchmark when the run started
+    gpu_driver: str | None = None  # NVIDIA driver version (nvidia-smi or pynvml); null without a CUDA device
+    gpu_clocks: dict[str, Any] | None = None  # current and max SM/memory clocks (MHz), power limit, pstate, ...
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -93,7 +88,7 @@ class Mlflow:
     tracking_uri: str | None = None  # the store the run was logged to (null when tracking was off)
     experiment_id: str | None = None  # its experiment
     parent_run_id: str | None = None  # the invocation's parent run, which holds this file as an artifact
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -104,14 +99,14 @@ class Training:
     data_wait_share: float | None = None  # share of the training time spent waiting for data
     batch_size: int | None = None  # the global batch (split across the ranks of a torchrun job)
     world_size: int | None = None  # processes that trained (torchrun), 1 otherwise
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
 class Checkpoint:
     path: str  # folder of the saved weights, relative to the output folder
     sha256: str  # of the weights file
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -122,14 +117,14 @@ class WeightsFile:
     total: int | None = None  # backbone weights: tensors the backbone has
     coverage: float | None = None  # backbone weights: loaded / total
     normalisation: dict[str, Any] | None = None  # backbone weights: the input normalisation they were trained with
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
 class Weights:
     model: WeightsFile | None = None  # a checkpoint of the whole model (weights.MODEL); null: none loaded
     backbone: WeightsFile | None = None  # backbone weights (backbone_weights.BACKBONE); null: random
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -139,17 +134,17 @@ class Origin:
     normalisation: dict[str, Any] = field(default_factory=dict)  # mean, std, input scale the model expects
     label_mapping: dict[str, Any] = field(default_factory=dict)  # how the model's classes map to the suite's
     notes: list[str] = field(default_factory=list)  # what the user was told (e.g. classes assumed)
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
 class ClassScores:
-    name: str = _json("class")  # class name (JSON key "class")
+    name: str = json_field("class")  # class name (JSON key "class")
     IoU: float | None = None  # intersection over union; null when the class is absent
     Dice: float | None = None  # 2 TP / (2 TP + FP + FN)
     Acc: float | None = None  # per-class recall TP / (TP + FN)
     support: int | None = None  # ground-truth pixels of the class
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -176,7 +171,8 @@ class Evaluation:
     label_space_detected: bool | None = None  # score only: label space detected rather than named
     void_pixels: int | None = None  # score only: pixels predicted outside the classes
     skipped: int | None = None  # score only: unreadable ground-truth files skipped
-    extra_fields: dict[str, Any] = _extra()
+    backends: list[BackendEvaluation] | None = None  # eval.backends: each backend's metrics and difference
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -184,42 +180,14 @@ class DataIssues:
     skipped: int = 0  # unreadable samples skipped (data.skip_bad)
     problems: list[str] = field(default_factory=list)  # the first problems found
     classes_without_pixels: list[str] = field(default_factory=list)  # classes with no pixel in the evaluated split
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
 class PerImage:
     intersection: list[list[int]]  # images x classes intersections (TP), for bootstrap intervals
     union: list[list[int]]  # images x classes unions (TP + FP + FN)
-    extra_fields: dict[str, Any] = _extra()
-
-
-@dataclass
-class Speed:
-    images_per_second: float  # samples per second: median over the timed repeats
-    images_per_second_repeats: list[float] | None = None  # one figure per timed repeat
-    spread: float | None = None  # (max - min) / median over the repeats
-    batch_size: int | None = None  # as measured (after any out-of-memory halving)
-    requested_batch_size: int | None = None  # as asked for
-    oom_halvings: int | None = None  # how often an out-of-memory error halved the batch
-    input_shape: list[int] | None = None  # batch, channels, height, width
-    latency_ms_p50: float | None = None  # per batch, over all timed iterations
-    latency_ms_p90: float | None = None
-    latency_ms_p99: float | None = None
-    warmup_iters: int | None = None  # untimed iterations first
-    timed_iters: int | None = None  # per repeat
-    repeats: int | None = None  # timed repeats
-    params: int | None = None  # parameters of the model
-    gflops_per_image: float | None = None  # forward FLOPs per image / 1e9 (a multiply-add is 2)
-    peak_memory_mb: float | None = None  # peak memory of the forward pass
-    memory_measure: str | None = None  # cuda_max_allocated or cpu_peak_rss_growth
-    device: str | None = None  # torch device
-    precision: str | None = None  # fp32, or bf16 / fp16 autocast
-    memory_format: str | None = None  # contiguous or channels_last
-    compile: bool | None = None  # torch.compile
-    timer: str | None = None  # perf_counter or cuda_events
-    extra: dict[str, Any] = field(default_factory=dict)  # anything else the measurement recorded
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -241,9 +209,10 @@ class ModelRecord:
     data: DataIssues | None = None  # problems met in the data
     per_image: PerImage | None = None  # per-image intersections and unions
     passport: PassportDetails | None = None  # metric-passport details (boundary, calibration, iIoU, per case)
-    speed: list[Speed] = field(default_factory=list)  # one record per bench batch size
+    speed: list[Speed] = field(default_factory=list)  # one record per bench backend and batch size
+    speed_skipped: list[SkippedBackend] = field(default_factory=list)  # bench backends that could not run here
     mlflow_run_id: str | None = None  # the model's MLflow child run
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
     @property
     def first_speed(self) -> Speed | None:
@@ -262,7 +231,7 @@ class Results:
     mlflow: Mlflow | None = None  # where the run was logged
     models: list[ModelRecord] = field(default_factory=list)  # one record per model
     metric_definitions: dict[str, MetricDefinition] = field(default_factory=dict)  # every metric in ``metrics``
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
     def to_dict(self) -> dict:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""

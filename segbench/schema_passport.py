@@ -6,14 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def _json(key: str) -> Any:
-    """A field stored under another JSON key (``class`` is a Python keyword)."""
-    return field(metadata={"json": key})
-
-
-def _extra() -> Any:
-    return field(default_factory=dict, repr=False)
+from segbench.typed_json import extra_fields, json_field
 
 
 @dataclass
@@ -23,7 +16,7 @@ class BoundaryScores:
     intersection: list[int] = field(default_factory=list)  # per class, pixels in both bands
     union: list[int] = field(default_factory=list)  # per class, pixels in either band
     IoU: dict[str, float | None] = field(default_factory=dict)  # Boundary IoU per class; null: no band pixel
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -32,14 +25,14 @@ class CalibrationHistogram:
     pixels: list[int] = field(default_factory=list)  # labelled pixels per bin
     confidence_sum: list[float] = field(default_factory=list)  # summed top-1 confidence per bin
     correct: list[int] = field(default_factory=list)  # correctly predicted pixels per bin
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
 class InstanceScores:
     classes: dict[str, float | None] = field(default_factory=dict)  # Cityscapes iIoU per instance class
     categories: dict[str, float | None] = field(default_factory=dict)  # iIoU of human and vehicle
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -47,19 +40,19 @@ class SurfaceSettings:
     tolerance: float  # NSD tolerance
     unit: str = "pixels"  # pixels, or spacing (data.spacing units)
     spacing: list[float] | None = None  # physical pixel size (row, column)
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
 class CaseScores:
-    name: str = _json("class")  # foreground class (JSON key "class")
-    case: int = _json("case")  # index of the image in the evaluated split
+    name: str = json_field("class")  # foreground class (JSON key "class")
+    case: int = json_field("case")  # index of the image in the evaluated split
     id: str | None = None  # the image's id
     Dice: float | None = None  # null: the class is in neither mask
     IoU: float | None = None
     HD95: float | None = None  # null: not measured, or a mask is empty
     NSD: float | None = None  # null: not measured, or both surfaces are empty
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -68,7 +61,7 @@ class SavedPredictions:
     images: int = 0  # PNGs written
     encoding: str | None = None  # the data set's label encoding the PNGs use
     overlays: list[str] = field(default_factory=list)  # overlay PNGs, relative to the output folder
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -82,7 +75,7 @@ class PassportDetails:
     per_case: list[CaseScores] = field(default_factory=list)  # one row per image and foreground class
     surface: SurfaceSettings | None = None  # HD95 / NSD settings, when measured
     predictions: SavedPredictions | None = None  # eval.save_predictions
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()
 
 
 @dataclass
@@ -92,4 +85,4 @@ class MetricDefinition:
     equals: str  # the tool whose number it reproduces
     unit: str = "fraction"  # fraction, or a distance unit
     higher_is_better: bool = True
-    extra_fields: dict[str, Any] = _extra()
+    extra_fields: dict[str, Any] = extra_fields()

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import MISSING, field, fields, is_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
+
+
+def json_field(key: str) -> Any:
+    """A dataclass field stored under another JSON key (``class`` is a Python keyword)."""
+    return field(metadata={"json": key})
+
+
+def extra_fields() -> Any:
+    """The ``extra_fields`` dict every schema dataclass ends with: keys it does not list, kept as they are."""
+    return field(default_factory=dict, repr=False)
 
 
 class Invalid(Exception):

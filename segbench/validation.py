@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 from segbench import datasets, losses, metrics, models
+from segbench.backends import BACKENDS
+from segbench.benchmark import OOM_POLICIES
 from segbench.config import OPTIMIZERS, PRECISIONS, SuiteConfig, read_config
 from segbench.errors import UserError, unknown
 from segbench.inference import check_eval_config
@@ -90,3 +92,23 @@ def validate(cfg: SuiteConfig) -> None:
     check_eval_config(cfg.eval)
     if cfg.train.lr <= 0:
         raise UserError(f"train.lr: expected a positive number, got {cfg.train.lr}")
+    _check_backends(cfg)
+
+
+def _check_backends(cfg: SuiteConfig) -> None:
+    """Backend names known and listed once, the timing settings usable. A known backend that cannot run here
+    (TensorRT without CUDA) is not an error: it is recorded as skipped, with its reason."""
+    for key, names in (("bench.backends", cfg.bench.backends), ("eval.backends", cfg.eval.backends)):
+        if not names:
+            raise UserError(f"{key}: name at least one backend, e.g. {key}=[eager]")
+        for name in names:
+            try:
+                BACKENDS.get(name)
+            except UserError as exc:
+                raise UserError(f"{key}: {exc}") from None
+            if names.count(name) > 1:
+                raise UserError(f"{key}: backend '{name}' is listed twice")
+    if cfg.bench.oom not in OOM_POLICIES:
+        raise UserError(f"bench.oom: expected one of {', '.join(OOM_POLICIES)}, got '{cfg.bench.oom}'")
+    if not cfg.bench.min_seconds >= 0:
+        raise UserError(f"bench.min_seconds: expected a non-negative number of seconds, got {cfg.bench.min_seconds}")

@@ -77,9 +77,24 @@ class OutOfMemoryAbove(nn.Module):
 
 
 def test_out_of_memory_halves_the_batch_and_says_so():
-    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1)
+    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1, oom="halve")
     assert result.batch_size == 2 and result.requested_batch_size == 8 and result.oom_halvings == 2
     assert result.input_shape == (2, 3, 8, 8)
+
+
+def test_out_of_memory_fails_naming_the_batch_size_by_default():
+    from segbench.errors import UserError
+
+    with pytest.raises(UserError, match="out of memory at batch size 8 .*bench.oom=halve"):
+        measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1)
+
+
+def test_min_seconds_adds_timed_blocks(clock):
+    model = KnownCost(clock, seconds_per_image=0.01)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, warmup=1, iters=5, repeats=2, min_seconds=0.18)
+    assert result.repeats == 4  # blocks of 0.05 s: two asked for, four to reach 0.18 s
+    assert result.timed_seconds == pytest.approx(0.2) and result.min_seconds == 0.18
+    assert len(result.images_per_second_repeats) == 4
 
 
 def test_other_errors_are_not_taken_for_out_of_memory():
@@ -98,6 +113,7 @@ def test_settings_are_recorded_with_the_figure():
     assert result.precision == "bf16" and result.memory_format == "channels_last"
     assert result.timer == "perf_counter" and result.memory_measure == "cpu_peak_rss_growth"
     assert result.device == "cpu" and not result.compile
+    assert result.backend == "eager" and result.provider == "torch"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA events, autocast, CUDA memory")
@@ -123,6 +139,7 @@ def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri):
     assert [m["name"] for m in data["models"]] == ["unet-resnet10t", "pspnet-resnet10t"]
     for record in data["models"]:
         assert [s["batch_size"] for s in record["speed"]] == [1, 2]
+        assert all(s["isolated"] and s["backend"] == "eager" for s in record["speed"])  # a fresh process each
         assert all(s["input_shape"][2:] == [64, 96] for s in record["speed"])
     import mlflow
 
@@ -135,3 +152,50 @@ def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri):
 def test_bench_rejects_a_bad_precision(cli):
     code, _, err = cli("bench", "bench.precision=fp8")
     assert code == 2 and "unknown precision 'fp8'" in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("bench.backends=[eager,onnxrt]", "bench.backends: unknown backend 'onnxrt'; did you mean 'onnxruntime'?"),
+    ("eval.backends=[tensorrtt]", "eval.backends: unknown backend 'tensorrtt'; did you mean 'tensorrt'?"),
+    ("bench.backends=[eager,eager]", "bench.backends: backend 'eager' is listed twice"),
+    ("bench.compile=true", "bench.compile was replaced by bench.backends: use bench.backends=[compile]"),
+    ("bench.oom=shrink", "bench.oom: expected one of fail, halve, got 'shrink'"),
+    ("bench.min_seconds=-1", "bench.min_seconds: expected a non-negative number"),
+])
+def test_bench_settings_are_checked_up_front(cli, tmp_path, override, message):
+    code, _, err = cli("bench", override, f"output_dir={tmp_path / 'out'}")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_speed_metrics_name_each_backend():
+    from segbench.runner import _speed_metrics
+
+    records = [{"backend": b, "requested_batch_size": n, "images_per_second": ips, "latency_ms_p50": 1.0}
+               for b, n, ips in (("eager", 1, 10.0), ("eager", 4, 12.0), ("onnxruntime", 1, 20.0))]
+    metrics = _speed_metrics(records)
+    assert metrics["images_per_second"] == 10.0 and metrics["images_per_second.bs4"] == 12.0
+    assert metrics["images_per_second.onnxruntime"] == 20.0 and metrics["images_per_second.onnxruntime.bs1"] == 20.0
+    assert "images_per_second.onnxruntime.bs4" not in metrics
+
+
+def test_an_isolated_child_reports_a_users_mistake_on_one_line():
+    from segbench.config import SuiteConfig
+    from segbench.errors import UserError
+    from segbench.speed import time_isolated
+
+    with pytest.raises(UserError, match="unknown model 'nosuchnet'"):
+        time_isolated(SuiteConfig(models=["nosuchnet-resnet10t"]), "nosuchnet-resnet10t", (32, 32), CPU)
+
+
+def test_gpu_query_parsing():
+    from segbench.environment import fingerprint, gpu_state, parse_gpu_query
+
+    state = parse_gpu_query("550.54.15, 1980, 2619, 1980, 2619, 700.00, Enabled, P0, 34")
+    assert state == {"driver": "550.54.15", "sm_mhz": 1980.0, "memory_mhz": 2619.0, "max_sm_mhz": 1980.0,
+                     "max_memory_mhz": 2619.0, "power_limit_w": 700.0, "persistence_mode": "Enabled",
+                     "pstate": "P0", "temperature_c": 34.0}
+    assert parse_gpu_query("535.1, [N/A], 1, 2, 3, [N/A], Disabled, P8, 40")["sm_mhz"] is None
+    assert gpu_state(CPU) is None
+    env = fingerprint(CPU)
+    assert env["cudnn_benchmark"] == torch.backends.cudnn.benchmark and env["gpu_clocks"] is None
