@@ -3,12 +3,12 @@
 # SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT). Every task logs to the team's tracking
 # server under one sweep id, the array's job id (SLURM_ARRAY_JOB_ID; export SEGBENCH_SWEEP to name it yourself).
 #
-#   sbatch examples/slurm_sweep.sh                                   # 8 shards of the cityscapes suite
+#   sbatch examples/slurm_sweep.sh                                   # 4 shards: one cityscapes model each
 #   segbench report outputs/sweeps/<array job id> --out reports      # afterwards: one leaderboard of all shards
 #
-# At most as many tasks as the suite has models (a shard with no model is refused).
+# At most as many tasks as the suite has models (cityscapes has 4; a shard with no model is refused).
 #SBATCH --job-name=segbench-sweep
-#SBATCH --array=0-7
+#SBATCH --array=0-3
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=8
 #SBATCH --time=04:00:00
