@@ -4,17 +4,19 @@ A class's band is its mask minus the mask's erosion by a (2d+1)-pixel square, ou
 background: Detectron2's ``mask_to_boundary`` (OpenCV erosion of the mask padded by one zero pixel, ``d``
 iterations of a 3x3 kernel), with ``d = max(1, round(dilation_ratio * image diagonal))``. Since every pixel
 has one label, a pixel lies in the band of its own class exactly when its window holds another label or
-leaves the image: two separable max-pools of the label map give every class's band at once.
+leaves the image: a separable window maximum and minimum of the label map give every class's band at once.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+OUTSIDE = 255  # the value the band sees beyond the image's edge
 DILATION_RATIO = 0.02
 
 
@@ -23,18 +25,26 @@ def dilation_pixels(height: int, width: int, ratio: float = DILATION_RATIO) -> i
     return max(1, int(round(ratio * math.sqrt(height ** 2 + width ** 2))))
 
 
-def _window_max(labels: torch.Tensor, d: int, fill: float) -> torch.Tensor:
-    """Maximum over the (2d+1)-square around each pixel of an NxHxW float map, ``fill`` outside the image."""
-    x = F.pad(labels[:, None], (d, d, d, d), value=fill)
-    x = F.max_pool2d(x, (1, 2 * d + 1), stride=1)
-    return F.max_pool2d(x, (2 * d + 1, 1), stride=1)[:, 0]
+def _window(x: torch.Tensor, d: int, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``reduce`` (maximum or minimum) over the (2d+1)-square around each pixel of an N x (H+2d) x (W+2d) padded
+    map, as N x H x W: separable, rows then columns, on the labels' own small integers."""
+    height, width = x.shape[-2] - 2 * d, x.shape[-1] - 2 * d
+    rows = x[..., :, 0:width]
+    for shift in range(1, 2 * d + 1):
+        rows = reduce(rows, x[..., :, shift:shift + width])
+    out = rows[..., 0:height, :]
+    for shift in range(1, 2 * d + 1):
+        out = reduce(out, rows[..., shift:shift + height, :])
+    return out
 
 
 def band(labels: torch.Tensor, d: int) -> torch.Tensor:
-    """Boolean NxHxW: the pixel is in the boundary band of its own label (its window is not uniform)."""
-    x = labels.float()
-    # outside the image is "another label": -1 raises no maximum, so compare both max and -min against it
-    return (_window_max(x, d, -1.0) != x) | (_window_max(-x, d, 1.0) != -x)
+    """Boolean NxHxW: the pixel is in the boundary band of its own label (another label, or the outside of the
+    image, lies within d pixels). Labels are 8-bit (0..254 classes, 255 ignored): outside counts as 255, which
+    differs from every class."""
+    centre = labels.to(torch.uint8)
+    padded = F.pad(centre[:, None], (d, d, d, d), value=OUTSIDE)[:, 0]
+    return (_window(padded, d, torch.maximum) != centre) | (_window(padded, d, torch.minimum) != centre)
 
 
 class BoundaryIoU:
