@@ -47,7 +47,10 @@ def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
             else:
                 cells.append(str(value))
         table.add_row(*cells)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file or CI: as wide as the table needs, never squeezed to 80 columns
+        console = Console(width=max(console.width, table.__rich_measure__(console, console.options).maximum))
+    console.print(table)
 
 
 def speed_table(records: list[ModelRecord | dict]) -> pd.DataFrame:
