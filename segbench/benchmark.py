@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from segbench.backends import PRECISIONS, Deployed, deploy
+from segbench.environment import synchronize
 from segbench.errors import UserError
 
 OOM_POLICIES = ("fail", "halve")
@@ -67,13 +68,6 @@ class SpeedResult:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 @torch.no_grad()

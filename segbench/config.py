@@ -17,7 +17,6 @@ from segbench.errors import UserError, closest, unknown
 
 DEFAULT_SUITE = "synthetic"
 OPTIMIZERS = ("sgd", "adamw", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from segbench.benchmark import synchronize
 from segbench.config import CRFConfig, EvalConfig
 from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD
+from segbench.environment import synchronize
 from segbench.inference import predict_logits
 from segbench.metrics import ConfusionMatrix
 

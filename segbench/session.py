@@ -26,6 +26,7 @@ from segbench.errors import UserError
 from segbench.schema import SCHEMA_VERSION, write_results
 from segbench.sweep import Shard
 from segbench.tracking import Tracker, check_store, tracking_uri
+from segbench.utils import flatten
 
 PARTIAL = ".partial"
 
@@ -77,17 +78,6 @@ def _claim(base: Path, explicit: bool) -> tuple[Path, Path]:
 WHOLE = ("loss", "label_map", "backbone_key_map")  # logged as one param each: their keys are not param names
 
 
-def _flat(prefix: str, values: dict) -> dict:
-    """The config as MLflow params: dotted keys, except the mappings in WHOLE."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value and key not in WHOLE:
-            out.update(_flat(f"{prefix}{key}.", value))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 class Session:
     """One invocation's side effects, opened after its checks; use as a context manager."""
 
@@ -125,7 +115,7 @@ class Session:
                 "mlflow.source.git.commit": self.env["git_commit"] or "unknown"}
         if self.shard is not None:
             tags |= {"segbench.sweep": self.shard.sweep, "segbench.shard": f"{self.shard.index}/{self.shard.count}"}
-        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=_flat("", to_dict(cfg)),
+        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=flatten(to_dict(cfg), keep=WHOLE),
                                          tags=tags)
 
     def header(self) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 from segbench import datasets, losses, metrics, models
-from segbench.backends import BACKENDS
+from segbench.backends import BACKENDS, PRECISIONS
 from segbench.benchmark import OOM_POLICIES
-from segbench.config import OPTIMIZERS, PRECISIONS, SuiteConfig, read_config
+from segbench.config import OPTIMIZERS, SuiteConfig, read_config
 from segbench.errors import UserError, unknown
 from segbench.inference import check_eval_config
 from segbench.passport import check_passport_config

@@ -323,3 +323,36 @@ def test_evaluation_end_to_end_on_voc_gives_1_for_the_models_own_predictions(tmp
     result = evaluate(model, make_loader(predicted, 1, False, 0, "cpu", 0), 21, 255, torch.device("cpu"),
                       cfg.eval, progress=False)
     assert result.confusion.compute().summary()["mIoU"] == 1.0
+
+
+def test_segbench_eval_of_a_torchvision_state_dict_on_its_own_predictions_scores_1(cli, tmp_path, mlflow_uri):
+    """The whole command: `segbench eval` of a torchvision checkpoint on a VOC tree whose masks are that model's
+    own predictions (made here with torchvision's forward, `out` head, argmax) gives mIoU 1.0, and records where
+    the model came from."""
+    from fixtures_layouts import make_voc
+    from PIL import Image
+
+    from segbench.datasets import build_dataset
+    from segbench.validation import load_config
+
+    root = make_voc(tmp_path / "voc")
+    weights = tmp_path / "lraspp.pth"
+    net = torchvision_checkpoint(weights)  # random weights, saved as a plain state dict
+    cfg = load_config(["suite=voc", f"data.root={root}", "models=[unet-resnet10t]", "train.enabled=false"])
+    masks, seen = root / "VOCdevkit" / "VOC2012" / "SegmentationClass", set()
+    for (image, _), stem in zip(build_dataset(cfg.data, "val"), ["2007_000033", "2007_000042", "2007_000061"]):
+        with torch.no_grad():  # ImageNet-normalised by segbench, as torchvision's weights expect
+            labels = net(image[None])["out"].argmax(1)[0].numpy().astype(np.uint8)
+        Image.fromarray(labels).save(masks / f"{stem}.png")
+        seen.update(np.unique(labels).tolist())
+    assert len(seen) > 1  # not a trivial one-class prediction
+    model = "torchvision:lraspp_mobilenet_v3_large"
+    code, _, err = cli("eval", "suite=voc", f"data.root={root}", f"models=[{model}]", f"weights.{model}={weights}",
+                       "eval.batch_size=1", "bench.enabled=false", "progress=false", f"tracking.uri={mlflow_uri}",
+                       f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]
+    assert record["metrics"]["mIoU"] == 1.0 and record["evaluation"]["images"] == 3
+    assert record["origin"]["source"] == "torchvision"
+    assert record["origin"]["normalisation"]["mean"] == list(IMAGENET_MEAN)
+    assert record["weights"]["model"]["file"] == str(weights)
