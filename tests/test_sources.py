@@ -338,6 +338,10 @@ def test_segbench_eval_of_a_torchvision_state_dict_on_its_own_predictions_scores
     root = make_voc(tmp_path / "voc")
     weights = tmp_path / "lraspp.pth"
     net = torchvision_checkpoint(weights)  # random weights, saved as a plain state dict
+    with torch.no_grad():  # a head spread wide enough that the random model predicts several classes
+        for conv in (net.classifier.low_classifier, net.classifier.high_classifier):
+            conv.weight.normal_(0.0, 3.0)
+    torch.save(net.state_dict(), weights)
     cfg = load_config(["suite=voc", f"data.root={root}", "models=[unet-resnet10t]", "train.enabled=false"])
     masks, seen = root / "VOCdevkit" / "VOC2012" / "SegmentationClass", set()
     for (image, _), stem in zip(build_dataset(cfg.data, "val"), ["2007_000033", "2007_000042", "2007_000061"]):
