@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from segbench.config import CRFConfig, EvalConfig
 from segbench.datasets.base import IMAGENET_MEAN, IMAGENET_STD
 from segbench.environment import synchronize
-from segbench.inference import predict_logits
+from segbench.inference import SIZE_DIVISOR, predict_logits
 from segbench.metrics import ConfusionMatrix
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         masks = masks.to(device, non_blocking=True)
         synchronize(device)
         t0 = time.perf_counter()
-        logits = predict_logits(model, images, cfg, num_classes)
+        logits = predict_logits(model, images, cfg, num_classes, getattr(model, "size_divisor", SIZE_DIVISOR))
         synchronize(device)
         forward_seconds += time.perf_counter() - t0
         if cfg.crf.enabled:

@@ -51,6 +51,9 @@ def describe_mode(cfg: EvalConfig) -> dict:
     }
 
 
+SIZE_DIVISOR = 32  # what models built here need their sides divisible by (smp's encoders, output stride 32)
+
+
 def _forward(model: nn.Module, images: torch.Tensor, size_divisor: int) -> torch.Tensor:
     """Logits for ``images`` at their size: padded to ``size_divisor`` for the model, cropped back."""
     height, width = images.shape[-2:]
@@ -68,7 +71,7 @@ def _windows(length: int, window: int, stride: int) -> list[int]:
 
 
 def slide(model: nn.Module, images: torch.Tensor, window: tuple[int, int], stride: tuple[int, int],
-          num_classes: int, size_divisor: int = 32) -> torch.Tensor:
+          num_classes: int, size_divisor: int = SIZE_DIVISOR) -> torch.Tensor:
     """Logits averaged over overlapping windows (a count map divides the sum); an image smaller than the
     window is padded to it."""
     height, width = images.shape[-2:]
@@ -93,7 +96,7 @@ def _single_view(model: nn.Module, images: torch.Tensor, cfg: EvalConfig, num_cl
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, cfg: EvalConfig, num_classes: int,
-                   size_divisor: int = 32) -> torch.Tensor:
+                   size_divisor: int = SIZE_DIVISOR) -> torch.Tensor:
     """NxKxHxW logits for NxCxHxW ``images`` in ``cfg.mode`` (see the module docstring for what TTA returns)."""
     height, width = images.shape[-2:]
     views = [(scale, flip) for scale in cfg.scales for flip in ((False, True) if cfg.flip else (False,))]

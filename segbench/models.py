@@ -197,7 +197,9 @@ def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | Non
 
     def make() -> "nn.Module":
         net, logits = resolved.build()
-        return PublishedModel(net, logits, resolved.normalisation, mapping)
+        # torchvision and transformers models take any size, as their authors evaluate them (padding would change
+        # their global pooling); smp models need sides divisible by 32
+        return PublishedModel(net, logits, resolved.normalisation, mapping, 32 if spec.source == "smp" else 1)
 
     return ModelPlan(spec, classes, resolved.normalisation, mapping, resolved.weights, notes, make)
 

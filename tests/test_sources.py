@@ -352,7 +352,8 @@ def test_segbench_eval_of_a_torchvision_state_dict_on_its_own_predictions_scores
     assert len(seen) > 1  # not a trivial one-class prediction
     model = "torchvision:lraspp_mobilenet_v3_large"
     code, _, err = cli("eval", "suite=voc", f"data.root={root}", f"models=[{model}]", f"weights.{model}={weights}",
-                       "eval.batch_size=1", "bench.enabled=false", "progress=false", f"tracking.uri={mlflow_uri}",
+                       "eval.mode=whole", "eval.batch_size=1", "bench.enabled=false", "progress=false",
+                       f"tracking.uri={mlflow_uri}",
                        f"output_dir={tmp_path / 'out'}")
     assert code == 0, err
     record = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]
@@ -360,3 +361,22 @@ def test_segbench_eval_of_a_torchvision_state_dict_on_its_own_predictions_scores
     assert record["origin"]["source"] == "torchvision"
     assert record["origin"]["normalisation"]["mean"] == list(IMAGENET_MEAN)
     assert record["weights"]["model"]["file"] == str(weights)
+
+
+def test_published_models_are_evaluated_at_the_image_size_without_padding(tmp_path):
+    """torchvision's LR-ASPP pools globally: padding a 50x70 image to 64x96 would change every logit. Evaluation
+    gives the model the image as its authors do, and the logits equal torchvision's own forward."""
+    from segbench.config import EvalConfig
+    from segbench.inference import predict_logits
+
+    net = torchvision_checkpoint(tmp_path / "lraspp.pth")
+    built = load_model("torchvision:lraspp_mobilenet_v3_large", VOC, weights=str(tmp_path / "lraspp.pth"))
+    _, images = pixels(1, 50, 70)
+    with torch.no_grad():
+        reference = net(images)["out"]
+    divisor = built.module.size_divisor
+    assert divisor == 1
+    torch.testing.assert_close(predict_logits(built.module.eval(), images, EvalConfig(), 21, divisor), reference,
+                               rtol=1e-5, atol=1e-5)
+    padded = predict_logits(built.module, images, EvalConfig(), 21, 32)
+    assert (padded - reference).abs().max() > 1e-3  # what padding to 32 would have done

@@ -30,8 +30,9 @@ class PublishedModel(nn.Module):
     """An external network with its own normalisation, output format and classes, seen as a segbench model."""
 
     def __init__(self, net: nn.Module, logits: Callable[[Any], torch.Tensor], normalisation: Normalisation,
-                 mapping: LabelMapping | None) -> None:
+                 mapping: LabelMapping | None, size_divisor: int = 1) -> None:
         super().__init__()
+        self.size_divisor = size_divisor  # what evaluation pads images to: 1 where the network takes any size
         self.renormalise = renormaliser(normalisation)
         self.net = net
         self.logits = logits  # the network's output -> its logits tensor
