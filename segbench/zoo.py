@@ -120,15 +120,16 @@ def compared_metrics(card: Card) -> tuple[str, dict[str, float | None], float] |
     return None
 
 
-def compare(card: Card, record: dict) -> list[str]:
-    """The metrics of ``card`` (see ``compared_metrics``) that ``record`` does not reproduce within the tolerance."""
+def compare(card: Card, measured_metrics: dict[str, float | None]) -> list[str]:
+    """The metrics of ``card`` (see ``compared_metrics``) that ``measured_metrics`` (a model record's metrics) do
+    not reproduce within the tolerance."""
     reference = compared_metrics(card)
     if reference is None:
         return []
     kind, metrics, tolerance = reference
     problems = []
     for metric, reported in metrics.items():
-        measured = record["metrics"].get(metric)
+        measured = measured_metrics.get(metric)
         if measured is None or reported is None:
             if measured != reported:
                 problems.append(f"{metric}: {kind} {reported}, measured {measured}")
@@ -161,12 +162,12 @@ def verify(card: Card, run: Any, download: bool = False) -> Verdict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = eval_config(card, [f"output_dir={tmp}/out", "tracking.enabled=false", "bench.enabled=false",
                                  "progress=false"], download)
-        record = json.loads(run(cfg).read_text())["models"][0]
+        metrics = read_results(run(cfg)).models[0].metrics
     if compared_metrics(card) is None:
-        measured = ", ".join(f"{k} {100 * v:.2f}" for k, v in record["metrics"].items() if v is not None)
+        measured = ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if v is not None)
         why = card.claimed.note or f"the claimed figures are for {card.claimed.dataset}"
         return Verdict("measured", [f"on suite {card.suite}: {measured}", f"not comparable with the claim: {why}"])
-    problems = compare(card, record)
+    problems = compare(card, metrics)
     return Verdict("MISMATCH" if problems else "ok", problems)
 
 

@@ -113,7 +113,7 @@ def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
     cfg = eval_config(card, [f"output_dir={tmp_path / 'eval'}", "tracking.enabled=false", "progress=false"])
     assert not cfg.train.enabled
     record = json.loads(run_suite(cfg).read_text())["models"][0]
-    assert compare(card, record) == []
+    assert compare(card, record["metrics"]) == []
     assert abs(record["metrics"]["mIoU"] - trained["metrics"]["mIoU"]) <= 1e-6
 
     # a card whose reported number is off fails verification
@@ -121,7 +121,7 @@ def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
     assert data["schema_version"] == 2 and "verified" in data and "results" not in data
     data["verified"]["metrics"]["mIoU"] += 1e-3
     (zoo / "tiny.yaml").write_text(yaml.safe_dump(data))
-    assert compare(read_card(zoo / "tiny.yaml"), record)[0].startswith("mIoU")
+    assert compare(read_card(zoo / "tiny.yaml"), record["metrics"])[0].startswith("mIoU")
 
     # tampered weights are refused before evaluation
     weights = zoo / "weights" / "tiny.safetensors"
@@ -238,7 +238,9 @@ def test_verify_reproduces_a_published_card_when_its_weights_and_data_are_here(t
     def fake_run(cfg):
         calls.append(cfg)
         out = tmp_path / "results.json"
-        out.write_text(json.dumps({"models": [{"metrics": {"mIoU": 0.62}}]}))
+        out.write_text(json.dumps({"schema_version": 2, "kind": "run", "suite": {"name": "voc"},
+                                   "models": [{"name": "torchvision:lraspp_mobilenet_v3_large",
+                                               "metrics": {"mIoU": 0.62}}]}))
         return out
 
     import segbench.zoo as zoo_module
