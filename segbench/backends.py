@@ -127,9 +127,10 @@ def deploy(name: str, model: nn.Module, example: torch.Tensor, *, precision: str
 class DeployedModule(nn.Module):
     """A Deployed callable as an nn.Module, so that the evaluator runs it as it runs any model."""
 
-    def __init__(self, deployed: Deployed) -> None:
+    def __init__(self, deployed: Deployed, size_divisor: int) -> None:
         super().__init__()
         self.deployed = deployed
+        self.size_divisor = size_divisor  # as the model it was made from: the evaluator pads images alike
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.deployed(images)

@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import urllib.request
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -29,6 +30,14 @@ MIN_BACKBONE_COVERAGE = 0.9  # share of the backbone's tensors a backbone checkp
 
 
 def sha256_file(path: Path) -> str:
+    """The file's sha256, computed once per version of the file (checks before a run and the record after it
+    ask for the same large checkpoint several times)."""
+    stat = os.stat(path)
+    return _sha256(str(Path(path).resolve()), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, version: tuple[int, int, int, int]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -20,14 +20,14 @@ from segbench.config import SuiteConfig
 from segbench.datasets import DatasetInfo, make_loader
 from segbench.errors import warn
 from segbench.evaluate import evaluate
+from segbench.inference import SIZE_DIVISOR
 from segbench.metrics import METRICS
 
-SIZE_DIVISOR = 32  # the evaluator pads images to a multiple of 32 before the model sees them
 
-
-def _padded(images: torch.Tensor) -> torch.Tensor:
+def _padded(images: torch.Tensor, divisor: int) -> torch.Tensor:
+    """The images as the evaluator hands them to the model: padded to a multiple of ``divisor``."""
     height, width = images.shape[-2:]
-    return F.pad(images, (0, -width % SIZE_DIVISOR, 0, -height % SIZE_DIVISOR))
+    return F.pad(images, (0, -width % divisor, 0, -height % divisor))
 
 
 def _first_batch_agreement(model: nn.Module, deployed: nn.Module, images: torch.Tensor) -> dict[str, float]:
@@ -47,6 +47,7 @@ def evaluate_backends(name: str, model: nn.Module, eager: dict, cfg: SuiteConfig
     """One entry per backend of ``cfg.eval.backends`` (results.json ``evaluation.backends``), compared with the
     eager evaluation's model record ``eager``."""
     eager_metrics = {k: eager["metrics"][k] for k in METRICS}
+    divisor = getattr(model, "size_divisor", SIZE_DIVISOR)
     entries = []
     for backend in cfg.eval.backends:
         if backend == "eager":
@@ -55,7 +56,7 @@ def evaluate_backends(name: str, model: nn.Module, eager: dict, cfg: SuiteConfig
                             "images": eager["evaluation"]["images"], "seconds": eager["evaluation"]["seconds"]})
             continue
         loader = make_loader(val_set, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
-        example = _padded(next(iter(loader))[0].to(device))
+        example = _padded(next(iter(loader))[0].to(device), divisor)
         start = time.perf_counter()
         try:
             deployed = deploy(backend, model, example, dynamic_spatial=True)
@@ -63,7 +64,7 @@ def evaluate_backends(name: str, model: nn.Module, eager: dict, cfg: SuiteConfig
             warn(f"{name}: backend {backend} not evaluated: {exc.reason}")
             entries.append({"backend": backend, "status": "skipped", "reason": exc.reason})
             continue
-        wrapped = DeployedModule(deployed)
+        wrapped = DeployedModule(deployed, divisor)
         result = evaluate(wrapped, loader, info.num_classes, info.ignore_index, device, cfg.eval,
                           desc=f"eval {name} [{backend}]", progress=cfg.progress)
         metrics = result.confusion.compute().summary()

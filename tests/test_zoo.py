@@ -261,3 +261,13 @@ def test_zoo_list_and_unknown_card(cli):
     assert code == 0 and all(name in out for name in cards())
     code, _, err = cli("eval", "zoo=nope")
     assert code == 2 and "unknown zoo model 'nope'" in err
+
+
+def test_a_file_rewritten_after_its_checksum_was_taken_gets_a_new_one(tmp_path):
+    import hashlib
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 1000)
+    assert sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    path.write_bytes(b"b" * 1000)  # same size, same second
+    assert sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest()
