@@ -314,6 +314,9 @@ def run(cfg: SuiteConfig) -> Path | None:
     val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
     if train_set is not None:
         check_batchable(train_set, local_batch(cfg.train.batch_size, world, "train.batch_size"))
+        if cfg.train.sync_bn and world.distributed and device.type != "cuda":
+            raise UserError(f"train.sync_bn: SyncBatchNorm runs on CUDA devices, but this job runs on {device}; "
+                            "set train.sync_bn=false")
     check_batchable(val_set, cfg.eval.batch_size)
     check_weights(cfg, specs, info.num_classes)
     if world.main:
