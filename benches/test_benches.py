@@ -6,10 +6,10 @@ Saved as JSON under .benchmarks/ so that two commits compare with ``--benchmark-
 import pytest
 import torch
 
-from segbench.config import DataConfig
-from segbench.datasets import build_dataset
-from segbench.metrics import ConfusionMatrix
-from segbench.models import build_model
+from segbench.config.schema import DataConfig
+from segbench.data.registry import build_dataset
+from segbench.metrics.confusion import ConfusionMatrix
+from segbench.models.registry import build_model
 
 NUM_CLASSES = 19
 

@@ -1,3 +1,3 @@
-from segbench.cli import entry
+from segbench.cli.main import entry
 
 entry()

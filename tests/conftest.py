@@ -33,7 +33,7 @@ def mlflow_uri(_migrated_store, tmp_path) -> str:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run the real console entry point in-process; return (exit code, stdout, stderr)."""
-    from segbench.cli import entry
+    from segbench.cli.main import entry
 
     def invoke(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["segbench", *args])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segbench.datasets.folder import voc_colormap
+from segbench.data.pairs import voc_colormap
 
 WIDTH, HEIGHT = 64, 32
 STRIPE = HEIGHT // 8  # masks are 8 horizontal stripes of one raw value each

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segbench.archs import ARCHITECTURES
-from segbench.archs.fcn import BilinearUpsample, bilinear_kernel
-from segbench.archs.parsenet import L2Norm
 from segbench.errors import UserError
-from segbench.models import build_model
+from segbench.models.archs import ARCHITECTURES
+from segbench.models.archs.fcn import BilinearUpsample, bilinear_kernel
+from segbench.models.archs.parsenet import L2Norm
+from segbench.models.registry import build_model
 
 OWN = ["fcn32s", "fcn16s", "fcn8s", "parsenet", "deeplabv1", "deeplabv2"]
 # A ResNet, a MobileNet and a ConvNeXt: all three dilate through timm's output_stride.
@@ -26,7 +26,7 @@ def test_own_architectures_are_registered_as_segbench():
 
 
 def test_listing_the_registry_does_not_import_torch():
-    code = "import sys, segbench.archs as a; assert 'fcn8s' in a.ARCHITECTURES; print('torch' in sys.modules)"
+    code = "import sys, segbench.models.archs as a; assert 'fcn8s' in a.ARCHITECTURES; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -130,7 +130,7 @@ def test_deeplabv1_is_large_fov_on_a_stride_8_backbone():
 def test_output_stride_16_and_32(arch, output_stride, size):
     from importlib import import_module
 
-    module = import_module(f"segbench.archs.{'parsenet' if arch == 'parsenet' else 'deeplab'}")
+    module = import_module(f"segbench.models.archs.{'parsenet' if arch == 'parsenet' else 'deeplab'}")
     model = getattr(module, arch)("resnet10t", 2, output_stride=output_stride).eval()
     with torch.no_grad():
         (features,) = model.encoder(torch.randn(1, 3, 75, 100))
@@ -150,7 +150,7 @@ def test_a_backbone_that_cannot_dilate_fails_with_one_clear_line(arch, backbone)
 
 def test_unsupported_output_stride_and_missing_strides_are_user_errors():
     with pytest.raises(UserError, match="output_stride must be 8, 16 or 32, got 4"):
-        from segbench.archs.deeplab import deeplabv1
+        from segbench.models.archs.deeplab import deeplabv1
 
         deeplabv1("resnet10t", 3, output_stride=4)
     with pytest.raises(UserError, match="has no stride-32 features"):
@@ -161,7 +161,7 @@ def test_local_backbone_weights_load_into_the_encoder(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from segbench.checkpoints import load_backbone_weights
+    from segbench.models.checkpoints import load_backbone_weights
 
     torch.manual_seed(1)
     source = timm.create_model("resnet10t", pretrained=False)

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from segbench.backends import BACKENDS, BackendUnavailable, deploy
-from segbench.models import build_model
+from segbench.deploy.backends import BACKENDS, BackendUnavailable, deploy
+from segbench.models.registry import build_model
 
 CPU = torch.device("cpu")
 TINY = ["models=[unet-resnet10t,fcn8s-resnet10t]", "train.iters=4", "train.batch_size=4", "data.image_size=32",
@@ -56,7 +56,7 @@ def test_a_dynamic_export_serves_other_image_sizes():
 
 
 def test_an_export_that_bakes_the_input_in_is_refused(monkeypatch):
-    import segbench.backends_onnx as backends_onnx
+    import segbench.deploy.onnx as backends_onnx
 
     class Baked(torch.nn.Module):
         def forward(self, x):
@@ -141,7 +141,7 @@ def test_run_records_parity_and_speed_per_backend(cli, tmp_path):
 
 
 def test_the_gate_bounds_the_difference_from_eager(tmp_path, images, record, results):
-    from segbench.gate import gate
+    from segbench.gate.compare import gate
 
     def with_backends(diff: float, status: str = "ok") -> dict:
         model = record("unet-r10", *images(20, 0.6))

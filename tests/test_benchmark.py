@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import segbench.benchmark as benchmark
-from segbench.benchmark import measure_throughput
+import segbench.deploy.timing as benchmark
+from segbench.deploy.timing import measure_throughput
 
 CPU = torch.device("cpu")
 
@@ -119,7 +119,7 @@ def test_settings_are_recorded_with_the_figure():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA events, autocast, CUDA memory")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_gpu_paths(precision):
-    from segbench.models import build_model
+    from segbench.models.registry import build_model
 
     model = build_model("unet-resnet10t", num_classes=3)
     result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), warmup=3, iters=5, repeats=2,
@@ -169,7 +169,7 @@ def test_bench_settings_are_checked_up_front(cli, tmp_path, override, message):
 
 
 def test_speed_metrics_name_each_backend():
-    from segbench.runner import _speed_metrics
+    from segbench.pipeline.runner import _speed_metrics
 
     records = [{"backend": b, "requested_batch_size": n, "images_per_second": ips, "latency_ms_p50": 1.0}
                for b, n, ips in (("eager", 1, 10.0), ("eager", 4, 12.0), ("onnxruntime", 1, 20.0))]
@@ -180,16 +180,16 @@ def test_speed_metrics_name_each_backend():
 
 
 def test_an_isolated_child_reports_a_users_mistake_on_one_line():
-    from segbench.config import SuiteConfig
+    from segbench.config.schema import SuiteConfig
+    from segbench.deploy.speed import time_isolated
     from segbench.errors import UserError
-    from segbench.speed import time_isolated
 
     with pytest.raises(UserError, match="unknown model 'nosuchnet'"):
         time_isolated(SuiteConfig(models=["nosuchnet-resnet10t"]), "nosuchnet-resnet10t", (32, 32), CPU)
 
 
 def test_gpu_query_parsing():
-    from segbench.environment import fingerprint, gpu_state, parse_gpu_query
+    from segbench.core.environment import fingerprint, gpu_state, parse_gpu_query
 
     state = parse_gpu_query("550.54.15, 1980, 2619, 1980, 2619, 700.00, Enabled, P0, 34")
     assert state == {"driver": "550.54.15", "sm_mhz": 1980.0, "memory_mhz": 2619.0, "max_sm_mhz": 1980.0,

@@ -102,8 +102,8 @@ def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypat
     assert code == 2 and err.count("\n") == 1 and "no MLflow store at sqlite:///mlflow.db" in err
     assert not (tmp_path / "cwd" / "mlflow.db").exists()  # reading did not create a store
 
-    from segbench.config import TrackingConfig
-    from segbench.tracking import Tracker
+    from segbench.config.schema import TrackingConfig
+    from segbench.results.tracking import Tracker
 
     store.rename(tmp_path / "cwd" / "mlflow.db")  # an existing store, in the working directory
     tracker = Tracker(TrackingConfig(uri="sqlite:///mlflow.db"), "toy")

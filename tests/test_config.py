@@ -2,9 +2,9 @@
 
 import pytest
 
-from segbench.config import config_hash
+from segbench.config.schema import config_hash
 from segbench.errors import UserError
-from segbench.validation import load_config
+from segbench.pipeline.validation import load_config
 
 
 def test_default_suite_loads():
@@ -66,7 +66,7 @@ def test_backbone_without_features_only_is_refused(monkeypatch):
     # every model of the installed timm supports features_only; an older timm may not
     import timm
 
-    from segbench.models import check_backbone
+    from segbench.models.registry import check_backbone
 
     def create_model(name, pretrained=False, features_only=False, **kwargs):
         raise RuntimeError("features_only not implemented for this model")

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segbench.config import CRFConfig
-from segbench.crf import GaussianBlur, PermutohedralLattice, dense_crf
-from segbench.metrics import ConfusionMatrix
+from segbench.config.schema import CRFConfig
+from segbench.evaluation.crf import GaussianBlur, PermutohedralLattice, dense_crf
+from segbench.metrics.confusion import ConfusionMatrix
 
 H, W = 64, 80
 COLOURS = torch.tensor([[200.0, 40, 40], [40, 160, 60], [40, 60, 200]])

@@ -23,12 +23,19 @@ from fixtures_layouts import (
 )
 from PIL import Image
 
-from segbench.config import DataConfig
-from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD, build_dataset, check_available, dataset_info, make_loader
-from segbench.datasets import checks as checks_module
-from segbench.datasets.transforms import MEAN_COLOUR
+from segbench.config.schema import DataConfig
+from segbench.data import checks as checks_module
+from segbench.data.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_dataset,
+    check_available,
+    dataset_info,
+    make_loader,
+)
+from segbench.data.transforms import MEAN_COLOUR
 from segbench.errors import UserError
-from segbench.validation import load_config
+from segbench.pipeline.validation import load_config
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import torch
 from fixtures_layouts import write_image, write_mask
 from safetensors.torch import load_file, save_file
 
-from segbench.distributed import World, shard
+from segbench.core.distributed import World, shard
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
 
@@ -100,12 +100,12 @@ def _train_rank(rank: int, size: int, port: int, root: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from segbench import runner
-    from segbench.datasets import build_dataset, dataset_info
-    from segbench.distributed import launched, process_group
-    from segbench.models import parse_spec
-    from segbench.session import Session
-    from segbench.validation import load_config
+    from segbench.core.distributed import launched, process_group
+    from segbench.data.registry import build_dataset, dataset_info
+    from segbench.models.registry import parse_spec
+    from segbench.pipeline import runner as runner
+    from segbench.pipeline.session import Session
+    from segbench.pipeline.validation import load_config
 
     cfg = load_config([*overrides(Path(root)), "train.iters=4", "train.batch_size=4", "tracking.enabled=false",
                        f"output_dir={out}/run", "train.save_checkpoint=false"])

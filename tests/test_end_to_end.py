@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from segbench.metrics import compute_metrics
+from segbench.metrics.confusion import compute_metrics
 
 TINY = [
     "models=[unet-resnet10t,pspnet-resnet10t]",
@@ -88,12 +88,12 @@ def test_same_seed_same_metrics(cli, tmp_path, mlflow_uri):
 
 
 def test_ctrl_c_marks_runs_killed_and_writes_no_results(cli, tmp_path, mlflow_uri, monkeypatch):
-    import segbench.runner
+    import segbench.pipeline.runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(segbench.runner, "evaluate", interrupted)
+    monkeypatch.setattr(segbench.pipeline.runner, "evaluate", interrupted)
     out = tmp_path / "out"
     code, _, err = cli("run", *TINY, f"output_dir={out}", f"tracking.uri={mlflow_uri}")
     assert code == 130 and "interrupted" in err
@@ -111,8 +111,8 @@ def test_score_command_on_a_cityscapes_tree(cli, tmp_path, mlflow_uri):
     from fixtures_layouts import make_cityscapes
     from PIL import Image
 
-    from segbench.datasets import build_dataset
-    from segbench.validation import load_config
+    from segbench.data.registry import build_dataset
+    from segbench.pipeline.validation import load_config
 
     root = make_cityscapes(tmp_path / "cityscapes")
     dataset = build_dataset(load_config(["suite=cityscapes", f"data.root={root}"]).data, "val")

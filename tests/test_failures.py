@@ -47,7 +47,7 @@ def folder_suite(root: Path) -> list[str]:
 
 
 def unet_state(num_classes: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
-    from segbench.models import build_model
+    from segbench.models.registry import build_model
 
     torch.manual_seed(seed)
     return build_model("unet-resnet10t", num_classes).state_dict()
@@ -74,8 +74,8 @@ def _case_wrong_shape(tmp: Path) -> list[str]:
 
 
 def _case_folder_checksum(tmp: Path) -> list[str]:
-    from segbench.checkpoints import save_checkpoint
-    from segbench.models import build_model
+    from segbench.models.checkpoints import save_checkpoint
+    from segbench.models.registry import build_model
 
     folder = tmp / "checkpoints" / "unet-resnet10t"
     save_checkpoint(build_model("unet-resnet10t", 7), folder, {"model": "unet-resnet10t"})

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from segbench.baseline import update_baseline
 from segbench.errors import UserError
-from segbench.gate import gate, parse_max_drops, same_images
-from segbench.gate_render import text, write_summary
-from segbench.schema import parse_results, write_results
+from segbench.gate.baseline import update_baseline
+from segbench.gate.compare import gate, parse_max_drops, same_images
+from segbench.gate.render import text, write_summary
+from segbench.results.schema import parse_results, write_results
 
 
 def write(path, data: dict):
@@ -225,8 +225,8 @@ def test_update_baseline_copies_the_run_compactly(tmp_path, images, record, resu
 
 
 def test_run_from_mlflow_latest_and_run_id(tmp_path, mlflow_uri, baseline, images, record, results):
-    from segbench.config import TrackingConfig
-    from segbench.tracking import Tracker
+    from segbench.config.schema import TrackingConfig
+    from segbench.results.tracking import Tracker
 
     data = results(record("unet-r10", *images(50, 0.58)), record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0))
     tracker = Tracker(TrackingConfig(uri=mlflow_uri), "toy")

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from segbench.config import EvalConfig
+from segbench.config.schema import EvalConfig
 from segbench.errors import UserError
-from segbench.inference import check_eval_config, describe_mode, predict_logits
+from segbench.evaluation.modes import check_eval_config, describe_mode, predict_logits
 
 K = 4
 

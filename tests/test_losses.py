@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segbench.losses import build_loss
+from segbench.train.losses import build_loss
 
 
 def batch(seed=0):

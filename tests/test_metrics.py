@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segbench.metrics import ConfusionMatrix, compute_metrics
+from segbench.metrics.confusion import ConfusionMatrix, compute_metrics
 
 
 def scores(pred, target, k, ignore=255):

@@ -8,16 +8,17 @@ import pytest
 import torch
 from fixtures_layouts import INSTANCE_PREDICTION, make_cityscapes_instances, make_folder, paint, write_mask
 
-from segbench.config import DataConfig, EvalConfig, SuiteConfig, TrackingConfig
-from segbench.datasets import build_dataset, dataset_info, make_loader
+from segbench.config.schema import DataConfig, EvalConfig, SuiteConfig, TrackingConfig
+from segbench.data.registry import build_dataset, dataset_info, make_loader
 from segbench.errors import UserError
-from segbench.metrics import ConfusionMatrix
-from segbench.passport import Passport, per_image
-from segbench.passport.boundary import BoundaryIoU, dilation_pixels
-from segbench.passport.calibration import Calibration, top1
-from segbench.passport.surface import case_surface
-from segbench.score import score_predictions
-from segbench.validation import load_config
+from segbench.metrics import per_image
+from segbench.metrics.boundary import BoundaryIoU, dilation_pixels
+from segbench.metrics.calibration import Calibration, top1
+from segbench.metrics.confusion import ConfusionMatrix
+from segbench.metrics.passport import Passport
+from segbench.metrics.surface import case_surface
+from segbench.pipeline.score import score_predictions
+from segbench.pipeline.validation import load_config
 
 CAR, PERSON, RIDER = 12794.0202738185, 3462.4756337644, 3930.4788056518  # cityscapesScripts avgClassSize
 
@@ -178,7 +179,7 @@ def test_binary_folder_suite_reports_foreground_surface_and_saves_submittable_pr
                        "models=[unet-resnet10t]", "train.enabled=false", "bench.enabled=false",
                        "tracking.enabled=false", "progress=false", f"output_dir={out}", "eval.save_predictions=true",
                        "eval.overlays=2"])
-    from segbench.runner import run
+    from segbench.pipeline.runner import run
 
     results = json.loads(run(cfg).read_text())
     record = results["models"][0]
@@ -203,7 +204,7 @@ def test_binary_folder_suite_reports_foreground_surface_and_saves_submittable_pr
 
 
 def test_passport_off_leaves_the_confusion_matrix_metrics_only(tmp_path):
-    from segbench.runner import run
+    from segbench.pipeline.runner import run
 
     cfg = load_config(["models=[fcn8s-resnet10t]", "train.enabled=false", "bench.enabled=false",
                        "data.val_samples=4", "data.image_size=32", "tracking.enabled=false", "progress=false",
@@ -237,7 +238,7 @@ def test_list_metrics_gives_definitions_and_conventions(cli):
 
 
 def test_gate_gates_passport_metrics_in_their_direction_with_intervals(tmp_path, images, record, results):
-    from segbench.gate import gate
+    from segbench.gate.compare import gate
 
     def model(iou: float, ece: float, iiou: float, seed: int = 0) -> dict:
         entry = record("unet-r10", *images(60, iou, seed=seed))

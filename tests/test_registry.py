@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from segbench.archs import ARCHITECTURES
+from segbench.core.registry import Registry
 from segbench.errors import UserError
-from segbench.losses import LOSSES
-from segbench.models import build_model, check_backbone, parse_spec
-from segbench.registry import Registry
+from segbench.models.archs import ARCHITECTURES
+from segbench.models.registry import build_model, check_backbone, parse_spec
+from segbench.train.losses import LOSSES
 
 SMP_ARCHS = ["unet", "unetplusplus", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "linknet", "manet", "pan",
              "upernet", "segformer", "dpt"]
@@ -79,7 +79,7 @@ def test_list_commands(cli):
 
 
 def test_models_built_here_come_through_load_model_unwrapped_and_identical():
-    from segbench.models import load_model
+    from segbench.models.registry import load_model
 
     torch.manual_seed(0)
     plain = build_model("pspnet-resnet10t", num_classes=3).eval()

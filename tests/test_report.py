@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from segbench.errors import UserError
-from segbench.report import build_report
-from segbench.report_plots import pareto_front
+from segbench.report.build import build_report
+from segbench.report.plots import pareto_front
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EVIL = "<b>x</b><script>alert(1)</script>"
@@ -146,8 +146,8 @@ def test_bad_sources_are_user_errors(tmp_path):
 
 
 def test_report_from_mlflow_runs(tmp_path, mlflow_uri):
-    from segbench.config import TrackingConfig
-    from segbench.tracking import Tracker
+    from segbench.config.schema import TrackingConfig
+    from segbench.results.tracking import Tracker
 
     tracker = Tracker(TrackingConfig(uri=mlflow_uri), "toy")
     parent = tracker.start("toy-run", params={"data.ignore_index": 255, "eval.mode": "whole"},

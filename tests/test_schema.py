@@ -1,4 +1,5 @@
-"""results.json through segbench.schema: version 1 read and upgraded, version 2 written, wrong structure named."""
+"""results.json through segbench.results.schema: version 1 read and upgraded, version 2 written, wrong structure
+named."""
 
 import json
 import math
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segbench.errors import UserError
-from segbench.schema import (
+from segbench.results.schema import (
     SCHEMA_VERSION,
     ModelRecord,
     Results,

@@ -7,13 +7,13 @@ import pytest
 from fixtures_layouts import HEIGHT, WIDTH, make_ade20k, make_cityscapes, make_folder, make_voc, stripes, write_mask
 from PIL import Image
 
-from segbench.config import DataConfig, SuiteConfig, TrackingConfig
-from segbench.datasets import build_dataset
-from segbench.datasets.cityscapes import CATEGORIES, CLASSES, TRAIN_CLASSES
+from segbench.config.schema import DataConfig, SuiteConfig, TrackingConfig
+from segbench.data.layouts.cityscapes import CATEGORIES, CLASSES, TRAIN_CLASSES
+from segbench.data.registry import build_dataset
 from segbench.errors import UserError
-from segbench.metrics import category_iou
-from segbench.score import score_predictions
-from segbench.validation import load_config
+from segbench.metrics.confusion import category_iou
+from segbench.pipeline.score import score_predictions
+from segbench.pipeline.validation import load_config
 
 TRAIN_TO_LABEL_ID = np.zeros(256, np.uint8)  # ignored train ids (255) become label id 0, "unlabeled"
 TRAIN_TO_LABEL_ID[: len(TRAIN_CLASSES)] = [label_id for _, label_id, _, _ in TRAIN_CLASSES]

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segbench.datasets import IMAGENET_MEAN, IMAGENET_STD
-from segbench.datasets.voc import CLASSES as VOC
+from segbench.data.layouts.voc import CLASSES as VOC
+from segbench.data.registry import IMAGENET_MEAN, IMAGENET_STD
 from segbench.errors import UserError
-from segbench.labelspace import ClassSelect, canonical, match_classes
-from segbench.models import load_model, parse_spec, plan_model
-from segbench.normalisation import Normalisation, Renormalise
+from segbench.models.labelspace import ClassSelect, canonical, match_classes
+from segbench.models.normalisation import Normalisation, Renormalise
+from segbench.models.registry import load_model, parse_spec, plan_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -81,7 +81,7 @@ def test_torchvision_state_dict_gives_the_out_head(tmp_path, name, aux):
 
 
 def test_torchvision_published_weights_from_the_cache_carry_their_categories(tmp_path, monkeypatch):
-    from segbench.sources.tv import cached_file
+    from segbench.models.sources.tv import cached_file
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     path = cached_file("lraspp_mobilenet_v3_large")
@@ -238,8 +238,8 @@ def test_mismatch_is_refused_listing_names_unless_mapped():
 
 
 def test_segbench_label_spaces_have_no_spelling_collisions():
-    from segbench.datasets.ade20k import CLASSES as ADE
-    from segbench.datasets.cityscapes import CLASSES as CITYSCAPES
+    from segbench.data.layouts.ade20k import CLASSES as ADE
+    from segbench.data.layouts.cityscapes import CLASSES as CITYSCAPES
 
     for classes in (VOC, ADE, CITYSCAPES):
         assert len({canonical(c) for c in classes}) == len(classes)
@@ -248,7 +248,7 @@ def test_segbench_label_spaces_have_no_spelling_collisions():
 # --- config time, CLI and the whole evaluation ---------------------------------------------------------------
 
 def test_config_refuses_mismatched_classes_and_unknown_class_map_keys(tmp_path):
-    from segbench.validation import load_config
+    from segbench.pipeline.validation import load_config
 
     segformer_folder(tmp_path / "s", ["background", "cat", "dog"])
     model = f"models=[hf:{tmp_path / 's'}]"
@@ -263,7 +263,7 @@ def test_config_refuses_mismatched_classes_and_unknown_class_map_keys(tmp_path):
 
 
 def test_weights_key_with_a_colon_works_in_overrides(tmp_path):
-    from segbench.validation import load_config
+    from segbench.pipeline.validation import load_config
 
     torchvision_checkpoint(tmp_path / "w.pth", num_classes=7)
     cfg = load_config(["models=[torchvision:lraspp_mobilenet_v3_large]", "train.enabled=false",
@@ -299,10 +299,10 @@ def test_evaluation_end_to_end_on_voc_gives_1_for_the_models_own_predictions(tmp
     from fixtures_layouts import make_voc
     from PIL import Image
 
-    from segbench.datasets import build_dataset, dataset_info, make_loader
-    from segbench.evaluate import evaluate
-    from segbench.inference import predict_logits
-    from segbench.validation import load_config
+    from segbench.data.registry import build_dataset, dataset_info, make_loader
+    from segbench.evaluation.loop import evaluate
+    from segbench.evaluation.modes import predict_logits
+    from segbench.pipeline.validation import load_config
 
     root = make_voc(tmp_path / "voc")
     spelled = ["__background__" if c == "background" else c.replace("table", " table") for c in VOC]
@@ -332,8 +332,8 @@ def test_segbench_eval_of_a_torchvision_state_dict_on_its_own_predictions_scores
     from fixtures_layouts import make_voc
     from PIL import Image
 
-    from segbench.datasets import build_dataset
-    from segbench.validation import load_config
+    from segbench.data.registry import build_dataset
+    from segbench.pipeline.validation import load_config
 
     root = make_voc(tmp_path / "voc")
     weights = tmp_path / "lraspp.pth"
@@ -366,8 +366,8 @@ def test_segbench_eval_of_a_torchvision_state_dict_on_its_own_predictions_scores
 def test_published_models_are_evaluated_at_the_image_size_without_padding(tmp_path):
     """torchvision's LR-ASPP pools globally: padding a 50x70 image to 64x96 would change every logit. Evaluation
     gives the model the image as its authors do, and the logits equal torchvision's own forward."""
-    from segbench.config import EvalConfig
-    from segbench.inference import predict_logits
+    from segbench.config.schema import EvalConfig
+    from segbench.evaluation.modes import predict_logits
 
     net = torchvision_checkpoint(tmp_path / "lraspp.pth")
     built = load_model("torchvision:lraspp_mobilenet_v3_large", VOC, weights=str(tmp_path / "lraspp.pth"))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from segbench.metrics import compute_metrics
-from segbench.stats import bootstrap, bootstrap_difference, score
+from segbench.metrics.confusion import compute_metrics
+from segbench.metrics.statistics import bootstrap, bootstrap_difference, score
 
 
 def per_image(images: int, classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 from test_failures import TINY
 
 from segbench.errors import UserError
-from segbench.sweep import Shard, parse_shard
+from segbench.pipeline.sweep import Shard, parse_shard
 
 MODELS = ["a", "b", "c", "d", "e"]
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from segbench.config import DataConfig
-from segbench.datasets import build_dataset, dataset_info
-from segbench.datasets.synthetic import CLASSES, CLOUD, POLE, PUDDLE, generate_scene
+from segbench.config.schema import DataConfig
+from segbench.data.layouts.synthetic import CLASSES, CLOUD, POLE, PUDDLE, generate_scene
+from segbench.data.registry import build_dataset, dataset_info
 
 
 def test_same_seed_same_scene_and_splits_differ():

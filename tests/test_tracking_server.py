@@ -195,7 +195,7 @@ def tracking_server() -> Iterator[str]:
 def test_four_runs_started_together_against_a_postgresql_backed_server_all_finish(tracking_server, tmp_path, cli):
     from mlflow.tracking import MlflowClient
 
-    from segbench.schema import read_results
+    from segbench.results.schema import read_results
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | LOCAL
     env |= {"SEGBENCH_CACHE_DIR": str(tmp_path / ".cache"), "PYTHONUNBUFFERED": "1"}

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from segbench.cards import cards, read_card
-from segbench.checkpoints import download, load_weights, read_state_dict, save_checkpoint, sha256_file
 from segbench.errors import UserError
-from segbench.models import build_model
+from segbench.models.checkpoints import download, load_weights, read_state_dict, save_checkpoint, sha256_file
+from segbench.models.registry import build_model
+from segbench.zoo.cards import cards, read_card
 
 TINY = ["train.iters=3", "train.batch_size=4", "data.image_size=32", "data.train_samples=8",
         "data.val_samples=8", "eval.batch_size=4", "bench.enabled=false", "progress=false"]
@@ -107,8 +107,8 @@ def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
     assert card.results["metrics"]["mIoU"] == trained["metrics"]["mIoU"]
     assert card.weights.sha256 == sha256_file(zoo / "weights" / "tiny.safetensors")
 
-    from segbench.runner import run as run_suite
-    from segbench.zoo import compare, eval_config
+    from segbench.pipeline.runner import run as run_suite
+    from segbench.zoo.verify import compare, eval_config
 
     cfg = eval_config(card, [f"output_dir={tmp_path / 'eval'}", "tracking.enabled=false", "progress=false"])
     assert not cfg.train.enabled
@@ -142,7 +142,7 @@ SHIPPED = "pspnet-mnv3s050_synthetic"
 
 def shipped(**changes):
     """The shipped trained card (schema version 1) as a dict, with ``changes``."""
-    from segbench.cards import zoo_dir
+    from segbench.zoo.cards import zoo_dir
 
     return yaml.safe_load((zoo_dir() / f"{SHIPPED}.yaml").read_text()) | changes
 
@@ -167,7 +167,7 @@ def test_malformed_card_fields_are_one_line_naming_file_and_field(cli, tmp_path,
 
 
 def test_one_bad_card_does_not_break_the_others(cli, tmp_path, monkeypatch):
-    from segbench.cards import zoo_dir
+    from segbench.zoo.cards import zoo_dir
 
     shutil.copytree(zoo_dir() / "weights", tmp_path / "weights")
     (tmp_path / "good.yaml").write_text((zoo_dir() / f"{SHIPPED}.yaml").read_text())  # a v1 card stays readable
@@ -214,11 +214,11 @@ def test_published_cards_keep_claimed_and_verified_apart():
 
 def test_verify_reproduces_a_published_card_when_its_weights_and_data_are_here(tmp_path, monkeypatch):
     """A claimed figure on a protocol segbench runs: compared; one it cannot run: measured, not compared."""
-    from segbench.cards import Card, Claimed, Weights
-    from segbench.zoo import verify
+    from segbench.zoo.cards import Card, Claimed, Weights
+    from segbench.zoo.verify import verify
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    from segbench.sources.tv import cached_file
+    from segbench.models.sources.tv import cached_file
 
     path = cached_file("lraspp_mobilenet_v3_large")
     path.parent.mkdir(parents=True)
@@ -243,7 +243,7 @@ def test_verify_reproduces_a_published_card_when_its_weights_and_data_are_here(t
                                                "metrics": {"mIoU": 0.62}}]}))
         return out
 
-    import segbench.zoo as zoo_module
+    import segbench.zoo.verify as zoo_module
 
     monkeypatch.setattr(zoo_module, "unavailable", lambda card, download=False: None)
     monkeypatch.setattr(zoo_module, "load_config", lambda overrides: overrides)

@@ -1,0 +1,104 @@
+"""The ``segbench`` command line. Heavy imports (torch, timm, mlflow) wait until a command needs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+import typer
+
+from segbench import __version__
+from segbench.cli import gate, listing, report, run, zoo
+from segbench.errors import UserError
+
+app = typer.Typer(
+    help="Benchmark and compare semantic segmentation models.",
+    add_completion=False,
+    no_args_is_help=False,
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an internal error "
+                                                      "(or set SEGBENCH_DEBUG=1)."),
+) -> None:
+    """Benchmark and compare semantic segmentation models. Run with no command: the embedded default suite."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run.run, overrides=[])
+
+
+app.command("run")(run.run)
+app.command("bench")(run.bench)
+app.command("eval")(run.eval_)
+app.command("score")(run.score)
+app.command("report")(report.report)
+app.command("gate")(gate.gate)
+baseline_app = typer.Typer(help="Baselines for segbench gate.", no_args_is_help=True)
+baseline_app.command("update")(gate.baseline_update)
+app.add_typer(baseline_app, name="baseline")
+zoo_app = typer.Typer(help="The model zoo: cards in zoo/*.yaml (or $SEGBENCH_ZOO).", no_args_is_help=True)
+zoo_app.command("list")(zoo.zoo_list)
+zoo_app.command("verify")(zoo.zoo_verify)
+zoo_app.command("add")(zoo.zoo_add)
+app.add_typer(zoo_app, name="zoo")
+app.command("list")(listing.list_)
+
+
+INTERNAL_ERROR = 3  # a bug in segbench, not the user's input: 1 stays "regression", 2 "bad input"
+
+
+def entry() -> None:
+    """Console-script entry point: exit 0 on success, 1 for a regression or a verification mismatch, 2 for bad
+    input (one line, no traceback), 3 for an internal error (its traceback only with --debug or SEGBENCH_DEBUG=1),
+    128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
+    from segbench.core.interrupts import signals_interrupt
+
+    # --debug is global: accepted in any position, not only before the command
+    debug = "--debug" in sys.argv[1:] or os.environ.get("SEGBENCH_DEBUG", "") not in ("", "0")
+    args = [arg for arg in sys.argv[1:] if arg != "--debug"]
+    with signals_interrupt() as caught:
+        try:
+            code = app(args=args, prog_name="segbench", standalone_mode=False)  # typer returns 130 for an interrupt
+        except UserError as exc:
+            typer.echo(f"segbench: error: {exc}", err=True)
+            sys.exit(2)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.TyperException as exc:  # usage errors: unknown command or option, missing argument
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            typer.echo(f"segbench: error: {message} (see segbench --help)", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            code = 130
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+                sys.exit(INTERNAL_ERROR)
+            first = (str(exc).splitlines() or [""])[0][:300]
+            typer.echo(f"segbench: internal error: {type(exc).__name__}: {first} (a bug in segbench, not in your "
+                       "input; rerun with --debug or SEGBENCH_DEBUG=1 for the traceback, and please report it)",
+                       err=True)
+            sys.exit(INTERNAL_ERROR)
+    if code == 130 or caught.signum is not None:
+        signum = caught.signum or signal.SIGINT
+        typer.echo(f"segbench: interrupted ({signal.Signals(signum).name}); open MLflow runs were marked KILLED, "
+                   "an output folder keeps its .partial suffix and no results were written", err=True)
+        sys.exit(128 + signum)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    entry()

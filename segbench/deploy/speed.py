@@ -1,0 +1,114 @@
+"""A suite's speed measurement of one model: one record per backend and batch size, in this process or in a fresh
+one (``bench.isolate``: models timed in one process share allocator state and cuDNN's choices, timm#955).
+
+The isolated child is ``python -m segbench.deploy.speed REQUEST RESULT``: it reads the resolved suite and the
+model's name from REQUEST (JSON), builds the model, times it and writes its records to RESULT (JSON), or the error
+that stopped it (a user's mistake keeps its one line).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segbench.config.schema import SuiteConfig, to_dict
+from segbench.core.files import atomic_write
+from segbench.deploy.backends import BackendUnavailable
+from segbench.deploy.timing import measure_throughput
+from segbench.errors import UserError, warn
+
+
+def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[int, int], device: torch.device,
+                  name: str = "model") -> tuple[list[dict], list[dict]]:
+    """The suite's throughput measurement: one record per backend and batch size, and the backends that could not
+    run here with their reasons (a warning each)."""
+    height, width = cfg.bench.input_size or image_size
+    records, skipped = [], []
+    for backend in cfg.bench.backends:
+        try:
+            for batch in cfg.bench.batch_sizes:
+                records.append(measure_throughput(
+                    model, (batch, 3, height, width), device, warmup=cfg.bench.warmup,
+                    warmup_seconds=cfg.bench.warmup_seconds, iters=cfg.bench.iters, repeats=cfg.bench.repeats,
+                    min_seconds=cfg.bench.min_seconds, precision=cfg.bench.precision,
+                    channels_last=cfg.bench.channels_last, backend=backend, oom=cfg.bench.oom).to_dict())
+        except BackendUnavailable as exc:
+            skipped.append({"backend": backend, "reason": exc.reason})
+            warn(f"{name}: backend {backend} not timed: {exc.reason}")
+        except UserError as exc:
+            raise UserError(f"{name}: {exc}") from None
+    return records, skipped
+
+
+def time_model(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
+               device: torch.device) -> tuple[list[dict], list[dict]]:
+    """Build model ``name`` of ``cfg`` (random weights; a published model's own) and time it in this process."""
+    from segbench.data.registry import dataset_info
+    from segbench.models.registry import load_model, parse_spec
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    spec = parse_spec(name)
+    model = load_model(spec, dataset_info(cfg.data).classes, cfg.weights.get(spec.name) if spec.external else None,
+                       cfg.eval.class_map).module
+    return speed_records(model, cfg, image_size, device, name)
+
+
+def time_isolated(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
+                  device: torch.device) -> tuple[list[dict], list[dict]]:
+    """``time_model`` in a fresh Python process; its records come back through a temporary JSON file."""
+    with tempfile.TemporaryDirectory(prefix="segbench-speed-") as tmp:
+        request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        request.write_text(json.dumps({"config": to_dict(cfg), "model": name, "image_size": list(image_size),
+                                       "device": str(device)}))
+        child = subprocess.Popen([sys.executable, "-m", "segbench.deploy.speed", str(request), str(result)])
+        try:
+            code = child.wait()
+        except BaseException:  # interrupted: the child goes too
+            child.kill()
+            child.wait()
+            raise
+        data = json.loads(result.read_text()) if result.is_file() else {"error": f"exit code {code}, no result"}
+    if "error" in data:
+        if data.get("user"):
+            raise UserError(data["error"])
+        raise RuntimeError(f"timing {name} in a fresh process failed: {data['error']}")
+    for record in data["speed"]:
+        record["isolated"] = True
+    return data["speed"], data["skipped"]
+
+
+def config_from_dict(values: dict) -> SuiteConfig:
+    """A resolved suite (``to_dict``) back as a SuiteConfig."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SuiteConfig), values))
+
+
+def main(request_path: str, result_path: str) -> int:
+    """The isolated child: time one model, write its records (or its error) to ``result_path``."""
+    request = json.loads(Path(request_path).read_text())
+    try:
+        speed, skipped = time_model(config_from_dict(request["config"]), request["model"],
+                                    tuple(request["image_size"]), torch.device(request["device"]))
+        out, code = {"speed": speed, "skipped": skipped}, 0
+    except KeyboardInterrupt:  # Ctrl-C reached the child too: the parent reports it
+        return 130
+    except UserError as exc:
+        out, code = {"error": str(exc), "user": True}, 2
+    except Exception as exc:
+        out, code = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"}, 3
+    atomic_write(result_path, json.dumps(out, allow_nan=True))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

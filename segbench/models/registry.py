@@ -1,0 +1,257 @@
+"""The model registry: architectures built here on timm backbones, and published models from external sources.
+
+A model is named ``ARCH-BACKBONE`` (``unet-resnet18``, ``pspnet-r50``): an architecture from
+``ARCHITECTURES`` (segmentation-models-pytorch's and segbench's own) and any timm model that supports
+``features_only`` (short aliases such as ``r18`` are accepted); or ``SOURCE:NAME`` for a published
+checkpoint (``torchvision:deeplabv3_resnet50``, ``hf:FOLDER``, ``smp:FOLDER``, see segbench.models.sources).
+Weights start random unless a local file is named: nothing is downloaded unless asked for.
+
+``load_model`` is what a suite calls: it gives a module whose output channel i is suite class i, with
+the model's source, input normalisation, label mapping and weights recorded (``BuiltModel.record``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
+
+from segbench.errors import UserError, closest, unknown
+from segbench.models.archs import ARCHITECTURES
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from segbench.models.labelspace import LabelMapping
+    from segbench.models.normalisation import Normalisation
+
+BUILT_HERE = "segbench"  # ModelSpec.source of ARCH-BACKBONE models
+
+BACKBONE_ALIASES = {
+    "r18": "resnet18",
+    "r34": "resnet34",
+    "r50": "resnet50",
+    "r101": "resnet101",
+    "r10t": "resnet10t",
+    "mnv3": "mobilenetv3_large_100",
+    "effb0": "efficientnet_b0",
+    "cnxt-atto": "convnext_atto",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model name: ``ARCH-BACKBONE``, or ``SOURCE:NAME`` (arch NAME, no backbone)."""
+
+    name: str
+    arch: str
+    backbone: str
+    source: str = BUILT_HERE  # or an external source: torchvision, hf, smp
+
+    @property
+    def external(self) -> bool:
+        """True for a published model from an external source."""
+        return self.source != BUILT_HERE
+
+
+@lru_cache(maxsize=1)
+def timm_model_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+@cache
+def check_backbone(name: str) -> str:
+    """Return the timm name for ``name`` (alias or timm name) or raise a UserError.
+
+    The backbone is built once on the meta device (no memory, no weights) to prove that it
+    supports ``features_only``.
+    """
+    name = BACKBONE_ALIASES.get(name, name)
+    import timm
+    import torch
+
+    if not timm.is_model(name):
+        raise unknown("backbone", name, list(timm_model_names()) + list(BACKBONE_ALIASES))
+    try:
+        with torch.device("meta"):
+            timm.create_model(name, pretrained=False, features_only=True)
+    except Exception as exc:
+        raise UserError(f"backbone '{name}' does not support features_only: {exc}".splitlines()[0]) from None
+    return name
+
+
+def parse_spec(spec: str, check: bool = False) -> ModelSpec:
+    """Split ``ARCH-BACKBONE`` or ``SOURCE:NAME`` into a ModelSpec; with ``check``, prove that the names exist
+    (for an external model: that its folder or cached hub id is there and of the right format)."""
+    from segbench.models.sources import SOURCES, split_name
+
+    external = split_name(spec)
+    if external is not None:
+        source, name = external
+        if source not in SOURCES:
+            hints = closest(source, SOURCES.names())
+            hint = f"; did you mean '{hints[0]}:'?" if hints else ""
+            raise UserError(f"model '{spec}': unknown model source '{source}'{hint} (expected "
+                            f"{', '.join(s + ':NAME' for s in SOURCES.names())}; see `segbench list models`)")
+        entry = SOURCES.get(source)
+        if not name:
+            raise UserError(f"model '{spec}': name the {source} model after '{source}:'")
+        if check:
+            entry.check(name)
+        return ModelSpec(name=spec, arch=name, backbone="", source=source)
+    arch, sep, backbone = spec.partition("-")
+    if not sep or not backbone:
+        raise UserError(f"model '{spec}' is not of the form ARCH-BACKBONE (for example unet-resnet18) "
+                        "or SOURCE:NAME (torchvision:, hf:, smp:)")
+    ARCHITECTURES.get(arch)
+    resolved = check_backbone(backbone) if check else BACKBONE_ALIASES.get(backbone, backbone)
+    return ModelSpec(name=spec, arch=arch, backbone=resolved)
+
+
+def build_model(spec: ModelSpec | str, num_classes: int) -> "nn.Module":
+    """Build the model named by ``spec`` with random weights and ``num_classes`` outputs."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec, check=True)
+    if spec.external:
+        raise UserError(f"model '{spec.name}' is a published model: build it with segbench.models.registry.load_model")
+    return ARCHITECTURES.get(spec.arch).build(spec.backbone, num_classes)
+
+
+@dataclass
+class BuiltModel:
+    """A model ready for a suite: ``module`` maps ImageNet-normalised images to N x K x H x W logits whose
+    channel i is ``classes[i]`` (the suite's classes), in training and in evaluation mode."""
+
+    module: "nn.Module"
+    spec: ModelSpec
+    classes: tuple[str, ...]
+    normalisation: "Normalisation"
+    mapping: "LabelMapping | None"  # None: built here with the suite's classes
+    weights: dict[str, Any]  # where the weights come from
+    notes: list[str] = field(default_factory=list)  # things the user should be told (e.g. classes assumed)
+
+    def record(self) -> dict[str, Any]:
+        """What results.json keeps about the model's origin: source, weights, normalisation, label mapping."""
+        mapping = self.mapping.to_dict() if self.mapping else {"names_from": "suite", "identity": True}
+        return {"source": self.spec.source, "weights": self.weights,
+                "normalisation": self.normalisation.to_dict(), "label_mapping": mapping, "notes": list(self.notes)}
+
+
+@dataclass
+class ModelPlan:
+    """Everything known about a model before it is built: found at config time, built by ``build``."""
+
+    spec: ModelSpec
+    classes: tuple[str, ...]
+    normalisation: "Normalisation"
+    mapping: "LabelMapping | None"
+    weights: dict[str, Any]
+    notes: list[str]
+    make: Callable[[], "nn.Module"] = field(repr=False)
+
+    def build(self) -> BuiltModel:
+        """Build the module (and load its weights)."""
+        return BuiltModel(self.make(), self.spec, self.classes, self.normalisation, self.mapping, self.weights,
+                          list(self.notes))
+
+
+def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | None = None,
+               class_map: Mapping[str, str | None] | None = None,
+               prepare: Callable[["nn.Module"], None] | None = None) -> ModelPlan:
+    """Locate ``spec``'s weights and match its classes to the suite's ``classes``; raise a UserError (the
+    unmatched class names, missing weights, a wrong format) before anything is built. ``prepare`` runs on a
+    model built here before ``weights`` are loaded (e.g. loading backbone weights)."""
+    from segbench.models.labelspace import assume_suite_classes, match_classes
+    from segbench.models.normalisation import IMAGENET
+
+    spec = parse_spec(spec, check=True) if isinstance(spec, str) else spec
+    classes = tuple(classes)
+    if not spec.external:
+        def make() -> "nn.Module":
+            model = build_model(spec, len(classes))
+            if prepare is not None:
+                prepare(model)
+            if weights is not None:
+                from segbench.models.checkpoints import load_weights
+
+                load_weights(model, weights)
+            return model
+
+        record = {"kind": "local", "path": str(weights)} if weights is not None else {"kind": "random"}
+        return ModelPlan(spec, classes, IMAGENET, None, record, [], make)
+
+    from segbench.models.sources import SOURCES
+    from segbench.models.sources.wrapper import PublishedModel
+
+    resolved = SOURCES.get(spec.source).resolve(spec.arch, weights)
+    notes = []
+    if resolved.classes is None:
+        mapping = assume_suite_classes(resolved.num_outputs, classes, spec.name)
+        notes.append(f"{spec.name}: the checkpoint carries no class names; its {resolved.num_outputs} outputs are "
+                     "taken to be the suite's classes, in the suite's order")
+    else:
+        mapping = match_classes(resolved.classes, classes, class_map, spec.name)
+
+    def make() -> "nn.Module":
+        net, logits = resolved.build()
+        # torchvision and transformers models take any size, as their authors evaluate them (padding would change
+        # their global pooling); smp models need sides divisible by 32
+        return PublishedModel(net, logits, resolved.normalisation, mapping, 32 if spec.source == "smp" else 1)
+
+    return ModelPlan(spec, classes, resolved.normalisation, mapping, resolved.weights, notes, make)
+
+
+def load_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | None = None,
+               class_map: Mapping[str, str | None] | None = None, download: bool = False,
+               prepare: Callable[["nn.Module"], None] | None = None) -> BuiltModel:
+    """Build ``spec`` for a suite whose classes are ``classes`` (see ``plan_model``); with ``download``, first
+    fetch an external model's published weights into its library's cache."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if download:
+        fetch_model(spec)
+    return plan_model(spec, classes, weights, class_map, prepare).build()
+
+
+def fetch_model(spec: ModelSpec | str) -> str | None:
+    """Download an external model's published weights into its library's cache (the network is used only
+    here); return where they are. Models built here have nothing to fetch (None)."""
+    from segbench.models.sources import SOURCES
+
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    return SOURCES.get(spec.source).fetch(spec.arch) if spec.external else None
+
+
+def check_models(specs: Sequence[ModelSpec], classes: Sequence[str], weights: Mapping[str, str],
+                 class_map: Mapping[str, str | None] | None) -> list[ModelPlan]:
+    """The config-time check of a suite's models against its classes: every external model's weights are found
+    and its classes match (``plan_model``), and every key of ``class_map`` names a class of the suite or of one
+    of its models."""
+    from segbench.models.labelspace import unused_class_map_keys
+
+    plans = [plan_model(spec, classes, weights.get(spec.name), class_map) for spec in specs if spec.external]
+    unused = unused_class_map_keys(class_map or {}, classes, [p.mapping.model_classes for p in plans if p.mapping])
+    if unused:
+        raise UserError(f"eval.class_map: {', '.join(repr(k) for k in unused)} is not a class of the suite nor of "
+                        f"any of its models (the suite's classes: {', '.join(classes[:10])}"
+                        f"{', ...' if len(classes) > 10 else ''})")
+    return plans
+
+
+def list_models() -> list[tuple[str, str]]:
+    """(name, description) of every architecture and external source, for ``segbench list models``."""
+    from segbench.models.sources import SOURCES
+
+    rows = [(name, f"[{a.source}] {a.description}") for name, a in ARCHITECTURES.items()]
+    for _, source in SOURCES.items():
+        rows += source.names()
+    return rows
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """timm model names matching ``pattern``: an fnmatch pattern (``resnet*``), or a part of the name (``lite``)."""
+    import timm
+
+    return list(timm.list_models(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"))

@@ -1,0 +1,29 @@
+"""External model sources: published checkpoints named ``SOURCE:NAME`` (``torchvision:``, ``hf:``, ``smp:``).
+
+A source resolves a name to what segbench needs before building anything (``Resolved``: the class
+names the checkpoint carries, its number of outputs, its input normalisation, where its weights are)
+and, on demand, the network itself. Nothing is downloaded unless ``fetch`` is called, which is what
+the user's ``download=true`` does: afterwards everything is read from the libraries' own caches.
+"""
+
+from __future__ import annotations
+
+from segbench.core.registry import Registry
+from segbench.models.sources.base import Resolved, Source, split_name
+
+__all__ = ["SOURCES", "Resolved", "Source", "split_name"]
+
+
+SOURCES: Registry[Source] = Registry("model source")
+
+
+def _register() -> None:
+    import segbench.models.sources.hf as hf
+    import segbench.models.sources.smp as smp
+    import segbench.models.sources.tv as tv
+
+    for module in (tv, hf, smp):
+        SOURCES.register(module.SOURCE.name, module.SOURCE)
+
+
+_register()

@@ -1,0 +1,374 @@
+"""``segbench run`` and ``segbench bench``: for each model of a suite, build, train, evaluate, time and log it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler, Subset
+
+from segbench.config.schema import SuiteConfig, config_hash, to_dict
+from segbench.core.distributed import (
+    World,
+    device_for,
+    gather,
+    gather_rows,
+    launched,
+    local_batch,
+    process_group,
+    same_as_rank0,
+    shard,
+)
+from segbench.core.environment import resolve_device
+from segbench.data.registry import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
+from segbench.deploy.speed import speed_records, time_isolated, time_model
+from segbench.errors import UserError, warn
+from segbench.evaluation.loop import evaluate
+from segbench.evaluation.modes import describe_mode
+from segbench.evaluation.parity import evaluate_backends, parity_metrics
+from segbench.evaluation.predictions import PredictionWriter
+from segbench.metrics import confusion as seg_metrics
+from segbench.metrics.passport import Passport, passport_record
+from segbench.models.checkpoints import (
+    WEIGHTS_FILE,
+    backbone_of,
+    check_fit,
+    describe_weights,
+    load_backbone_weights,
+    match_backbone,
+    read_state_dict,
+    save_checkpoint,
+    sha256_file,
+)
+from segbench.models.normalisation import IMAGENET, Normalisation, Renormalise
+from segbench.models.pretrained import TIMM, published_backbone
+from segbench.models.registry import ModelSpec, build_model, load_model, parse_spec
+from segbench.pipeline.session import Session
+from segbench.pipeline.sweep import parse_shard
+from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
+from segbench.results.per_class import per_class_table
+from segbench.train.loop import train
+from segbench.train.losses import build_loss
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _speed_metrics(speed: list[dict]) -> dict[str, float]:
+    """MLflow metrics for the speed records: per backend (eager unnamed, others as ``.BACKEND``), the first batch
+    size unqualified, every one with its size (``images_per_second.onnxruntime.bs4``)."""
+    out: dict[str, float] = {}
+    for record in speed:
+        backend = record.get("backend", "eager")
+        tag = "" if backend == "eager" else f".{backend}"
+        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record['requested_batch_size']}"]
+        for suffix in suffixes:
+            out[f"images_per_second{suffix}"] = record["images_per_second"]
+            out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
+    return out
+
+
+def _logged_metrics(record: dict) -> dict[str, float]:
+    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
+    logged = dict(record["metrics"])
+    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
+    logged.update({f"IoU.category.{k}": v for k, v in record.get("categories", {}).get("IoU", {}).items()})
+    evaluation = record["evaluation"]
+    logged["eval_images_per_second"] = evaluation["images_per_second"]
+    logged["eval_forward_share"] = evaluation["forward_share"]
+    logged["eval_data_wait_share"] = evaluation["data_wait_share"]
+    logged["data_skipped"] = record["data"]["skipped"]
+    logged.update(_speed_metrics(record.get("speed", [])))
+    return {k: v for k, v in logged.items() if v is not None}
+
+
+def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, dict]:
+    """The model with its weights loaded, and the start of its record: name, parameters, weights and origin."""
+    weights: dict = {"model": None, "backbone": None}
+
+    def load_backbone(model: torch.nn.Module) -> None:
+        source, normalisation = backbone_weights_file(cfg, spec.backbone)
+        loaded = load_backbone_weights(model, source, spec.backbone, cfg.backbone_key_map.get(spec.backbone))
+        weights["backbone"] = loaded | {"normalisation": normalisation.to_dict()}
+        feed_normalised(model, normalisation)
+        print(f"{spec.name}: backbone weights {loaded['file']} filled {loaded['loaded']} of {loaded['total']} "
+              "backbone tensors")
+
+    built = load_model(spec, info.classes, cfg.weights.get(spec.name), cfg.eval.class_map,
+                       prepare=load_backbone if spec.backbone in cfg.backbone_weights else None)
+    for note in built.notes:
+        warn(note)
+    origin = built.record()
+    if weights["backbone"]:
+        origin["normalisation"] = weights["backbone"]["normalisation"]
+    if spec.name in cfg.weights and Path(cfg.weights[spec.name]).exists():
+        weights["model"] = describe_weights(Path(cfg.weights[spec.name]))
+    return built.module, {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                          "params": sum(p.numel() for p in built.module.parameters()), "weights": weights,
+                          "origin": origin}
+
+
+def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,
+           run_id: str | None) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` (under DistributedDataParallel across the ranks of a torchrun job); return the trained
+    model and its training record. Rank 0 saves the checkpoint."""
+    cfg, world, device = session.cfg, session.world, session.device
+    batch = local_batch(cfg.train.batch_size, world, "train.batch_size")
+    sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True) if world.distributed else None
+    loader = make_loader(train_set, batch, True, cfg.data.num_workers, device, cfg.seed + world.rank, sampler)
+    loss_fn = build_loss(cfg.train.loss, info.ignore_index, cfg.train.class_weights)
+    net = model
+    if world.distributed:
+        if cfg.train.sync_bn:
+            model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(model.to(device), device_ids=[device] if device.type == "cuda" else None)
+    log = train(net, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}",
+                progress=cfg.progress and world.main)
+    same_as_rank0(model)
+    record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
+              "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
+              "world_size": world.size}
+    session.tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
+    if cfg.train.save_checkpoint and session.work_dir is not None:
+        folder = session.work_dir / "checkpoints" / spec.name
+        save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                                        "num_classes": info.num_classes, "classes": list(info.classes),
+                                        "suite": cfg.name, "config": to_dict(cfg)})
+        record["checkpoint"] = {"path": str(folder.relative_to(session.work_dir)),
+                                "sha256": sha256_file(folder / WEIGHTS_FILE)}
+    return model, record
+
+
+def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
+              session: Session) -> dict:
+    """Evaluate ``model`` on the split, each rank on its contiguous shard; the record's metrics, per-class table,
+    confusion matrix, per-image statistics (in data set order) and timing, exact for any number of ranks."""
+    cfg, world, device = session.cfg, session.world, session.device
+    indices = shard(len(val_set), world)
+    passport = Passport.build(cfg.eval, cfg.data, info, val_set, device)
+    data = passport.dataset(val_set) if passport else val_set
+    part = Subset(data, indices) if world.distributed else data
+    out_dir = Path(gather(str(session.work_dir))[0])  # rank 0's folder, for every rank's predictions
+    writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays,
+                               cfg.data.label_map, first=indices.start) if cfg.eval.save_predictions else None)
+    loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
+    result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
+                      progress=cfg.progress and world.main, passport=passport, writer=writer)  # sums the counts
+    intersections, unions = (gather_rows(a) for a in result.confusion.per_image_stats())
+    images = len(intersections)
+    if images != len(val_set):
+        raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
+                           f"{len(val_set)}")
+    if passport is not None and world.distributed:
+        passport.merge_ranks(indices.start)
+    seconds = max(gather(result.seconds))
+    rates = gather(result.images_per_second)
+    scores = result.confusion.compute()
+    table = per_class_table(info, scores)
+    matrix = result.confusion.matrix.cpu().numpy()
+    extra_metrics, passport_part = passport_record(result, scores, val_set, intersections, unions, writer, out_dir)
+    record = {
+        "metrics": scores.summary() | extra_metrics,
+        "passport": passport_part,
+        "overlays": writer.overlay_paths if writer else [],
+        "per_class": table.to_dict(orient="records"),
+        "evaluation": describe_mode(cfg.eval) | {
+            "crf": cfg.eval.crf.enabled,
+            "split": cfg.data.val_split,
+            "images": images,
+            "seconds": seconds,
+            "images_per_second": images / seconds if seconds > 0 else float("nan"),
+            "forward_images_per_second": result.forward_images_per_second,
+            "forward_share": result.forward_share,
+            "data_wait_share": result.data_share,
+            "world_size": world.size,
+            "images_per_second_per_rank": rates,
+        },
+        "confusion_matrix": matrix.tolist(),
+        "per_image": {"intersection": intersections.tolist(), "union": unions.tolist()},
+        "classes_without_pixels": [info.classes[i] for i in range(info.num_classes) if table["support"][i] == 0],
+    }
+    if info.categories:
+        record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
+    return record
+
+
+def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val_set: Dataset,
+              session: Session) -> dict:
+    """Train (if the suite says so), evaluate and time one model; return its results.json record."""
+    cfg, tracker = session.cfg, session.tracker
+    seed_everything(cfg.seed)
+    model, record = _build(spec, cfg, info)
+    run_id = tracker.start(spec.name, parent=session.parent,
+                           params={"model": spec.name, "source": spec.source, "arch": spec.arch,
+                                   "backbone": spec.backbone} | _weights_params(record["weights"]))
+    try:
+        if train_set is not None:
+            model, record["train"] = _train(model, spec, info, train_set, session, run_id)
+            record["checkpoint"] = record["train"].pop("checkpoint", None)
+        evaluation = _evaluate(model, spec, info, val_set, session)
+        absent = evaluation.pop("classes_without_pixels")
+        for overlay in evaluation.pop("overlays"):
+            tracker.artifact(run_id, overlay)
+        record |= evaluation
+        record["data"] = {"skipped": getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
+                          "problems": [str(p) for p in (getattr(train_set, "problems", []) +
+                                                        getattr(val_set, "problems", []))[:20]],
+                          "classes_without_pixels": absent}
+        if cfg.eval.backends != ["eager"]:
+            record["evaluation"]["backends"] = evaluate_backends(spec.name, model, record, cfg, info, val_set,
+                                                                 session.device)
+            tracker.log(run_id, metrics=parity_metrics(record["evaluation"]["backends"]))
+        if cfg.bench.enabled:
+            speed, record["speed_skipped"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]),
+                                                           session.device, spec.name)
+            record["speed"] = with_ranks(speed, session.world)
+        if session.work_dir is not None:
+            csv_path = session.work_dir / f"per_class_{spec.name}.csv"
+            pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
+            tracker.artifact(run_id, csv_path)
+        tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})
+        record["mlflow_run_id"] = run_id
+        tracker.end(run_id, "FINISHED")
+        return record
+    except Exception:
+        tracker.end(run_id, "FAILED")
+        raise
+
+
+def _weights_params(weights: dict) -> dict[str, object]:
+    """MLflow params naming the weights a model started from ("random" when none were loaded)."""
+    params: dict[str, object] = {}
+    for part, key in (("model", "weights"), ("backbone", "backbone_weights")):
+        loaded = weights[part]
+        params[key] = loaded["file"] if loaded else "random"
+        if loaded:
+            params[f"{key}_sha256"] = loaded["sha256"]
+        if loaded and "coverage" in loaded:
+            params[f"{key}_coverage"] = f"{loaded['loaded']}/{loaded['total']}"
+    return params
+
+
+def feed_normalised(model: torch.nn.Module, normalisation: Normalisation) -> None:
+    """Make ``model`` see its inputs normalised as ``normalisation`` says (segbench's data is ImageNet-normalised);
+    nothing changes for ImageNet's normalisation. A hook, so that the model's weights keep their names."""
+    if normalisation.is_imagenet:
+        return
+    renormalise = Renormalise(normalisation)
+    model.register_forward_pre_hook(lambda module, args: (renormalise.to(args[0].device)(args[0]), *args[1:]))
+
+
+def backbone_weights_file(cfg: SuiteConfig, backbone: str) -> tuple[Path, Normalisation]:
+    """The file ``backbone_weights.BACKBONE`` names (timm's published weights for ``timm``) and the input
+    normalisation the backbone was trained with (ImageNet's for a local file)."""
+    value = cfg.backbone_weights[backbone]
+    if value == TIMM:
+        published = published_backbone(backbone)
+        return published.file, published.normalisation
+    return Path(value), IMAGENET
+
+
+def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) -> None:
+    """Prove, before anything is created, that every weights file of the suite loads: checksums, keys and shapes
+    (models are built on the meta device: no memory, no time)."""
+    for spec in specs:
+        backbone_file, model_file = cfg.backbone_weights.get(spec.backbone), cfg.weights.get(spec.name)
+        if spec.external or (backbone_file is None and model_file is None):  # published: checked by config
+            continue
+        with torch.device("meta"):
+            model = build_model(spec, num_classes)
+        if backbone_file is not None:
+            path, _ = backbone_weights_file(cfg, spec.backbone)
+            match_backbone(backbone_of(model), read_state_dict(path), path, spec.backbone,
+                           cfg.backbone_key_map.get(spec.backbone))
+        if model_file is not None:
+            check_fit(model, read_state_dict(Path(model_file)), f"weights.{spec.name}={model_file}")
+
+
+def _warn_absent(dataset: Dataset) -> None:
+    absent = getattr(dataset, "absent_classes", ())
+    if absent:
+        warn(f"{dataset.name} {dataset.split}: no pixel of class {', '.join(repr(c) for c in absent)} in "
+             f"{len(dataset)} images; its IoU is NaN and left out of mIoU")
+
+
+def run(cfg: SuiteConfig) -> Path | None:
+    """Run every model of ``cfg``; write results.json and return its path (None on the other ranks of a job)."""
+    world = launched()
+    device = device_for(world, resolve_device(cfg.device))
+    info = dataset_info(cfg.data)
+    shard = parse_shard(cfg.shard, config_hash(cfg))
+    specs = [parse_spec(name) for name in (shard.select(cfg.models) if shard else cfg.models)]
+    if not specs:
+        raise UserError(f"shard {shard.index}/{shard.count}: the suite has only {len(cfg.models)} models, so this "
+                        "shard has none; use at most as many shards as models")
+    train_set = build_dataset(cfg.data, cfg.data.train_split, cfg.seed) if cfg.train.enabled else None
+    val_set = build_dataset(cfg.data, cfg.data.val_split, cfg.seed)
+    if train_set is not None:
+        check_batchable(train_set, local_batch(cfg.train.batch_size, world, "train.batch_size"))
+        if cfg.train.sync_bn and world.distributed and device.type != "cuda":
+            raise UserError(f"train.sync_bn: SyncBatchNorm runs on CUDA devices, but this job runs on {device}; "
+                            "set train.sync_bn=false")
+    check_batchable(val_set, cfg.eval.batch_size)
+    check_weights(cfg, specs, info.num_classes)
+    if world.main:
+        _warn_absent(val_set)
+    with process_group(world, device), Session(cfg, "run", device, world, shard) as session:
+        records = [run_model(spec, info, train_set, val_set, session) for spec in specs]
+        results = session.header() | {
+            "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},
+            "convention": seg_metrics.convention(info.num_classes, info.ignore_index,
+                                                 f"{info.name}-{info.num_classes}"),
+            "models": records,
+            "metric_definitions": seg_metrics.definitions({k for r in records for k in r["metrics"]}),
+        }
+        path = session.finish("results.json", results)
+    if world.main:
+        print_leaderboard(leaderboard(results, cfg.eval.metrics),
+                          f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+    return path
+
+
+def bench(cfg: SuiteConfig) -> Path | None:
+    """Time every model of ``cfg`` (random weights, no data set); write bench.json and return its path."""
+    specs = [parse_spec(name) for name in cfg.models]
+    image_size = tuple(cfg.bench.input_size or (cfg.data.image_size, cfg.data.image_size))
+    # each model in a fresh process unless asked otherwise; a published model's weights are the model, models
+    # built here are timed with random weights
+    timer = time_isolated if cfg.bench.isolate else time_model
+    world = launched()
+    device = device_for(world, resolve_device(cfg.device))
+    with process_group(world, device), Session(cfg, "bench", device, world) as session:
+        records = []
+        for spec in specs:
+            run_id = session.tracker.start(spec.name, parent=session.parent,
+                                           params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
+            speed, skipped = timer(cfg, spec.name, image_size, session.device)
+            speed = with_ranks(speed, world)
+            session.tracker.log(run_id, metrics=_speed_metrics(speed))
+            session.tracker.end(run_id, "FINISHED")
+            records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
+                            "params": speed[0]["params"] if speed else None, "speed": speed,
+                            "speed_skipped": skipped, "mlflow_run_id": run_id})
+        path = session.finish("bench.json", session.header() | {"models": records})
+    if world.main:
+        print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, "
+                                   f"{session.env['threads']} threads)")
+    return path
+
+
+def with_ranks(speed: list[dict], world: World) -> list[dict]:
+    """Speed records with every rank's images/s and their sum (the job's data-parallel throughput) when a
+    torchrun job timed the model on each of its devices; unchanged for one process."""
+    if not world.distributed:
+        return speed
+    return [record | {"world_size": world.size, "images_per_second_per_rank": (rates := gather(
+        record["images_per_second"])), "aggregate_images_per_second": sum(rates)} for record in speed]

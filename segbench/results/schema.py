@@ -1,0 +1,333 @@
+"""results.json: its typed schema, the one writer (``write_results``) and the one reader (``read_results``).
+
+Version 2 is written: version 1 plus ``kind``, with every field below present (null where it does not apply).
+Version 1 files (segbench 0.1) are read and upgraded (``kind`` inferred). Fractions for quality, NaN as null.
+Keys not listed here are kept (``extra_fields``) so that a newer file survives a read and a write. A file of
+the wrong structure is a UserError naming the first offending field and what was expected there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segbench.core.files import atomic_write
+from segbench.errors import UserError
+from segbench.results.passport import MetricDefinition, PassportDetails
+from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
+from segbench.results.typed import ABSENT, Invalid, build, describe, extra_fields, json_field, plain
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+KINDS = ("run", "bench", "score")  # segbench run / eval, segbench bench (bench.json), segbench score
+RESULTS_NAME = "results.json"
+
+
+@dataclass
+class Shard:
+    index: int  # this run's shard, from 0
+    count: int  # shards of the sweep
+    sweep: str  # the id every shard of one sweep shares
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Suite:
+    name: str  # the suite's name (suites/NAME.yaml, or the name inside a suite file)
+    config_hash: str | None = None  # sha256 prefix of every setting that changes the numbers
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved suite configuration
+    shard: Shard | None = None  # shard=I/N: which share of the suite's models this run holds
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Dataset:
+    name: str  # registry name of the data set
+    classes: list[str]  # class names, in label order
+    split: str | None = None  # the evaluated split
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Convention:
+    accumulation: str = "dataset"  # confusion matrix summed over the whole split, then scored
+    absent_class: str = "nan_excluded"  # a class absent from ground truth and prediction: NaN, out of the mean
+    ignore_index: int = 255  # label value whose pixels are dropped
+    label_space: str | None = None  # which label space the classes come from, e.g. cityscapes-19
+    num_classes: int | None = None  # number of evaluated classes
+    void_prediction: str | None = None  # score only: how a prediction outside the classes counts
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Environment:
+    segbench: str | None = None  # segbench version
+    git_commit: str | None = None  # commit of the segbench source tree, null outside a clone
+    python: str | None = None  # Python version
+    platform: str | None = None  # platform.platform()
+    packages: dict[str, str | None] = field(default_factory=dict)  # versions of torch, timm, smp, mlflow, ...
+    device: str | None = None  # torch device, e.g. cpu or cuda:0
+    device_name: str | None = None  # GPU name, or the CPU model on the CPU: the hardware speeds belong to
+    cpu: str | None = None  # CPU model
+    threads: int | None = None  # torch intra-op threads
+    cuda: str | None = None  # CUDA version torch was built with
+    cudnn: int | None = None  # cuDNN version
+    world_size: int | None = None  # processes of the job (torchrun), 1 otherwise
+    cudnn_benchmark: bool | None = None  # torch.backends.cudnn.benchmark when the run started
+    gpu_driver: str | None = None  # NVIDIA driver version (nvidia-smi or pynvml); null without a CUDA device
+    gpu_clocks: dict[str, Any] | None = None  # current and max SM/memory clocks (MHz), power limit, pstate, ...
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Mlflow:
+    tracking_uri: str | None = None  # the store the run was logged to (null when tracking was off)
+    experiment_id: str | None = None  # its experiment
+    parent_run_id: str | None = None  # the invocation's parent run, which holds this file as an artifact
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Training:
+    iters: int  # optimiser steps
+    seconds: float  # wall time of training
+    final_loss: float | None = None  # loss of the last logged step
+    data_wait_share: float | None = None  # share of the training time spent waiting for data
+    batch_size: int | None = None  # the global batch (split across the ranks of a torchrun job)
+    world_size: int | None = None  # processes that trained (torchrun), 1 otherwise
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Checkpoint:
+    path: str  # folder of the saved weights, relative to the output folder
+    sha256: str  # of the weights file
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class WeightsFile:
+    file: str  # the weights file that was loaded
+    sha256: str | None = None  # of that file (null in version-1 files)
+    loaded: int | None = None  # backbone weights: tensors of the backbone they filled
+    total: int | None = None  # backbone weights: tensors the backbone has
+    coverage: float | None = None  # backbone weights: loaded / total
+    normalisation: dict[str, Any] | None = None  # backbone weights: the input normalisation they were trained with
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Weights:
+    model: WeightsFile | None = None  # a checkpoint of the whole model (weights.MODEL); null: none loaded
+    backbone: WeightsFile | None = None  # backbone weights (backbone_weights.BACKBONE); null: random
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Origin:
+    source: str  # segbench (built here on timm), torchvision, hf or smp
+    weights: dict[str, Any] = field(default_factory=dict)  # where the weights come from (kind, path, url, ...)
+    normalisation: dict[str, Any] = field(default_factory=dict)  # mean, std, input scale the model expects
+    label_mapping: dict[str, Any] = field(default_factory=dict)  # how the model's classes map to the suite's
+    notes: list[str] = field(default_factory=list)  # what the user was told (e.g. classes assumed)
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class ClassScores:
+    name: str = json_field("class")  # class name (JSON key "class")
+    IoU: float | None = None  # intersection over union; null when the class is absent
+    Dice: float | None = None  # 2 TP / (2 TP + FP + FN)
+    Acc: float | None = None  # per-class recall TP / (TP + FN)
+    support: int | None = None  # ground-truth pixels of the class
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class Evaluation:
+    mode: str | None = None  # whole, slide, resize, or predictions (segbench score)
+    split: str | None = None  # evaluated split
+    images: int | None = None  # evaluated images
+    seconds: float | None = None  # wall time of the evaluation
+    images_per_second: float | None = None  # end to end, data loading included
+    forward_images_per_second: float | None = None  # forward passes only
+    forward_share: float | None = None  # share of the wall time spent in the forward pass
+    data_wait_share: float | None = None  # share of the wall time spent waiting for data
+    world_size: int | None = None  # processes that evaluated a contiguous shard each (torchrun), 1 otherwise
+    images_per_second_per_rank: list[float] | None = None  # each rank's own end-to-end throughput
+    window: list[int] | None = None  # slide mode: window height, width
+    stride: list[int] | None = None  # slide mode: stride height, width
+    resize: list[int] | None = None  # resize mode: the size images are resized to
+    scales: list[float] | None = None  # test-time scales
+    flip: bool | None = None  # test-time horizontal flip
+    merge: str | None = None  # how several views are merged: logits or mean_softmax
+    crf: bool | None = None  # CRF post-processing
+    pred_dir: str | None = None  # score only: the folder of prediction PNGs
+    label_space: str | None = None  # score only: train or dataset ids in the PNGs
+    label_space_detected: bool | None = None  # score only: label space detected rather than named
+    void_pixels: int | None = None  # score only: pixels predicted outside the classes
+    skipped: int | None = None  # score only: unreadable ground-truth files skipped
+    backends: list[BackendEvaluation] | None = None  # eval.backends: each backend's metrics and difference
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class DataIssues:
+    skipped: int = 0  # unreadable samples skipped (data.skip_bad)
+    problems: list[str] = field(default_factory=list)  # the first problems found
+    classes_without_pixels: list[str] = field(default_factory=list)  # classes with no pixel in the evaluated split
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class PerImage:
+    intersection: list[list[int]]  # images x classes intersections (TP), for bootstrap intervals
+    union: list[list[int]]  # images x classes unions (TP + FP + FN)
+    extra_fields: dict[str, Any] = extra_fields()
+
+
+@dataclass
+class ModelRecord:
+    name: str  # ARCH-BACKBONE or SOURCE:NAME; for segbench score, the predictions folder's name
+    arch: str | None = None  # architecture registry name
+    backbone: str | None = None  # timm backbone
+    params: int | None = None  # parameters
+    weights: Weights | None = None  # the weights loaded before training or evaluation; null: random
+    origin: Origin | None = None  # the model's source, normalisation and label mapping (version 2)
+    source: str | None = None  # "predictions" for segbench score
+    train: Training | None = None  # null when not trained
+    checkpoint: Checkpoint | None = None  # the weights saved after training
+    metrics: dict[str, float | None] = field(default_factory=dict)  # mIoU, mDice, aAcc, mAcc, fwIoU (fractions)
+    per_class: list[ClassScores] = field(default_factory=list)  # one entry per class
+    categories: dict[str, Any] | None = None  # category IoU where the data set groups its classes
+    evaluation: Evaluation | None = None  # how it was evaluated
+    confusion_matrix: list[list[int]] | None = None  # rows ground truth, columns prediction (score: + void)
+    data: DataIssues | None = None  # problems met in the data
+    per_image: PerImage | None = None  # per-image intersections and unions
+    passport: PassportDetails | None = None  # metric-passport details (boundary, calibration, iIoU, per case)
+    speed: list[Speed] = field(default_factory=list)  # one record per bench backend and batch size
+    speed_skipped: list[SkippedBackend] = field(default_factory=list)  # bench backends that could not run here
+    mlflow_run_id: str | None = None  # the model's MLflow child run
+    extra_fields: dict[str, Any] = extra_fields()
+
+    @property
+    def first_speed(self) -> Speed | None:
+        """The speed record of the first batch size, None when speed was not measured."""
+        return self.speed[0] if self.speed else None
+
+
+@dataclass
+class Results:
+    schema_version: int  # 2 written; 1 read
+    kind: str  # run, bench or score
+    suite: Suite  # what was run
+    dataset: Dataset | None = None  # the evaluated data set; null for bench
+    convention: Convention | None = None  # the metric convention; null for bench
+    environment: Environment | None = None  # the hardware and software fingerprint
+    mlflow: Mlflow | None = None  # where the run was logged
+    models: list[ModelRecord] = field(default_factory=list)  # one record per model
+    metric_definitions: dict[str, MetricDefinition] = field(default_factory=dict)  # every metric in ``metrics``
+    extra_fields: dict[str, Any] = extra_fields()
+
+    def to_dict(self) -> dict:
+        """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
+        return plain(self)
+
+
+# ---------------------------------------------------------------- reading and writing
+
+
+def infer_kind(data: dict) -> str:
+    """What wrote a version-1 dict: bench (no data set), score (predictions) or run."""
+    if "dataset" not in data:
+        return "bench"
+    models = data.get("models") if isinstance(data.get("models"), list) else []
+    return "score" if any(isinstance(m, dict) and m.get("source") == "predictions" for m in models) else "run"
+
+
+def parse_results(data: Any, source: str = "results") -> Results:
+    """Typed results from JSON data of version 1 or 2; a UserError names ``source`` and the offending field."""
+    if not isinstance(data, dict) or "suite" not in data or "models" not in data:
+        raise UserError(f"{source} is not a segbench results.json (no 'suite' and 'models')")
+    version = data.get("schema_version", ABSENT)
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise UserError(f"{source}: schema_version: expected {' or '.join(map(str, READABLE_VERSIONS))}, "
+                        f"got {describe(version)}")
+    if version == 1:
+        data = {**data, "kind": infer_kind(data), "models": [_upgrade_model(m) for m in data["models"]]}
+    try:
+        results = build(Results, data, "")
+    except Invalid as exc:
+        raise UserError(f"{source}: {exc}") from None
+    if results.kind not in KINDS:
+        raise UserError(f"{source}: kind: expected one of {', '.join(KINDS)}, got {describe(results.kind)}")
+    for i, record in enumerate(results.models):
+        pairs = record.per_image
+        if pairs and np.shape(pairs.intersection) != np.shape(pairs.union):
+            raise UserError(f"{source}: models[{i}].per_image: expected intersection and union of the same shape, "
+                            f"got {np.shape(pairs.intersection)} and {np.shape(pairs.union)}")
+    results.schema_version = SCHEMA_VERSION
+    return results
+
+
+def _upgrade_model(record: Any) -> Any:
+    """A version-1 model record with its weights (a file name or null) as a version-2 weights object."""
+    if isinstance(record, dict) and isinstance(record.get("weights"), str):
+        return {**record, "weights": {"model": {"file": record["weights"]}}}
+    return record
+
+
+def read_results(path: Path | str) -> Results:
+    """Read a results.json (or the one in a folder) of version 1 or 2; anything wrong with it is a UserError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    if not path.is_file():
+        raise UserError(f"no results file at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    return parse_results(data, str(path))
+
+
+def to_results(data: Results | dict) -> Results:
+    """``data`` as Results: a dict as runner and score build it (version 1 or 2, ``kind`` inferred if absent)."""
+    if isinstance(data, Results):
+        return data
+    data = {"schema_version": SCHEMA_VERSION, **data}
+    if "kind" not in data:
+        data["kind"] = infer_kind(data)
+    return parse_results(data, "results to write")
+
+
+def to_model(data: ModelRecord | dict) -> ModelRecord:
+    """``data`` as a ModelRecord: a dict as runner builds one."""
+    if isinstance(data, ModelRecord):
+        return data
+    try:
+        return build(ModelRecord, data, "model record")
+    except Invalid as exc:
+        raise UserError(str(exc)) from None
+
+
+def write_results(path: Path | str, data: Results | dict, compact: bool = False) -> Path:
+    """Validate ``data`` and write it as version-2 JSON, atomically; ``compact`` puts innermost arrays on one line."""
+    plain_data = to_results(data).to_dict()
+    return atomic_write(path, (_compact(plain_data) if compact else json.dumps(plain_data, indent=2, allow_nan=False))
+                        + "\n")
+
+
+def _compact(value: Any, level: int = 0) -> str:
+    """JSON with objects indented and every innermost array on one line: small and diffable (baselines)."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict) and value:
+        items = ",\n".join(f"{inner}{json.dumps(key)}: {_compact(item, level + 1)}" for key, item in value.items())
+        return "{\n" + items + "\n" + pad + "}"
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        return "[\n" + ",\n".join(inner + _compact(item, level + 1) for item in value) + "\n" + pad + "]"
+    return json.dumps(value, allow_nan=False)

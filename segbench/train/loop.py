@@ -1,0 +1,84 @@
+"""Training with a suite's loss and schedule: iteration-based, poly learning-rate decay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from segbench.config.schema import TrainConfig
+
+
+@dataclass
+class TrainLog:
+    """What training did: the loss at every iteration and the time it took."""
+
+    iters: int
+    seconds: float
+    data_seconds: float = 0.0  # waiting for the loader to hand over a batch
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-10:]
+        return sum(tail) / len(tail) if tail else float("nan")
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float, min_lr: float) -> float:
+    """MMSegmentation's PolyLR: ``(base - min) * (1 - it / max) ** power + min``."""
+    return (base_lr - min_lr) * (1 - iteration / max_iters) ** power + min_lr
+
+
+def _forever(loader: Iterable) -> Iterator:
+    """The loader's batches, epoch after epoch (a distributed sampler reshuffles each epoch)."""
+    epoch = 0
+    while True:
+        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConfig,
+          device: torch.device, desc: str = "train", progress: bool = True) -> TrainLog:
+    """Train ``model`` in place for ``cfg.iters`` iterations over ``loader`` (cycled as needed)."""
+    model.to(device).train()
+    loss_fn.to(device)
+    optimizer = build_optimizer(model, cfg)
+    log = TrainLog(iters=cfg.iters, seconds=0.0)
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.iters, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True)
+    batches = islice(_forever(loader), cfg.iters)
+    for iteration in range(cfg.iters):
+        t0 = time.perf_counter()
+        images, masks = next(batches)
+        log.data_seconds += time.perf_counter() - t0
+        lr = poly_lr(cfg.lr, iteration, cfg.iters, cfg.poly_power, cfg.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        loss = loss_fn(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        log.losses.append(loss.item())
+        bar.set_postfix(loss=f"{log.losses[-1]:.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update()
+    bar.close()
+    log.seconds = time.perf_counter() - start
+    return log
