@@ -400,3 +400,15 @@ def test_every_claimed_tool_is_tested():
     for name, entry in REGISTRY.items():
         assert bool(entry.tool) != entry.equals.startswith("definition of"), name
         assert entry.tolerance in ("exact", "1e-6", "float32 in the reference"), name
+
+
+def test_the_metrics_page_shows_every_metric_with_the_tolerance_its_test_holds():
+    import re
+    from pathlib import Path
+
+    rows = {}
+    for line in (Path(__file__).parent.parent / "docs" / "metrics.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows.update({name: cells[-1] for name in re.findall(r"`([^`]+)`", cells[0])})
+    assert {name: entry.tolerance for name, entry in REGISTRY.items()} == rows
