@@ -263,3 +263,32 @@ def test_gate_gates_passport_metrics_in_their_direction_with_intervals(tmp_path,
     assert checks.loc["image_mIoU", "status"] == "fail" and checks.loc["image_mIoU", "ci_high"] < 0
     with pytest.raises(UserError, match="no quality metric 'iIOU'"):
         gate(worse, base, max_drop_points={"iIOU": 1.0})
+
+
+def test_per_case_rows_merge_in_data_set_order_across_ranks(monkeypatch):
+    """Two ranks with contiguous shards (2 and 3 images): the rows are renumbered as one split, as under torchrun."""
+    import torch.distributed as dist
+
+    from segbench.core import distributed
+    from segbench.metrics.per_image import WangImageScores
+    from segbench.metrics.surface import ForegroundCases
+
+    rng = np.random.default_rng(4)
+    target = torch.from_numpy(rng.integers(0, 2, (5, 12, 12)))
+    pred = torch.from_numpy(rng.integers(0, 2, (5, 12, 12)))
+    whole, ranks = ForegroundCases([1], surface=True), [ForegroundCases([1], surface=True) for _ in range(2)]
+    whole_wang, wang = WangImageScores(2), [WangImageScores(2) for _ in range(2)]
+    whole.update(Batch(pred, target))
+    whole_wang.update(Batch(pred, target))
+    for part, (a, b) in zip(zip(ranks, wang), ((0, 2), (2, 5))):
+        for acc in part:
+            acc.update(Batch(pred[a:b], target[a:b]))
+    states = [(list(r.rows), r.cases) for r in ranks], [list(w.scores) for w in wang]  # what each rank sends
+    for index, (surface, image) in enumerate(zip(ranks, wang)):
+        monkeypatch.setattr(distributed, "gather", lambda value, s=states: s[0] if isinstance(value, tuple) else s[1])
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(dist, "all_reduce", lambda tensor: None)
+        surface.merge()
+        image.merge()
+        monkeypatch.undo()
+        assert surface.rows == whole.rows and surface.cases == 5 and image.scores == whole_wang.scores, index
