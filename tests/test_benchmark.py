@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import segbench.deploy.timing as benchmark
-from segbench.deploy.timing import measure_throughput
+from segbench.deploy.timing import TimingPlan, measure_throughput
 
 CPU = torch.device("cpu")
 
@@ -43,7 +43,7 @@ def clock(monkeypatch):
 @pytest.mark.parametrize("batch", [1, 4])
 def test_reports_images_per_second_not_batches(clock, batch):
     model = KnownCost(clock, seconds_per_image=0.01)
-    result = measure_throughput(model, (batch, 3, 8, 8), CPU, warmup=2, iters=5, repeats=3)
+    result = measure_throughput(model, (batch, 3, 8, 8), CPU, TimingPlan(warmup=2, iters=5, repeats=3))
     assert result.images_per_second == pytest.approx(100.0)  # batches per second would be 100 / batch
     assert result.latency_ms_p50 == pytest.approx(10.0 * batch)  # latency is per batch
     assert result.images_per_second_repeats == pytest.approx([100.0] * 3)
@@ -53,13 +53,14 @@ def test_reports_images_per_second_not_batches(clock, batch):
 
 def test_warmup_seconds_extend_the_warmup(clock):
     model = KnownCost(clock, seconds_per_image=0.1)
-    result = measure_throughput(model, (1, 3, 8, 8), CPU, warmup=1, warmup_seconds=0.95, iters=2, repeats=1)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, warmup_seconds=0.95, iters=2,
+                                                                     repeats=1))
     assert result.warmup_iters == 10
 
 
 def test_flops_of_a_known_layer():
     model = nn.Conv2d(3, 8, kernel_size=1, bias=False)
-    result = measure_throughput(model, (2, 3, 16, 16), CPU, warmup=1, iters=2, repeats=1)
+    result = measure_throughput(model, (2, 3, 16, 16), CPU, TimingPlan(warmup=1, iters=2, repeats=1))
     assert result.gflops_per_image * 1e9 == pytest.approx(2 * 3 * 8 * 16 * 16)  # one multiply-add = 2 FLOPs
     assert result.params == 24
 
@@ -77,7 +78,7 @@ class OutOfMemoryAbove(nn.Module):
 
 
 def test_out_of_memory_halves_the_batch_and_says_so():
-    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1, oom="halve")
+    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=2, repeats=1, oom="halve"))
     assert result.batch_size == 2 and result.requested_batch_size == 8 and result.oom_halvings == 2
     assert result.input_shape == (2, 3, 8, 8)
 
@@ -86,12 +87,12 @@ def test_out_of_memory_fails_naming_the_batch_size_by_default():
     from segbench.errors import UserError
 
     with pytest.raises(UserError, match="out of memory at batch size 8 .*bench.oom=halve"):
-        measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1)
+        measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=2, repeats=1))
 
 
 def test_min_seconds_adds_timed_blocks(clock):
     model = KnownCost(clock, seconds_per_image=0.01)
-    result = measure_throughput(model, (1, 3, 8, 8), CPU, warmup=1, iters=5, repeats=2, min_seconds=0.18)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=2, min_seconds=0.18))
     assert result.repeats == 4  # blocks of 0.05 s: two asked for, four to reach 0.18 s
     assert result.timed_seconds == pytest.approx(0.2) and result.min_seconds == 0.18
     assert len(result.images_per_second_repeats) == 4
@@ -103,13 +104,13 @@ def test_other_errors_are_not_taken_for_out_of_memory():
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        measure_throughput(Broken(), (4, 3, 8, 8), CPU, warmup=1, iters=1, repeats=1)
+        measure_throughput(Broken(), (4, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=1, repeats=1))
 
 
 def test_settings_are_recorded_with_the_figure():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-    result = measure_throughput(model, (1, 3, 16, 16), CPU, warmup=1, iters=2, repeats=2,
-                                precision="bf16", channels_last=True)
+    result = measure_throughput(model, (1, 3, 16, 16), CPU, TimingPlan(warmup=1, iters=2, repeats=2,
+                                precision="bf16", channels_last=True))
     assert result.precision == "bf16" and result.memory_format == "channels_last"
     assert result.timer == "perf_counter" and result.memory_measure == "cpu_peak_rss_growth"
     assert result.device == "cpu" and not result.compile
@@ -122,8 +123,9 @@ def test_gpu_paths(precision):
     from segbench.models.registry import build_model
 
     model = build_model("unet-resnet10t", num_classes=3)
-    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), warmup=3, iters=5, repeats=2,
-                                precision=precision, channels_last=True)
+    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), TimingPlan(warmup=3, iters=5,
+                                                                                          repeats=2,
+                                precision=precision, channels_last=True))
     assert result.timer == "cuda_event" and result.memory_measure == "cuda_max_allocated"
     assert result.peak_memory_mb > 0 and result.images_per_second > 0
 

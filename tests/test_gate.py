@@ -1,11 +1,12 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from segbench.errors import UserError
 from segbench.gate.baseline import update_baseline
-from segbench.gate.compare import gate, parse_max_drops, same_images
+from segbench.gate.compare import GatePolicy, gate, parse_max_drops, same_images
 from segbench.gate.render import text, write_summary
 from segbench.results.schema import parse_results, write_results
 
@@ -53,7 +54,7 @@ def test_tolerance_is_in_percentage_points(tmp_path, record, results):
     one = write(tmp_path / "one.json", results(record("m", np.full((10, 3), 118), union)))  # 0.590: -1.0 pp
     assert gate(half, base).passed
     assert not gate(one, base).passed
-    assert gate(one, base, max_drop_points={"mIoU": 1.0}).passed
+    assert gate(one, base, GatePolicy(max_drop_points={"mIoU": 1.0})).passed
 
 
 def test_max_drops_from_the_command_line():
@@ -63,7 +64,11 @@ def test_max_drops_from_the_command_line():
         with pytest.raises(UserError, match="METRIC=POINTS"):
             parse_max_drops([bad])
     with pytest.raises(UserError, match="non-negative"):
-        gate("unused", "unused", max_drop_points=parse_max_drops(["mIoU=-1"]))
+        GatePolicy(max_drop_points=parse_max_drops(["mIoU=-1"]))
+    with pytest.raises(UserError, match="exclude each other"):
+        GatePolicy(absolute_speed=True, reference_model="m")
+    with pytest.raises(UserError, match=r"--max-speed-drop must be a percentage in \[0, 100\], got 150"):
+        GatePolicy(max_speed_drop_percent=150)
 
 
 def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, baseline, images, record, results):
@@ -72,7 +77,7 @@ def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, 
     run = write(tmp_path / "run.json", results(record("unet-r10", intersection, union),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
     assert not gate(run, baseline).passed
-    result = gate(run, baseline, require_significant=True)
+    result = gate(run, baseline, GatePolicy(require_significant=True))
     assert result.passed
     row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "mIoU")]
     assert row["status"] == "noise" and row["change"] < -0.5 and row["ci_high"] >= 0
@@ -82,7 +87,7 @@ def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, 
 def test_a_consistent_drop_is_significant(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
-    result = gate(run, baseline, require_significant=True)
+    result = gate(run, baseline, GatePolicy(require_significant=True))
     assert statuses(result)[("unet-r10", "mIoU")] == "fail"
 
 
@@ -126,57 +131,122 @@ def test_other_suites_and_bad_options_are_user_errors(tmp_path, baseline, images
     with pytest.raises(UserError, match="suite 'cityscapes'"):
         gate(other, baseline)
     with pytest.raises(UserError, match="did you mean 'mIoU'"):
-        gate(baseline, baseline, max_drop_points={"miou": 0.5})
+        gate(baseline, baseline, GatePolicy(max_drop_points={"miou": 0.5}))
     with pytest.raises(UserError, match="reference model 'unet'"):
-        gate(baseline, baseline, reference_model="unet")
+        gate(baseline, baseline, GatePolicy(reference_model="unet"))
 
 
-def test_speed_against_a_reference_model(tmp_path, baseline, images, record, results):
+def row_of(result, model: str, check: str = "speed"):
+    return result.checks.set_index(["model", "check"]).loc[(model, check)]
+
+
+def test_speed_is_a_ratio_to_the_baselines_fastest_model_by_default(tmp_path, baseline, images, record, results):
     same = images(50, 0.6), images(50, 0.5, seed=1)
     slow_machine = write(tmp_path / "slow.json", results(record("unet-r10", *same[0], ips=50.0),
                                                          record("fpn-r10", *same[1], ips=100.0)))
-    assert not gate(slow_machine, baseline).passed  # raw images/s halved
-    result = gate(slow_machine, baseline, reference_model="fpn-r10")
-    assert result.passed
+    result = gate(slow_machine, baseline)  # raw images/s halved for both: the machine, not the code
+    assert result.passed and (result.speed.mode, result.speed.reference) == ("ratio", "fpn-r10")
     assert statuses(result)[("fpn-r10", "speed")] == "reference"
-    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    row = row_of(result, "unet-r10")
     assert (row["baseline"], row["run"], row["change"]) == (0.5, 0.5, 0.0)
+    assert "ratio to fpn-r10's in the same run (the baseline's fastest model timed in both" in text(result)
+    absolute = gate(slow_machine, baseline, GatePolicy(absolute_speed=True))
+    assert not absolute.passed and absolute.speed.mode == "absolute"
+    assert row_of(absolute, "unet-r10")["change"] == pytest.approx(-50.0)
+    assert "raw images/s of run against baseline (asked for with --absolute-speed)" in text(absolute)
 
     slower_model = write(tmp_path / "slower.json", results(record("unet-r10", *same[0], ips=60.0),
                                                            record("fpn-r10", *same[1], ips=200.0)))
-    result = gate(slower_model, baseline, reference_model="fpn-r10")
+    result = gate(slower_model, baseline)
     assert not result.passed
-    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    row = row_of(result, "unet-r10")
     assert row["change"] == pytest.approx(-40.0) and row["status"] == "fail"
-    assert gate(slower_model, baseline, reference_model="fpn-r10", max_speed_drop_percent=50).passed
-    assert gate(slower_model, baseline, max_speed_drop_percent=None).passed
+    assert row["note"].startswith("-40.0% beyond the -20% limit and the noise")
+    assert not gate(slower_model, baseline, GatePolicy(reference_model="fpn-r10")).passed
+    assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=50)).passed
+    assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=None)).passed
+    assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=100)).speed.mode == "off"
+
+
+def timed(data: dict, repeats: list[float], reference: list[float] | None = None, model: int = 0) -> dict:
+    """Set the timed repeats of ``data``'s model number ``model`` (and its interleaved reference's, fpn-r10)."""
+    speed = data["models"][model]["speed"][0]
+    speed.update(images_per_second=float(np.median(repeats)), images_per_second_repeats=repeats,
+                 spread=(max(repeats) - min(repeats)) / np.median(repeats))
+    if reference is not None:
+        speed.update(reference_model="fpn-r10", reference_images_per_second_repeats=reference)
+    return data
 
 
 def test_speed_drop_within_timing_noise(tmp_path, baseline, images, record, results):
-    def timed(data: dict, repeats: list[float]) -> dict:
-        speed = data["models"][0]["speed"][0]
-        speed.update(images_per_second=float(np.median(repeats)), images_per_second_repeats=repeats,
-                     spread=(max(repeats) - min(repeats)) / np.median(repeats))
-        return data
-
     base = write(tmp_path / "base.json", timed(json.loads(baseline.read_text()), [60.0, 100.0, 140.0]))
     same = images(50, 0.6), images(50, 0.5, seed=1)
     noisy = write(tmp_path / "noisy.json", timed(results(record("unet-r10", *same[0]), record("fpn-r10", *same[1],
                                                                                           ips=200.0)),
                                                  [50.0, 70.0, 120.0]))
-    assert not gate(noisy, base).passed  # the median fell by 30 %
-    result = gate(noisy, base, require_significant=True)
-    assert result.passed and statuses(result)[("unet-r10", "speed")] == "noise"
+    result = gate(noisy, base)  # the median fell by 30 %, but the repeats overlap
+    row = row_of(result, "unet-r10")
+    assert result.passed and row["status"] == "noise" and row["change"] == pytest.approx(-30.0)
+    assert row["ci_high"] == pytest.approx(100 * (120 / 60 - 1)) and "repeats overlap" in row["note"]
     assert "unet-r10 (baseline 80%, run 100%)" in " ".join(result.notes)
     steady = write(tmp_path / "steady.json", timed(json.loads(baseline.read_text()), [98.0, 100.0, 102.0]))
     slower = write(tmp_path / "slower.json", timed(results(record("unet-r10", *same[0]),
                                                            record("fpn-r10", *same[1], ips=200.0)), [50, 52, 55]))
-    result = gate(slower, steady, require_significant=True)
-    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    row = row_of(gate(slower, steady), "unet-r10")
     assert row["status"] == "fail" and row["ci_high"] == pytest.approx(100 * (55 / 98 - 1))
-    # Every repeat slower, but the baseline's repeats disagree by 80 %: the machine was busy; no verdict.
-    row = gate(slower, base, require_significant=True).checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
-    assert row["status"] == "noise" and row["ci_high"] < 0 and row["note"] == "timing spread 80% > 20%"
+    # Every repeat slower, but the baseline's repeats disagree by 80 %: the drop (48 %) is inside the noise floor.
+    row = row_of(gate(slower, base), "unet-r10")
+    assert row["status"] == "noise" and row["ci_high"] < 0 and "within the noise floor 80%" in row["note"]
+
+
+def test_interleaved_reference_cancels_a_machine_busy_in_some_blocks(tmp_path, images, record, results):
+    same = images(50, 0.6), images(50, 0.5, seed=1)
+
+    def suite(unet: list[float], fpn_alongside: list[float]) -> dict:
+        return timed(results(record("unet-r10", *same[0]), record("fpn-r10", *same[1], ips=200.0)), unet,
+                     fpn_alongside)
+
+    base = write(tmp_path / "base.json", suite([100.0, 100.0, 100.0], [200.0, 200.0, 200.0]))
+    busy = write(tmp_path / "busy.json", suite([70.0, 50.0, 60.0], [140.0, 100.0, 120.0]))  # ratios all 0.5
+    result = gate(busy, base)
+    assert result.passed and result.speed.why == "timed alternately with each model, block by block"
+    row = row_of(result, "unet-r10")
+    assert (row["baseline"], row["run"], row["change"]) == (0.5, 0.5, 0.0) and row["status"] == "ok"
+    assert row_of(gate(busy, base, GatePolicy(absolute_speed=True)), "unet-r10")["status"] == "fail"  # -40 %
+    slower = write(tmp_path / "slower.json", suite([49.0, 35.0, 42.0], [140.0, 100.0, 120.0]))  # ratios all 0.35
+    row = row_of(gate(slower, base), "unet-r10")
+    assert row["status"] == "fail" and row["change"] == pytest.approx(-30.0)
+    assert "every typical interleaved ratio slower" in row["note"]
+
+
+def test_a_single_model_is_flagged_not_failed(tmp_path, images, record, results):
+    base = write(tmp_path / "base.json", results(record("m", *images(20, 0.6), ips=100.0)))
+    run = write(tmp_path / "run.json", results(record("m", *images(20, 0.6), ips=50.0)))
+    result = gate(run, base)
+    assert result.passed and result.speed.mode == "unchecked"
+    assert row_of(result, "m")["status"] == "flagged" and "not gated: one model" in row_of(result, "m")["note"]
+    assert "raw images/s reported, not gated (one model timed in both" in text(result)
+    assert not gate(run, base, GatePolicy(absolute_speed=True)).passed
+
+
+def test_non_finite_figures_fail_in_the_run_and_are_refused_in_the_baseline(tmp_path, baseline, images, record,
+                                                                          results):
+    good = json.loads(baseline.read_text())
+    broken = json.loads(baseline.read_text())
+    broken["models"][1]["metrics"]["mIoU"] = float("nan")
+    broken["models"][0]["speed"][0]["images_per_second"] = float("inf")
+    run = write(tmp_path / "nan.json", broken)
+    result = gate(run, baseline)
+    assert result.exit_code == 1
+    assert statuses(result)[("fpn-r10", "mIoU")] == "fail" and row_of(result, "fpn-r10", "mIoU")["note"] == \
+        "mIoU is nan in the run"
+    assert statuses(result)[("unet-r10", "speed")] == "fail" and row_of(result, "unet-r10")["note"] == \
+        "images/s is inf in the run"
+    assert pd.isna(row_of(result, "fpn-r10", "mIoU")["run"]) and text(result).endswith("FAIL: regression")
+    with pytest.raises(UserError, match=r"baseline: model 'fpn-r10' has mIoU = nan; a baseline must hold finite"):
+        gate(write(tmp_path / "good.json", good), run)
+    assert gate(write(tmp_path / "good.json", good), run, GatePolicy(max_speed_drop_percent=None,
+                                                                     max_drop_points={"mDice": 0.5})).passed
 
 
 def test_summaries_are_written(tmp_path, baseline, images, record, results):
