@@ -7,14 +7,16 @@ import torch
 from torch import nn
 
 import segbench.deploy.timing as benchmark
-from segbench.deploy.timing import TimingPlan, measure_throughput
+from segbench.deploy.timing import Reference, TimingPlan, measure_throughput, typical_range
 
 CPU = torch.device("cpu")
+TIMED_BLOCK = benchmark._timed_block
 
 
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
+        self.load = 1.0  # how much slower than idle the machine runs now
 
     def __call__(self) -> float:
         return self.now
@@ -29,7 +31,7 @@ class KnownCost(nn.Module):
         self.conv = nn.Conv2d(3, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.clock.now += self.seconds_per_image * x.shape[0]
+        self.clock.now += self.seconds_per_image * x.shape[0] * self.clock.load
         return self.conv(x)
 
 
@@ -38,6 +40,18 @@ def clock(monkeypatch):
     fake = FakeClock()
     monkeypatch.setattr(benchmark, "_clock", fake)
     return fake
+
+
+def busy(monkeypatch, clock: FakeClock, loads: list[float], blocks_per_load: int = 1) -> None:
+    """A machine whose load changes from one timed block to the next (every ``blocks_per_load`` blocks)."""
+    calls = [0]
+
+    def block(*args):
+        clock.load = loads[(calls[0] // blocks_per_load) % len(loads)]
+        calls[0] += 1
+        return TIMED_BLOCK(*args)
+
+    monkeypatch.setattr(benchmark, "_timed_block", block)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -96,6 +110,51 @@ def test_min_seconds_adds_timed_blocks(clock):
     assert result.repeats == 4  # blocks of 0.05 s: two asked for, four to reach 0.18 s
     assert result.timed_seconds == pytest.approx(0.2) and result.min_seconds == 0.18
     assert len(result.images_per_second_repeats) == 4
+
+
+def test_a_reference_is_timed_alternately_block_by_block(clock, monkeypatch):
+    busy(monkeypatch, clock, [1.0, 2.0, 1.5], blocks_per_load=2)  # each block of ours and the reference's after it
+    model, reference = KnownCost(clock, seconds_per_image=0.01), KnownCost(clock, seconds_per_image=0.005)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=3),
+                                Reference("fast-r10", reference))
+    assert result.images_per_second_repeats == pytest.approx([100.0, 50.0, 100 / 1.5])
+    assert result.reference_images_per_second_repeats == pytest.approx([200.0, 100.0, 200 / 1.5])
+    assert result.reference_model == "fast-r10" and result.spread == pytest.approx(0.75)
+    assert result.repeats == 3  # the figures disagree by 75 %, their ratios not at all: no more blocks
+    alone = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=3))
+    assert alone.reference_model is None and alone.reference_images_per_second_repeats is None
+
+
+def test_more_blocks_while_the_repeats_disagree(clock, monkeypatch):
+    model = KnownCost(clock, seconds_per_image=0.01)
+    plan = TimingPlan(warmup=1, iters=5, repeats=3)
+    busy(monkeypatch, clock, [2.0] + [1.0] * 20)  # the first block disturbed
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, plan)
+    assert result.repeats == 4  # [50, 100, 100]: 50 % apart; a fourth block: the quarter at each end left out
+    assert result.images_per_second == pytest.approx(100.0)
+    busy(monkeypatch, clock, [1.0, 2.0])  # a machine that never settles: at most 3 x the repeats
+    assert measure_throughput(model, (1, 3, 8, 8), CPU, plan).repeats == 9
+    busy(monkeypatch, clock, [1.0, 2.0])
+    assert measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=3,
+                                                                   repeat_factor=1)).repeats == 3
+
+
+def test_typical_range_leaves_out_the_extreme_quarters():
+    assert typical_range([3.0, 1.0, 2.0]) == (1.0, 3.0)  # fewer than 4: all of them
+    assert typical_range([9.0, 1.0, 2.0, 3.0]) == (2.0, 3.0)
+    assert typical_range([float(v) for v in range(1, 10)]) == (3.0, 7.0)
+
+
+def test_the_timing_plan_of_a_suite_and_its_checks():
+    from segbench.config.schema import BenchConfig
+
+    plan = TimingPlan.from_bench(BenchConfig(iters=7, repeats=4, precision="bf16", oom="halve"), "onnxruntime")
+    assert (plan.backend, plan.iters, plan.repeats, plan.precision, plan.oom) == ("onnxruntime", 7, 4, "bf16",
+                                                                                  "halve")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TimingPlan(precision="fp8")
+    with pytest.raises(ValueError, match="oom must be one of"):
+        TimingPlan(oom="shrink")
 
 
 def test_other_errors_are_not_taken_for_out_of_memory():

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from segbench.errors import UserError
 from segbench.gate.baseline import update_baseline
@@ -216,7 +217,7 @@ def test_interleaved_reference_cancels_a_machine_busy_in_some_blocks(tmp_path, i
     slower = write(tmp_path / "slower.json", suite([49.0, 35.0, 42.0], [140.0, 100.0, 120.0]))  # ratios all 0.35
     row = row_of(gate(slower, base), "unet-r10")
     assert row["status"] == "fail" and row["change"] == pytest.approx(-30.0)
-    assert "every typical interleaved ratio slower" in row["note"]
+    assert "every typical interleaved ratio of the run below the baseline's" in row["note"]
 
 
 def test_a_single_model_is_flagged_not_failed(tmp_path, images, record, results):
@@ -243,8 +244,10 @@ def test_non_finite_figures_fail_in_the_run_and_are_refused_in_the_baseline(tmp_
     assert statuses(result)[("unet-r10", "speed")] == "fail" and row_of(result, "unet-r10")["note"] == \
         "images/s is inf in the run"
     assert pd.isna(row_of(result, "fpn-r10", "mIoU")["run"]) and text(result).endswith("FAIL: regression")
-    with pytest.raises(UserError, match=r"baseline: model 'fpn-r10' has mIoU = nan; a baseline must hold finite"):
+    with pytest.raises(UserError, match=r"baseline: model 'unet-r10' has images/s = inf; a baseline must hold fin"):
         gate(write(tmp_path / "good.json", good), run)
+    with pytest.raises(UserError, match=r"baseline: model 'fpn-r10' has mIoU = nan; a baseline must hold finite"):
+        gate(write(tmp_path / "good.json", good), run, GatePolicy(max_speed_drop_percent=None))
     assert gate(write(tmp_path / "good.json", good), run, GatePolicy(max_speed_drop_percent=None,
                                                                      max_drop_points={"mDice": 0.5})).passed
 
@@ -312,3 +315,114 @@ def test_run_from_mlflow_latest_and_run_id(tmp_path, mlflow_uri, baseline, image
     other = write(tmp_path / "other.json", results(record("unet-r10", *images(5, 0.6)), suite="other"))
     with pytest.raises(UserError, match="no finished run of suite 'other'"):
         gate("latest", other, tracking_uri=mlflow_uri)
+
+
+class LoadedClock:
+    """A fake host clock on a machine whose load changes with every timed block (cycling through ``loads``)."""
+
+    def __init__(self, monkeypatch, loads: list[float]) -> None:
+        import segbench.deploy.timing as timing
+
+        self.now, self.load, self.loads, self.calls = 0.0, 1.0, loads, 0
+        timed_block = timing._timed_block
+
+        def block(*args):
+            self.load = self.loads[self.calls % len(self.loads)]
+            self.calls += 1
+            return timed_block(*args)
+
+        monkeypatch.setattr(timing, "_clock", lambda: self.now)
+        monkeypatch.setattr(timing, "_timed_block", block)
+
+
+class Costly(torch.nn.Module):
+    """A forward pass that costs ``seconds`` per image on the fake clock, times the machine's load."""
+
+    def __init__(self, clock: LoadedClock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds, self.conv = clock, seconds, torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        self.clock.now += self.seconds * x.shape[0] * self.clock.load
+        return self.conv(x)
+
+
+COSTS = {"unet-r10": 0.02, "fpn-r10": 0.015, "psp-r10": 0.006}  # seconds per image on an idle machine
+
+
+@pytest.fixture
+def timed_suite(monkeypatch, images, record, results):
+    """``timed_suite(loads, slower, machine)``: results.json data of three models timed through the timing code
+    (psp-r10, the cheapest, alternately with the others), unet-r10's forward ``slower`` times as costly, every
+    forward ``machine`` times as costly, the load changing block by block as ``loads`` says."""
+    from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
+
+    def make(loads: list[float], slower: float = 1.0, machine: float = 1.0) -> dict:
+        clock = LoadedClock(monkeypatch, loads)
+        records = []
+        for i, (name, cost) in enumerate(COSTS.items()):
+            model = Costly(clock, cost * machine * (slower if name == "unet-r10" else 1.0))
+            reference = None if name == "psp-r10" else Reference("psp-r10", Costly(clock, COSTS["psp-r10"] * machine))
+            speed = measure_throughput(model, (1, 3, 8, 8), torch.device("cpu"),
+                                       TimingPlan(warmup=1, iters=4, repeats=3), reference)
+            records.append(record(name, *images(20, 0.6, seed=i)) | {"speed": [speed.to_dict()]})
+        return results(*records)
+
+    return make
+
+
+# The load of each timed block on a busy machine: the model's block and the reference's after it rarely agree.
+QUIET = [1.0, 1.04, 1.0, 0.97, 1.02, 1.0]
+BUSY = [1.6, 1.5, 1.0, 1.1, 1.35, 1.25, 1.9, 1.8]
+
+
+def test_the_default_gate_tells_a_slower_model_from_a_busier_machine(tmp_path, timed_suite):
+    baseline = write(tmp_path / "base.json", timed_suite(QUIET))
+    rerun = gate(write(tmp_path / "rerun.json", timed_suite(BUSY)), baseline)
+    assert rerun.passed, text(rerun)  # the same code on a machine busier in some blocks than in others
+    assert (rerun.speed.reference, rerun.speed.why) == ("psp-r10", "timed alternately with each model, block by block")
+    assert abs(row_of(rerun, "unet-r10")["change"]) < 10
+    assert not gate(write(tmp_path / "rerun.json", timed_suite(BUSY)), baseline,
+                    GatePolicy(absolute_speed=True)).passed  # raw images/s: the busy machine reads as a regression
+    machine = gate(write(tmp_path / "machine.json", timed_suite(QUIET, machine=1.7)), baseline)
+    assert machine.passed and abs(row_of(machine, "fpn-r10")["change"]) < 5  # every model 1.7x slower
+    for slower in (1 / 0.7, 1.3):  # 30 % fewer images/s, or each forward 30 % longer (23 % fewer images/s)
+        result = gate(write(tmp_path / "slower.json", timed_suite(BUSY, slower=slower)), baseline)
+        row = row_of(result, "unet-r10")
+        assert not result.passed and row["status"] == "fail", text(result)
+        assert row["change"] == pytest.approx(100 * (1 / slower - 1), abs=8)
+        assert statuses(result)[("fpn-r10", "speed")] == "ok"
+
+
+def test_the_cli_defaults_name_the_comparison_and_fail_on_nan(cli, tmp_path, baseline):
+    code, out, err = cli("gate", str(baseline), str(baseline))
+    assert code == 0, err
+    assert "speed: images/s as a ratio to fpn-r10's in the same run (the baseline's fastest model timed in both" \
+        in out and out.rstrip().endswith("PASS")
+    broken = json.loads(baseline.read_text())
+    broken["models"][0]["metrics"]["mIoU"] = float("nan")
+    nan = write(tmp_path / "nan.json", broken)
+    code, out, err = cli("gate", str(nan), str(baseline))
+    assert code == 1 and "mIoU is nan in the run" in out and out.rstrip().endswith("FAIL: regression")
+    code, out, err = cli("gate", str(baseline), str(nan))
+    assert code == 2 and out == ""
+    assert err.strip() == ("segbench: error: baseline: model 'unet-r10' has mIoU = nan; a baseline must hold finite "
+                           "numbers (update it from a good run with `segbench baseline update`)")
+
+
+def test_baseline_update_latest_creates_a_new_baseline(cli, tmp_path, mlflow_uri, images, record, results):
+    from segbench.config.schema import TrackingConfig
+    from segbench.results.tracking import Tracker
+
+    data = results(record("unet-r10", *images(20, 0.6)))
+    tracker = Tracker(TrackingConfig(uri=mlflow_uri), "toy")
+    parent = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
+    tracker.artifact(parent, write(tmp_path / "results.json", data))
+    tracker.end(parent)
+    target = tmp_path / "baselines" / "new.json"
+    code, out, err = cli("baseline", "update", "latest", str(target), "--tracking-uri", mlflow_uri)
+    assert code == 0, err
+    written = json.loads(target.read_text())
+    assert written["suite"]["name"] == "toy" and written["models"][0]["metrics"] == data["models"][0]["metrics"]
+    code, out, err = cli("baseline", "update", "latest", str(target), "--tracking-uri", mlflow_uri)  # now: its suite
+    assert code == 0 and json.loads(target.read_text()) == written

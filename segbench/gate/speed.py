@@ -148,7 +148,7 @@ def speed_row(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float,
     if setting:
         return row | {"status": "skipped", "note": f"not comparable: {', '.join(setting)} differ"}
     if comparison.mode == "ratio" and name == comparison.reference:
-        return row | {"status": "reference", "baseline": b.images_per_second, "run": r.images_per_second,
+        return row | {"status": "reference", "baseline": b.images_per_second, "run": r.images_per_second, "limit": None,
                       "note": "the reference: raw images/s, not gated"}
     ratio = comparison.mode == "ratio"
     base_est = _estimate(b, timed(references[0]) if ratio else None, comparison)
@@ -163,10 +163,9 @@ def speed_row(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float,
     beyond_range = row["ci_high"] < 0
     if beyond_range and -change > floor:
         status = "flagged" if comparison.mode == "unchecked" else "fail"
-        return row | {"status": status, "note": f"{change:+.1f}% beyond the {-tolerance:+g}% limit and the noise: "
-                                                f"every typical {basis[:-1]} slower, drop above the noise floor "
-                                                f"{floor:.0f}%" + (" (not gated: one model)" if status == "flagged"
-                                                                    else "")}
+        note = (f"{change:+.1f}% beyond the {-tolerance:+g}% limit and beyond the noise: every typical "
+                f"{basis[:-1]} of the run below the baseline's, and the drop above the noise floor ({floor:.0f}%)")
+        return row | {"status": status, "note": note + (" (not gated: one model)" if status == "flagged" else "")}
     why = (f"the {basis} overlap (range {row['ci_low']:+.0f}% to {row['ci_high']:+.0f}%)" if not beyond_range
            else f"the drop is within the noise floor {floor:.0f}% (widest typical spread of the {basis})")
     return row | {"status": "noise", "note": f"{change:+.1f}% beyond the {-tolerance:+g}% limit but {why}"}
