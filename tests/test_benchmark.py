@@ -92,7 +92,8 @@ class OutOfMemoryAbove(nn.Module):
 
 
 def test_out_of_memory_halves_the_batch_and_says_so():
-    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=2, repeats=1, oom="halve"))
+    plan = TimingPlan(warmup=1, iters=2, repeats=1, oom="halve")
+    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, plan)
     assert result.batch_size == 2 and result.requested_batch_size == 8 and result.oom_halvings == 2
     assert result.input_shape == (2, 3, 8, 8)
 
@@ -168,8 +169,8 @@ def test_other_errors_are_not_taken_for_out_of_memory():
 
 def test_settings_are_recorded_with_the_figure():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-    result = measure_throughput(model, (1, 3, 16, 16), CPU, TimingPlan(warmup=1, iters=2, repeats=2,
-                                precision="bf16", channels_last=True))
+    plan = TimingPlan(warmup=1, iters=2, repeats=2, precision="bf16", channels_last=True)
+    result = measure_throughput(model, (1, 3, 16, 16), CPU, plan)
     assert result.precision == "bf16" and result.memory_format == "channels_last"
     assert result.timer == "perf_counter" and result.memory_measure == "cpu_peak_rss_growth"
     assert result.device == "cpu" and not result.compile
@@ -182,9 +183,8 @@ def test_gpu_paths(precision):
     from segbench.models.registry import build_model
 
     model = build_model("unet-resnet10t", num_classes=3)
-    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), TimingPlan(warmup=3, iters=5,
-                                                                                          repeats=2,
-                                precision=precision, channels_last=True))
+    plan = TimingPlan(warmup=3, iters=5, repeats=2, precision=precision, channels_last=True)
+    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), plan)
     assert result.timer == "cuda_event" and result.memory_measure == "cuda_max_allocated"
     assert result.peak_memory_mb > 0 and result.images_per_second > 0
 

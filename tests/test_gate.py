@@ -214,6 +214,11 @@ def test_interleaved_reference_cancels_a_machine_busy_in_some_blocks(tmp_path, i
     row = row_of(result, "unet-r10")
     assert (row["baseline"], row["run"], row["change"]) == (0.5, 0.5, 0.0) and row["status"] == "ok"
     assert row_of(gate(busy, base, GatePolicy(absolute_speed=True)), "unet-r10")["status"] == "fail"  # -40 %
+    older = write(tmp_path / "older.json", timed(results(record("unet-r10", *same[0]),  # timed before interleaving
+                                                         record("fpn-r10", *same[1], ips=200.0)), [100.0] * 3))
+    mixed = gate(busy, older)  # the run's side still uses its interleaved ratios, the baseline's the separate timing
+    assert mixed.speed.why.startswith("the baseline's fastest model timed in both")
+    assert row_of(mixed, "unet-r10")["change"] == pytest.approx(0.0)
     slower = write(tmp_path / "slower.json", suite([49.0, 35.0, 42.0], [140.0, 100.0, 120.0]))  # ratios all 0.35
     row = row_of(gate(slower, base), "unet-r10")
     assert row["status"] == "fail" and row["change"] == pytest.approx(-30.0)

@@ -47,7 +47,8 @@ def gate(
     Options: --kebab-case flags for a command's options; key=value only for suite config overrides (run, bench,
     eval, score).
     """
-    from segbench.gate.compare import GatePolicy, gate as run_gate, parse_max_drops
+    from segbench.gate.compare import GatePolicy, parse_max_drops
+    from segbench.gate.compare import gate as run_gate
     from segbench.gate.render import text, write_summary
 
     policy = GatePolicy(max_drop_points=parse_max_drops(max_drop or []), max_speed_drop_percent=max_speed_drop,

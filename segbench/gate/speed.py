@@ -5,7 +5,7 @@ Comparison. Two processes on one machine rarely run at the same speed, so raw im
 differ by whatever else the machine did. By default speed is compared as a ratio to a reference model timed in
 the same run, which cancels a machine that was slower or busier overall: the model that ``segbench run`` timed
 alternately with every other (``reference_model`` in the speed records of both), else the baseline's fastest
-model timed in both. ``--reference-model`` names it; ``--absolute-speed`` compares raw images/s. With one model
+model timed in both (a side whose records hold interleaved timings of that model still uses them). ``--reference-model`` names it; ``--absolute-speed`` compares raw images/s. With one model
 timed in both and neither option, speed is reported and flagged, not failed.
 
 Noise. Each side gives a series of timed repeats: the model's images/s divided by the reference's in the block
@@ -84,8 +84,9 @@ def choose(run: Results, baseline: Results, max_speed_drop: float | None, refere
     mine = {m.name: m for m in run.models}
     both = [m for m in baseline.models if m.name in mine and _finite(timed(m)) and _finite(timed(mine[m.name]))]
     names = {m.name for m in both}
-    interleaved = {speed.reference_model for m in both for speed in (timed(m), timed(mine[m.name]))
-                   if speed.reference_model}
+    alongside = [{timed(m).reference_model for m in records} - {None} for records in (both, [mine[m.name]
+                                                                                          for m in both])]
+    interleaved = alongside[0] & alongside[1]  # the reference both sides timed alternately with their models
     if len(interleaved) == 1 and (name := interleaved.pop()) in names:
         return SpeedComparison("ratio", name, "timed alternately with each model, block by block")
     if len(both) >= 2:
