@@ -162,7 +162,7 @@ def test_speed_is_a_ratio_to_the_baselines_fastest_model_by_default(tmp_path, ba
     assert not result.passed
     row = row_of(result, "unet-r10")
     assert row["change"] == pytest.approx(-40.0) and row["status"] == "fail"
-    assert row["note"].startswith("-40.0% beyond the -20% limit and the noise")
+    assert row["note"].startswith("-40.0% beyond the -20% limit and beyond the noise")
     assert not gate(slower_model, baseline, GatePolicy(reference_model="fpn-r10")).passed
     assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=50)).passed
     assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=None)).passed

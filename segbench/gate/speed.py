@@ -5,8 +5,9 @@ Comparison. Two processes on one machine rarely run at the same speed, so raw im
 differ by whatever else the machine did. By default speed is compared as a ratio to a reference model timed in
 the same run, which cancels a machine that was slower or busier overall: the model that ``segbench run`` timed
 alternately with every other (``reference_model`` in the speed records of both), else the baseline's fastest
-model timed in both (a side whose records hold interleaved timings of that model still uses them). ``--reference-model`` names it; ``--absolute-speed`` compares raw images/s. With one model
-timed in both and neither option, speed is reported and flagged, not failed.
+model timed in both (a side whose records hold interleaved timings of that model still uses them).
+``--reference-model`` names it; ``--absolute-speed`` compares raw images/s. With one model timed in both and
+neither option, speed is reported and flagged, not failed.
 
 Noise. Each side gives a series of timed repeats: the model's images/s divided by the reference's in the block
 timed right after it (interleaved), or the model's repeats and the reference's taken apart (their ranges
