@@ -240,3 +240,43 @@ def test_a_loss_that_is_infinite_from_the_start_names_the_inputs(cli, tmp_path, 
                      r"weights", line), line
     assert _runs(mlflow_uri)["unet-resnet10t"] == "FAILED"
     assert not list(tmp_path.rglob("results.json"))
+
+
+def _diverge_on_one_rank(rank: int, store: str, results: str) -> None:
+    """Rank 1's loss turns infinite at iteration 3; every rank must stop there."""
+    import torch
+    import torch.distributed as dist
+
+    from segbench.config.schema import TrainConfig
+    from segbench.train.loop import TrainingDiverged, train
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    class Loss(torch.nn.Module):
+        calls = 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            loss = logits.float().mean() ** 2
+            return loss * math.inf if rank == 1 and self.calls == 3 else loss
+
+    batches = [(torch.ones(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.int64))] * 4
+    try:
+        train(torch.nn.Conv2d(3, 2, 1), batches, Loss(), TrainConfig(iters=4, batch_size=1, lr=0.01),
+              torch.device("cpu"), progress=False)
+        outcome = "finished"
+    except TrainingDiverged as error:
+        outcome = str(error)
+    finally:
+        dist.destroy_process_group()
+    Path(results, f"{rank}.txt").write_text(outcome)
+
+
+def test_every_rank_of_a_job_stops_at_the_same_non_finite_loss(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_diverge_on_one_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2,
+                       start_method="fork")  # fork: no second import of torch
+    outcomes = [(tmp_path / f"{rank}.txt").read_text() for rank in range(2)]
+    assert all("at iteration 3 of 4" in outcome for outcome in outcomes), outcomes
+    assert outcomes[1].startswith("train: the loss is inf")
+    assert outcomes[0].startswith("train: the loss is 0.")  # finite here, stopped because another rank diverged
