@@ -76,9 +76,14 @@ def orientation(image: Image.Image) -> int:
     return value if value in TRANSPOSE else 1
 
 
-def unsupported_image_mode(mode: str) -> str | None:
+def _sixteen_bit(mode: str, file_format: str | None) -> bool:
+    """Whether an image is 16-bit grayscale (older Pillows open 16-bit PNGs as mode I; PNG has no 32-bit mode)."""
+    return mode in SIXTEEN_BIT_MODES or (mode == "I" and file_format == "PNG")
+
+
+def unsupported_image_mode(mode: str, file_format: str | None = None) -> str | None:
     """Why an image of Pillow ``mode`` cannot be read as RGB with its real range, or None when it can."""
-    if mode not in UNSUPPORTED_IMAGE_MODES:
+    if mode not in UNSUPPORTED_IMAGE_MODES or _sixteen_bit(mode, file_format):
         return None
     return (f"image mode is {mode} ({UNSUPPORTED_IMAGE_MODES[mode]} values of unknown range); save it as an 8-bit "
             "or 16-bit image (e.g. PNG) with the range it should be shown with")
@@ -89,9 +94,9 @@ def read_image(path: Path) -> Image.Image:
     0..65535 to 0..255 (rounded), as viewers show them."""
     with Image.open(path) as image:
         turn = TRANSPOSE.get(orientation(image))
-        if reason := unsupported_image_mode(image.mode):
+        if reason := unsupported_image_mode(image.mode, image.format):
             raise ValueError(reason)
-        if image.mode in SIXTEEN_BIT_MODES:
+        if _sixteen_bit(image.mode, image.format):
             levels = np.asarray(image).astype(np.float32) / 257.0  # 65535 / 255: 0 -> 0, 65535 -> 255
             rgb = Image.fromarray(np.rint(levels).astype(np.uint8)).convert("RGB")
         else:
@@ -112,12 +117,13 @@ def read_mask(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Header:
-    """What a file's header says: its displayed size (after the EXIF orientation), mode and orientation."""
+    """What a file's header says: its displayed size (after the EXIF orientation), mode, orientation and format."""
 
     height: int
     width: int
     mode: str
     orientation: int
+    format: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -130,7 +136,7 @@ def _header(path: Path, what: str, problems: list[Problem]) -> Header | None:
         with Image.open(path) as image:
             turn = orientation(image)
             height, width = (image.width, image.height) if turn >= 5 else (image.height, image.width)
-            return Header(height, width, image.mode, turn)
+            return Header(height, width, image.mode, turn, image.format)
     except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
         problems.append(Problem(str(path), f"unreadable {what}: {describe_error(exc)}"))
         return None
@@ -168,8 +174,10 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
     present: tuple[int, ...] = ()
     image_header = _header(image, "image", problems)
     mask_header = _header(mask, "mask", problems)
-    if image_header and (reason := unsupported_image_mode(image_header.mode) or _check_image_data(image)):
-        problems.append(Problem(str(image), reason))
+    if image_header:
+        reason = unsupported_image_mode(image_header.mode, image_header.format) or _check_image_data(image)
+        if reason:
+            problems.append(Problem(str(image), reason))
     if mask_header:
         if mask_header.mode not in MASK_MODES:
             problems.append(Problem(str(mask), f"mask mode is {mask_header.mode}; expected a single-channel 8-bit "
