@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import is_typeddict
 
 from segbench.errors import closest
 
@@ -70,6 +71,13 @@ def pair(item: Any, words: str) -> Any:
     return Annotated[list[item], Field(min_length=2, max_length=2), Expect(words)]
 
 
+class Record(BaseModel):
+    """A typed JSON record (results.json, model cards): strict types (no "1" for 1, no "no" for false), keys it does
+    not declare kept as they are (``model_extra``), a field stored under another JSON key by ``Field(alias=...)``."""
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+
+
 # ---------------------------------------------------------------- errors as one line
 
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
@@ -106,13 +114,18 @@ def expected(hint: Any) -> str:
         return "one of " + ", ".join(str(a) for a in args)
     if origin in (list, tuple):
         return "a list"
-    if origin is dict or dataclasses.is_dataclass(hint) or _is_model(hint):
+    if origin is dict or _has_fields(hint):
         return "an object"
     return _NAMES.get(hint, "any value")
 
 
 def _is_model(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def _has_fields(hint: Any) -> bool:
+    """A record type: a pydantic model, a dataclass or a TypedDict."""
+    return dataclasses.is_dataclass(hint) or _is_model(hint) or is_typeddict(hint)
 
 
 def _strip(hint: Any) -> Any:
@@ -132,6 +145,8 @@ def _strip(hint: Any) -> Any:
 
 def field_hints(cls: Any) -> dict[str, Any]:
     """The fields of a pydantic dataclass or model by their JSON names, with their full type hints."""
+    if is_typeddict(cls):
+        return get_type_hints(cls, include_extras=True)
     if _is_model(cls):
         return {(f.alias or name): Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
                 for name, f in cls.model_fields.items()}
@@ -149,7 +164,7 @@ def hint_at(root: Any, loc: tuple) -> Any:
             hint = get_args(base)[0]
         elif origin is dict:
             hint = get_args(base)[1]
-        elif isinstance(part, str) and (dataclasses.is_dataclass(base) or _is_model(base)):
+        elif isinstance(part, str) and _has_fields(base):
             hint = field_hints(base).get(part)
             if hint is None:
                 return None
@@ -193,22 +208,23 @@ def error_line(error: dict, root: Any, prefix: tuple = ()) -> str:
 
 # ---------------------------------------------------------------- typed objects back as JSON data
 
-def plain(value: Any) -> Any:
-    """A typed record (or any JSON-like value) as plain JSON data; non-finite floats become null, unknown keys kept
-    last."""
+def plain(value: Any, nan_as_null: bool = True) -> Any:
+    """A typed record (or any JSON-like value, numpy's included) as plain JSON data: unknown keys kept last, tuples
+    as lists, non-finite floats as null (unless ``nan_as_null`` is false)."""
     if isinstance(value, BaseModel):
-        out = {(f.alias or name): plain(getattr(value, name)) for name, f in type(value).model_fields.items()}
-        return out | plain(value.model_extra or {})
+        out = {(f.alias or name): plain(getattr(value, name), nan_as_null)
+               for name, f in type(value).model_fields.items()}
+        return out | plain(value.model_extra or {}, nan_as_null)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name), nan_as_null) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, nan_as_null) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, nan_as_null) for v in value]
     if isinstance(value, np.ndarray):
-        return plain(value.tolist())
+        return plain(value.tolist(), nan_as_null)
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+    if nan_as_null and isinstance(value, float) and not math.isfinite(value):
         return None
     return value

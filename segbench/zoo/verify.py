@@ -26,7 +26,7 @@ from segbench.config.schema import SuiteConfig
 from segbench.errors import UserError, unknown
 from segbench.pipeline.validation import load_config
 from segbench.results.schema import read_results
-from segbench.results.typed import plain
+from segbench.config.typed import plain
 from segbench.zoo.cards import Card, Weights
 
 
