@@ -21,9 +21,7 @@ from segbench.config.typed import (
     Expect,
     Fraction,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
     Relation,
     error_line,
     errors,
@@ -306,10 +304,12 @@ def parse_overrides(overrides: list[str]) -> tuple[str, dict[str, Any]]:
             suite = value
             continue
         rest.append(item)
-    try:
-        values = OmegaConf.to_container(OmegaConf.from_dotlist(rest))
-    except Exception as exc:  # omegaconf's grammar errors
-        raise UserError(f"cannot parse overrides {rest}: {exc}".splitlines()[0]) from None
+    values: dict[str, Any] = {}
+    for item in rest:  # one by one: a later override of a key replaces an earlier one, whatever their types
+        try:
+            values = _merged(values, OmegaConf.to_container(OmegaConf.from_dotlist([item])))
+        except Exception as exc:  # omegaconf's grammar errors
+            raise UserError(f"cannot parse override '{item}': {exc}".splitlines()[0]) from None
     return suite, values
 
 
@@ -327,8 +327,17 @@ def read_config(overrides: list[str] | None = None) -> SuiteConfig:
     if not OmegaConf.is_dict(file_config):
         raise UserError(f"suite file '{path}' must hold a mapping of config keys")
     file_config.setdefault("name", path.stem)
-    from_dict(_resolved(file_config, f"{path.name}: "), where=f"{path.name}: ")  # its mistakes name the file
-    return from_dict(_resolved(OmegaConf.merge(file_config, values), ""))
+    file_values = _resolved(file_config, f"{path.name}: ")
+    from_dict(file_values, where=f"{path.name}: ")  # the file's own mistakes name the file
+    return from_dict(_merged(file_values, _resolved(OmegaConf.create(values), "")))
+
+
+def _merged(base: Any, override: Any) -> Any:
+    """``override`` over ``base``: mappings key by key, anything else replaced (a list, or a value for a section,
+    which the types then refuse with its key)."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    return {**base, **{key: _merged(base.get(key), value) for key, value in override.items()}}
 
 
 def _resolved(config: Any, where: str) -> Any:

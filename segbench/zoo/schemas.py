@@ -1,5 +1,6 @@
 """The JSON Schemas segbench publishes (``schemas/*.schema.json``), generated from the declared types: results.json,
-a zoo card and a suite file. ``python -m segbench.zoo.schemas`` writes them (here, downstream of every type it publishes); a test keeps them current."""
+a zoo card and a suite file. ``python -m segbench.zoo.schemas`` writes them (this module sits downstream of every type
+it publishes); a test keeps them current."""
 
 from __future__ import annotations
 
