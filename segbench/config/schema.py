@@ -108,7 +108,7 @@ class CRFConfig:
     """Fully connected CRF post-processing (DeepLab v1 defaults)."""
 
     enabled: bool = False
-    iters: integer(gt=0, le=1000) = 10
+    iters: integer(ge=0, le=1000) = 10  # 0: the model's probabilities unchanged
     pos_xy_std: PositiveFloat = 3.0
     pos_weight: NonNegativeFloat = 3.0
     bi_xy_std: PositiveFloat = 80.0
