@@ -41,6 +41,7 @@ Name = Annotated[str, Field(min_length=1), Expect("a non-empty string")]
 Size = pair(integer(gt=0, le=65536), "[a, b] of two positive integers")
 Label = integer(ge=0, le=255)  # an 8-bit mask value or a class index
 Seconds = finite(ge=0, le=86400)  # a timing budget: at most a day
+Std, Weight = finite(gt=0, le=1e4), finite(ge=0, le=1e4)  # CRF kernel widths (pixels, colour levels) and weights
 # Marks a list with one entry per class of the suite's data set (checked once the data set is known).
 PER_CLASS = Expect("one number per class")
 
@@ -86,10 +87,10 @@ class TrainConfig:
     iters: integer(gt=0, le=10**9) = 300
     batch_size: integer(gt=0, le=65536) = 16
     optimizer: Optimizer = "adamw"
-    lr: PositiveFloat = 1e-3
+    lr: finite(gt=0, le=100) = 1e-3
     momentum: Fraction = 0.9
-    weight_decay: NonNegativeFloat = 1e-4
-    poly_power: NonNegativeFloat = 0.9
+    weight_decay: finite(ge=0, le=1) = 1e-4
+    poly_power: finite(ge=0, le=100) = 0.9
     min_lr: NonNegativeFloat = 0.0
     loss: dict[Name, NonNegativeFloat] = field(default_factory=lambda: {"ce": 1.0})  # loss term -> its weight
     class_weights: Annotated[list[NonNegativeFloat], PER_CLASS] | None = None
@@ -109,11 +110,11 @@ class CRFConfig:
 
     enabled: bool = False
     iters: integer(ge=0, le=1000) = 10  # 0: the model's probabilities unchanged
-    pos_xy_std: PositiveFloat = 3.0
-    pos_weight: NonNegativeFloat = 3.0
-    bi_xy_std: PositiveFloat = 80.0
-    bi_rgb_std: PositiveFloat = 13.0
-    bi_weight: NonNegativeFloat = 4.0
+    pos_xy_std: Std = 3.0
+    pos_weight: Weight = 3.0
+    bi_xy_std: Std = 80.0
+    bi_rgb_std: Std = 13.0
+    bi_weight: Weight = 4.0
 
 
 @dataclass(config=SECTION)
@@ -137,7 +138,7 @@ class EvalConfig:
     calibration_bins: integer(gt=0, le=10000) = 15  # ECE bins
     foreground_classes: list[Label] | None = None  # headline fgIoU/fgDice and per-case table; default [1] if 2 classes
     surface: bool | None = None  # HD95 and NSD per case (CPU); default: on for 2-class suites
-    surface_tolerance: NonNegativeFloat = 1.0  # NSD tolerance in pixels, or in data.spacing units
+    surface_tolerance: finite(ge=0, le=1e6) = 1.0  # NSD tolerance in pixels, or in data.spacing units
     save_predictions: bool = False  # label PNGs in the data set's own ids, and colour overlays
     overlays: integer(ge=0, le=100000) = 4  # overlays per model when saving predictions
     # deployment parity: each backend evaluated on the split, its metrics and difference from eager recorded
