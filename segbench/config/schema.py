@@ -38,7 +38,9 @@ OPTIMIZERS = get_args(Optimizer)
 SECTION = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 Name = Annotated[str, Field(min_length=1), Expect("a non-empty string")]
-Size = pair(integer(gt=0, le=65536), "[a, b] of two positive integers")
+_Side = integer(gt=0, le=65536)
+HeightWidth = pair(_Side, "[height, width] of positive integers")
+WidthHeight = pair(_Side, "[width, height] of positive integers")
 Label = integer(ge=0, le=255)  # an 8-bit mask value or a class index
 Seconds = finite(ge=0, le=86400)  # a timing budget: at most a day
 Std, Weight = finite(gt=0, le=1e4), finite(ge=0, le=1e4)  # CRF kernel widths (pixels, colour levels) and weights
@@ -66,10 +68,10 @@ class DataConfig:
         = None
     reduce_zero_label: bool = False
     # training transforms (image and mask together)
-    base_size: Size | None = None  # (width, height) the scale range refers to, as MMSegmentation
+    base_size: WidthHeight | None = None  # (width, height) the scale range refers to, as MMSegmentation
     scale_range: pair(finite(gt=0, le=16), "[low, high] of two positive factors") = field(
         default_factory=lambda: [1.0, 1.0])
-    crop_size: Size | None = None  # (height, width)
+    crop_size: HeightWidth | None = None  # (height, width)
     flip: bool = False
     photometric: bool = False
     spacing: pair(PositiveFloat, "[row, column] pixel sizes > 0") | None = None  # physical pixel size: HD95, NSD units
@@ -121,9 +123,9 @@ class CRFConfig:
 class EvalConfig:
     batch_size: integer(gt=0, le=65536) = 16
     mode: Literal["whole", "slide", "resize"] = "whole"
-    window: Size | None = None  # slide: (height, width)
-    stride: Size | None = None  # slide: (height, width)
-    resize: Size | None = None  # resize: (width, height) to fit the image in, keeping its ratio
+    window: HeightWidth | None = None  # slide: (height, width)
+    stride: HeightWidth | None = None  # slide: (height, width)
+    resize: WidthHeight | None = None  # resize: (width, height) to fit the image in, keeping its ratio
     # multi-scale test-time augmentation
     scales: Annotated[list[finite(gt=0, le=16)], Field(min_length=1)] = field(default_factory=lambda: [1.0])
     flip: bool = False  # horizontal-flip test-time augmentation
@@ -149,7 +151,7 @@ class EvalConfig:
 class BenchConfig:
     enabled: bool = True
     batch_sizes: Annotated[list[integer(gt=0, le=65536)], Field(min_length=1)] = field(default_factory=lambda: [1])
-    input_size: Size | None = None  # (height, width); default: the data set's evaluation size
+    input_size: HeightWidth | None = None  # (height, width); default: the data set's evaluation size
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast
     channels_last: bool = False
     backends: list[Name] = field(default_factory=lambda: ["eager"])  # eager, compile, onnxruntime, tensorrt
