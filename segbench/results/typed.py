@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import types
 from dataclasses import MISSING, field, fields, is_dataclass
+from functools import cache
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
@@ -131,9 +132,15 @@ def _integer_matrix(value: list) -> bool:
     return array.ndim == 2 and array.dtype.kind in "iu"
 
 
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved type hints of a schema dataclass (resolving them compiles text: once per class)."""
+    return get_type_hints(cls)
+
+
 def build(cls: type, data: dict, where: str = "") -> Any:
     """An instance of dataclass ``cls`` from ``data``; an Invalid names the first field that does not fit."""
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     known, kwargs = set(), {}
     for f in fields(cls):
         if f.name == "extra_fields":
