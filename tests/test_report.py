@@ -61,7 +61,7 @@ def markdown_rows(path) -> list[list[str]]:
 def test_markdown_and_csv_values(tmp_path, suite):
     data = suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), ("psp-r10", 0.5, 600.0))
     save(tmp_path / "runs" / "a", data)
-    written = build_report([tmp_path / "runs"], tmp_path / "site")
+    written = build_report([tmp_path / "runs"], tmp_path / "site").written
     assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in written) == [
         "index.html", "toy/index.html", "toy/leaderboard.csv", "toy/leaderboard.md"]
 
