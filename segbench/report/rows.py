@@ -184,7 +184,7 @@ def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlfl
     # The same MLflow run from a results.json and from MLflow: keep the file's row (its overlays are beside it).
     known = frame["mlflow_run_id"].notna()
     frame = pd.concat([frame[~known], frame[known].drop_duplicates("mlflow_run_id", keep="first")])
-    frame = frame.sort_values("time", na_position="first")
+    frame = frame.sort_values("time", na_position="first", kind="stable")
     older = frame.duplicated(KEEP_NEWEST, keep="last")
     for suite, group in frame[older].groupby("suite", sort=True):
         listed = [f"{row.model} from {row.source}" for row in group.itertuples()]
