@@ -65,7 +65,8 @@ def write_runs(root: Path, runs: int, models: int, images: int, classes: int) ->
     for run in range(runs):
         data = {
             "schema_version": SCHEMA_VERSION, "kind": "run",
-            "suite": {"name": "cityscapes", "config_hash": hashlib.sha256(str(run).encode()).hexdigest()[:12], "config": {"seed": run}},
+            "suite": {"name": "cityscapes", "config_hash": hashlib.sha256(str(run).encode()).hexdigest()[:12],
+                      "config": {"seed": run}},
             "dataset": {"name": "cityscapes", "classes": CLASSES[:classes], "split": "val"},
             "convention": convention(classes, 255, f"cityscapes-{classes}"),
             "environment": {"device": "cuda:0", "device_name": "NVIDIA A100"},
