@@ -272,3 +272,53 @@ def test_page_holds_the_plots_and_the_heatmap_values(tmp_path, suite):
     heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)
     cells = re.findall(r'<td id="T_heat_row(\d)_col(\d)"[^>]*>(.*?)</td>', heat)
     assert cells == [("0", "0", "90.0"), ("0", "1", "50.0"), ("1", "0", "90.0"), ("1", "1", "50.0")]
+
+
+def test_console_says_the_parity_measured_and_no_cpu_peak_memory(capsys, record, results, images):
+    from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
+
+    data = results(record("unet-r10", *images(8, 0.6)))
+    data["models"][0]["evaluation"]["backends"] = [
+        {"backend": "eager", "status": "reference"},
+        {"backend": "onnxruntime", "difference": {"mIoU": -0.00012}, "prediction_agreement": 0.99951},
+        {"backend": "tensorrt", "status": "skipped", "reason": "needs CUDA"}]
+    frame = leaderboard(data)
+    assert frame.loc[0, ["onnxruntime ΔmIoU pts", "onnxruntime agree %", "tensorrt ΔmIoU pts"]].tolist() == [
+        "-0.012", "99.95", "skipped"]
+    print_leaderboard(frame, "toy")
+    assert "-0.012" in capsys.readouterr().out
+
+    cpu = {"images_per_second": 10.0, "peak_memory_mb": 0.0, "memory_measure": "cpu_peak_rss_growth"}
+    cuda = {"images_per_second": 90.0, "peak_memory_mb": 123.4, "memory_measure": "cuda_max_allocated"}
+    print_speed_table([{"name": "m-cpu", "speed": [cpu]}, {"name": "m-cuda", "speed": [cuda]}], "speed")
+    table = capsys.readouterr().out
+    [cpu_row] = [line for line in table.splitlines() if "m-cpu" in line]
+    [cuda_row] = [line for line in table.splitlines() if "m-cuda" in line]
+    assert [row.split("│")[11].strip() for row in (cpu_row, cuda_row)] == ["-", "123.40"]  # the peak MB column
+
+
+def test_overlays_carry_a_caption_and_a_legend_of_the_classes_shown(tmp_path):
+    import torch
+    from PIL import Image
+
+    from segbench.config.schema import DataConfig
+    from segbench.data.registry import build_dataset, dataset_info
+    from segbench.evaluation.predictions import PredictionWriter
+
+    cfg = DataConfig(image_size=64, val_samples=1)
+    dataset, info = build_dataset(cfg, cfg.val_split, 0), dataset_info(cfg)
+    image, target = dataset[0]
+    prediction = torch.where(target == 255, 0, target).unsqueeze(0)
+    prediction[0, :4, :4] = 4  # one class only in the prediction
+    writer = PredictionWriter(tmp_path / "unet-r10", dataset, info, overlays=1)
+    writer.write(0, image.unsqueeze(0), prediction)
+    [path] = writer.overlay_paths
+    overlay = np.asarray(Image.open(path).convert("RGB"))
+    shown = set(np.unique(prediction).tolist()) | set(np.unique(target[target != 255]).tolist())
+    top = next(y for y in range(overlay.shape[0]) if (overlay[y, :128] != 255).all())  # the image starts here
+    caption, legend = overlay[:top], overlay[top + 64:]
+    assert (caption < 128).any()  # dark text above the image
+    values, counts = np.unique(legend.reshape(-1, 3), axis=0, return_counts=True)
+    squares = {tuple(v) for v, n in zip(values.tolist(), counts) if n >= 9 * 9}  # a square's inside, not text
+    for cls, colour in enumerate(info.palette):  # a colour square per class shown, none for the others
+        assert (tuple(colour) in squares) == (cls in shown), info.classes[cls]
