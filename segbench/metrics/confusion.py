@@ -9,11 +9,14 @@ left out of the mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from segbench.core.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where a matrix is built: reading results (report, gate) needs no torch
+    import torch
 
 METRICS = {
     "mIoU": "mean over classes of TP / (TP + FP + FN)",
@@ -112,6 +115,8 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
                  per_image: bool = False) -> None:
+        import torch
+
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -120,9 +125,11 @@ class ConfusionMatrix:
         self._intersections: list[torch.Tensor] = []
         self._unions: list[torch.Tensor] = []
 
-    @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predicted and ground-truth label maps (NxHxW, or any equal shapes if not per image)."""
+        """Add a batch of predicted and ground-truth label maps (NxHxW, or any equal shapes if not per image);
+        integer label maps, which autograd never tracks."""
+        import torch
+
         k = self.num_classes
         bins = k * k + 1
         target = target.reshape(target.shape[0] if self.per_image else 1, -1).long()
@@ -147,6 +154,8 @@ class ConfusionMatrix:
         if not self._intersections:
             empty = np.zeros((0, self.num_classes), np.int64)
             return empty, empty
+        import torch
+
         return (torch.cat(self._intersections).cpu().numpy(), torch.cat(self._unions).cpu().numpy())
 
     def all_reduce(self) -> None:
