@@ -130,6 +130,7 @@ class TrackingConfig:
 class SuiteConfig:
     name: str = DEFAULT_SUITE
     description: str = ""
+    imports: list[str] = field(default_factory=list)  # the user's modules (or .py files) that register components
     models: list[str] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local checkpoint (file or folder)
     backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone -> local weights file, or timm

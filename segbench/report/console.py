@@ -7,24 +7,8 @@ import math
 import pandas as pd
 
 from segbench.metrics.confusion import METRICS
-from segbench.results.schema import ModelRecord, Results, to_model, to_results
-
-
-def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd.DataFrame:
-    """Models of a run as rows (quality as fractions), best mIoU first."""
-    results = to_results(results)
-    columns = columns or list(METRICS)
-    rows = []
-    for record in results.models:
-        speed = record.first_speed
-        row = {"model": record.name}
-        row.update({name: record.metrics.get(name) for name in columns})
-        row["img/s"] = speed.images_per_second if speed else None
-        row["params (M)"] = record.params / 1e6 if record.params else None
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    sort_key = "mIoU" if "mIoU" in frame else columns[0]
-    return frame.sort_values(sort_key, ascending=False, na_position="last").reset_index(drop=True)
+from segbench.results.leaderboard import leaderboard  # noqa: F401  (re-exported for the runner)
+from segbench.results.schema import ModelRecord, to_model
 
 
 def print_leaderboard(frame: pd.DataFrame, title: str) -> None:

@@ -237,6 +237,13 @@ class Results:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
         return plain(self)
 
+    def leaderboard(self, columns: list[str] | None = None) -> Any:
+        """The models as a pandas DataFrame, one row per model (quality as fractions, images/s, parameters in
+        millions), best mIoU first: the table ``segbench run`` prints."""
+        from segbench.results.leaderboard import leaderboard
+
+        return leaderboard(self, columns)
+
 
 # ---------------------------------------------------------------- reading and writing
 
