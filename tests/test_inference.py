@@ -120,3 +120,40 @@ def test_describe_mode_and_config_checks():
         check_eval_config(EvalConfig(mode="slide", window=[8, 8], stride=[16, 8]))
     with pytest.raises(UserError, match="eval.resize: mode 'resize' needs"):
         check_eval_config(EvalConfig(mode="resize"))
+
+
+class BrokenForSome(nn.Module):
+    """A 1x1 conv whose logits are NaN for images whose first pixel is negative (a diverged model's output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = conv_model(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        broken = x[:, 0, 0, 0] < 0
+        return torch.where(broken[:, None, None, None], torch.full_like(out, float("nan")), out)
+
+
+@pytest.mark.parametrize("passport", [False, True])
+def test_evaluation_of_non_finite_logits_says_so(capsys, passport):
+    from segbench.config.schema import DataConfig
+    from segbench.data.base import DatasetInfo
+    from segbench.evaluation.loop import evaluate
+    from segbench.metrics.passport import Passport
+
+    x = images(32, 32, n=5, seed=3)
+    x[:, 0, 0, 0] = torch.tensor([1.0, -1.0, 2.0, -3.0, float("inf")])  # images 1 and 3 give NaN
+    masks = torch.zeros(5, 32, 32, dtype=torch.int64)
+    loader = [(x[i:i + 2], masks[i:i + 2]) for i in range(0, 5, 2)]
+    info = DatasetInfo("t", tuple("abcd"), ((0, 0, 0),) * 4)
+    book = Passport.build(EvalConfig(), DataConfig(), info, None, "cpu") if passport else None
+    result = evaluate(BrokenForSome(), loader, K, 255, torch.device("cpu"), desc="eval broken", progress=False,
+                      passport=book)
+    assert result.nonfinite_images == 3  # the inf input gives non-finite logits too
+    assert result.invalid_reason.startswith("non-finite logits (NaN or inf) in 3 evaluated images")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"segbench: warning: eval broken: {result.invalid_reason}; the model is marked invalid in "
+                   "results.json"]
+    healthy = evaluate(conv_model(1), [(x[:1], masks[:1])], K, 255, torch.device("cpu"), progress=False)
+    assert healthy.invalid_reason is None and capsys.readouterr().err == ""

@@ -16,6 +16,7 @@ from segbench.metrics.boundary import BoundaryIoU, dilation_pixels
 from segbench.metrics.calibration import Calibration, top1
 from segbench.metrics.confusion import ConfusionMatrix
 from segbench.metrics.passport import Passport
+from segbench.metrics.protocol import Batch, Split
 from segbench.metrics.surface import case_surface
 from segbench.pipeline.score import score_predictions
 from segbench.pipeline.validation import load_config
@@ -56,14 +57,19 @@ def test_cityscapes_iiou_in_the_evaluation_loop_and_the_confusion_matrix_unchang
     info = dataset_info(cfg.data)
     dataset = build_dataset(cfg.data, "val")
     passport = Passport.build(EvalConfig(), cfg.data, info, dataset, "cpu")
-    (image, mask, instances), = make_loader(passport.dataset(dataset), 1, False, 0, "cpu", 0)
+    (image, mask, maps), = make_loader(passport.dataset(dataset), 1, False, 0, "cpu", 0)
+    assert set(maps) == {"instances"}
     pred = torch.from_numpy(paint(INSTANCE_PREDICTION, 0).astype(np.int64))[None]
     logits = torch.nn.functional.one_hot(pred, 19).permute(0, 3, 1, 2).float()
     with_passport, plain = ConfusionMatrix(19, per_image=True), ConfusionMatrix(19, per_image=True)
-    with_passport.update(passport.update(logits, mask, instances), mask)
+    batch = passport.batch(logits, mask, maps)
+    passport.update(batch)
+    with_passport.update(batch)
     plain.update(logits.max(dim=1).indices, mask)
     assert torch.equal(with_passport.matrix, plain.matrix)
-    metrics, record = passport.finish(with_passport, with_passport.compute(), *with_passport.per_image_stats())
+    split = Split(info.classes, with_passport.matrix.numpy(), with_passport.compute(),
+                  *with_passport.per_image_stats())
+    metrics, record = passport.finish(split)
     _, iiou, category = expected_iiou()
     assert metrics["iIoU"] == pytest.approx(iiou) and metrics["iIoU_category"] == pytest.approx(category)
 
@@ -85,7 +91,7 @@ def test_boundary_iou_matches_detectron2_mask_to_boundary_per_class():
     target[0, 0:3, 0:4] = 255  # ignored
     pred = np.where(rng.random(target.shape) < 0.2, rng.integers(0, k, target.shape), np.where(target < k, target, 0))
     acc = BoundaryIoU(k, dilation_ratio=d_ratio)
-    acc.update(torch.from_numpy(pred), torch.from_numpy(target))
+    acc.update(Batch(torch.from_numpy(pred), torch.from_numpy(target)))
     d = int(round(d_ratio * math.hypot(30, 40)))
     assert dilation_pixels(30, 40, d_ratio) == d == 2
     inter, union = np.zeros(k), np.zeros(k)
@@ -104,9 +110,9 @@ def test_expected_calibration_error_matches_a_per_pixel_loop():
     logits = rng.normal(0, 2, (2, 4, 5, 6)).astype(np.float32)
     target = rng.integers(0, 4, (2, 5, 6))
     target[0, 0] = 255
-    cal = Calibration(15)
+    cal = Calibration(4, 15)
     conf, pred = top1(torch.from_numpy(logits))
-    cal.update(conf, pred, torch.from_numpy(target), 4)
+    cal.update(Batch(pred, torch.from_numpy(target), conf))
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     confidence, predicted = probs.max(1).ravel(), probs.argmax(1).ravel()
     labels = target.ravel()
@@ -257,3 +263,32 @@ def test_gate_gates_passport_metrics_in_their_direction_with_intervals(tmp_path,
     assert checks.loc["image_mIoU", "status"] == "fail" and checks.loc["image_mIoU", "ci_high"] < 0
     with pytest.raises(UserError, match="no quality metric 'iIOU'"):
         gate(worse, base, max_drop_points={"iIOU": 1.0})
+
+
+def test_per_case_rows_merge_in_data_set_order_across_ranks(monkeypatch):
+    """Two ranks with contiguous shards (2 and 3 images): the rows are renumbered as one split, as under torchrun."""
+    import torch.distributed as dist
+
+    from segbench.core import distributed
+    from segbench.metrics.per_image import WangImageScores
+    from segbench.metrics.surface import ForegroundCases
+
+    rng = np.random.default_rng(4)
+    target = torch.from_numpy(rng.integers(0, 2, (5, 12, 12)))
+    pred = torch.from_numpy(rng.integers(0, 2, (5, 12, 12)))
+    whole, ranks = ForegroundCases([1], surface=True), [ForegroundCases([1], surface=True) for _ in range(2)]
+    whole_wang, wang = WangImageScores(2), [WangImageScores(2) for _ in range(2)]
+    whole.update(Batch(pred, target))
+    whole_wang.update(Batch(pred, target))
+    for part, (a, b) in zip(zip(ranks, wang), ((0, 2), (2, 5))):
+        for acc in part:
+            acc.update(Batch(pred[a:b], target[a:b]))
+    states = [(list(r.rows), r.cases) for r in ranks], [list(w.scores) for w in wang]  # what each rank sends
+    for index, (surface, image) in enumerate(zip(ranks, wang)):
+        monkeypatch.setattr(distributed, "gather", lambda value, s=states: s[0] if isinstance(value, tuple) else s[1])
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(dist, "all_reduce", lambda tensor: None)
+        surface.merge()
+        image.merge()
+        monkeypatch.undo()
+        assert surface.rows == whole.rows and surface.cases == 5 and image.scores == whole_wang.scores, index

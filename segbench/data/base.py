@@ -43,6 +43,7 @@ class DatasetEntry:
     info: Callable[["DataConfig"], DatasetInfo]
     description: str
     check: Callable[["DataConfig", tuple[str, ...]], None] | None = None  # (data config, splits): raise if unusable
+    metrics: tuple[type, ...] = ()  # accumulators of the data set's own metrics (segbench.metrics.protocol)
 
 
 def sample_ids(dataset: Dataset) -> list[str]:

@@ -102,7 +102,8 @@ def _register_builtin() -> None:
 
     DATASETS.register("synthetic", DatasetEntry("synthetic", synthetic.build, synthetic.info, synthetic.DESCRIPTION))
     for module, name in ((cityscapes, "cityscapes"), (ade20k, "ade20k"), (voc, "voc"), (folder, "folder")):
-        DATASETS.register(name, DatasetEntry(name, module.build, module.info, module.DESCRIPTION, module.check))
+        DATASETS.register(name, DatasetEntry(name, module.build, module.info, module.DESCRIPTION, module.check,
+                                             getattr(module, "METRICS", ())))
 
 
 _register_builtin()

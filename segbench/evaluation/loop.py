@@ -14,8 +14,10 @@ from tqdm.auto import tqdm
 from segbench.config.schema import CRFConfig, EvalConfig
 from segbench.core.environment import synchronize
 from segbench.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segbench.errors import warn
 from segbench.evaluation.modes import SIZE_DIVISOR, predict_logits
 from segbench.metrics.confusion import ConfusionMatrix
+from segbench.metrics.protocol import Batch
 
 if TYPE_CHECKING:
     from segbench.evaluation.predictions import PredictionWriter
@@ -32,6 +34,16 @@ class EvalResult:
     forward_seconds: float  # inference (all views of test-time augmentation), device-synchronised
     data_seconds: float  # waiting for the loader to hand over a batch
     passport: "Passport | None" = None  # the passport's accumulators, when the suite asked for them
+    nonfinite_images: int = 0  # images (over all processes) whose logits held NaN or infinity
+
+    @property
+    def invalid_reason(self) -> str | None:
+        """Why the numbers do not describe a working model (the model record's ``invalid_reason``), or None."""
+        if not self.nonfinite_images:
+            return None
+        images = "image" if self.nonfinite_images == 1 else "images"
+        return (f"non-finite logits (NaN or inf) in {self.nonfinite_images} evaluated {images}: their predictions "
+                "are meaningless (a diverged model, or broken weights or inputs)")
 
     @property
     def images_per_second(self) -> float:
@@ -74,15 +86,16 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
     model.to(device).eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device, per_image=True)
     images_seen, forward_seconds, data_seconds = 0, 0.0, 0.0
+    nonfinite = torch.zeros((), dtype=torch.int64, device=device)
     start = time.perf_counter()
     batches = iter(tqdm(loader, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True))
     while True:
         t0 = time.perf_counter()
-        batch = next(batches, None)
+        item = next(batches, None)
         data_seconds += time.perf_counter() - t0
-        if batch is None:
+        if item is None:
             break
-        images, masks, *extra = batch
+        images, masks, *extra = item
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         synchronize(device)
@@ -90,20 +103,41 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         logits = predict_logits(model, images, cfg, num_classes, getattr(model, "size_divisor", SIZE_DIVISOR))
         synchronize(device)
         forward_seconds += time.perf_counter() - t0
+        nonfinite += (~torch.isfinite(logits)).flatten(1).any(1).sum()  # counted on the device: no sync per batch
         if cfg.crf.enabled:
             logits = crf_refine(images, logits, cfg.crf)
         if passport is None:
             # max().indices equals argmax (first maximum on ties) and is several times faster over dim 1 on the CPU
-            pred = logits.max(dim=1).indices
+            batch = Batch(logits.max(dim=1).indices, masks)
         else:
-            instances = extra[0].to(device, non_blocking=True) if extra else None
-            pred = passport.update(logits, masks, instances, probabilities=cfg.crf.enabled)
-        confusion.update(pred, masks)
+            maps = {name: m.to(device, non_blocking=True) for name, m in extra[0].items()} if extra else None
+            batch = passport.batch(logits, masks, maps, probabilities=cfg.crf.enabled)
+            passport.update(batch)
+        confusion.update(batch)
         if writer is not None:
-            writer.write(images_seen, images, pred)
+            writer.write(images_seen, images, batch.pred)
         images_seen += images.shape[0]
     synchronize(device)
-    confusion.all_reduce()
+    confusion.merge()
     if passport is not None:
-        passport.all_reduce()
-    return EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds, data_seconds, passport)
+        passport.merge()
+    result = EvalResult(confusion, images_seen, time.perf_counter() - start, forward_seconds, data_seconds, passport,
+                        _total(nonfinite))
+    if result.nonfinite_images and _main_process():
+        warn(f"{desc}: {result.invalid_reason}; the model is marked invalid in results.json")
+    return result
+
+
+def _total(count: torch.Tensor) -> int:
+    """``count`` summed over the processes of a torch.distributed job."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+    return int(count.item())
+
+
+def _main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -1,3 +1,11 @@
-"""Metrics: the streaming confusion matrix, the metric passport (per-image, boundary, calibration, surface,
-instance-weighted), their definitions and bootstrap statistics. May import ``core`` only: metrics know nothing of
-models or files."""
+"""Metrics: one accumulator protocol (``protocol``: update on a batch, merge across processes, compute) and one
+registry of every reported number with its definition and the tool it equals (``registry``); the streaming
+confusion matrix, the metric passport's accumulators (per-image, boundary, calibration, foreground and surface),
+and bootstrap statistics. A new metric is one Accumulator class with ``@register_metric``; a data set's own metrics
+(Cityscapes iIoU) live with the data set and are registered from ``DatasetEntry.metrics``. May import ``core``,
+``config`` and ``data``: metrics know nothing of models or files."""
+
+from segbench.metrics import boundary, calibration, confusion, per_image, surface  # noqa: F401  (built-in metrics)
+from segbench.metrics.registry import register_data_set_metrics
+
+register_data_set_metrics()

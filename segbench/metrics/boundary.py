@@ -16,6 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segbench.metrics.protocol import Accumulator, Batch, Scores, Setup, Split
+from segbench.metrics.registry import MetricEntry, register_metric
+
 OUTSIDE = 255  # the value the band sees beyond the image's edge
 DILATION_RATIO = 0.02
 
@@ -47,8 +50,20 @@ def band(labels: torch.Tensor, d: int) -> torch.Tensor:
     return (_window(padded, d, torch.maximum) != centre) | (_window(padded, d, torch.minimum) != centre)
 
 
-class BoundaryIoU:
+@register_metric
+class BoundaryIoU(Accumulator):
     """Per-class boundary intersections and unions over a split (pixels with an ignored label are dropped)."""
+
+    metrics = (MetricEntry(
+        "bIoU", "Boundary IoU: IoU of the bands within d pixels inside each class's ground-truth and predicted "
+        "contours, d = dilation_ratio x image diagonal", "dataset-level counts, NaN classes out of the mean; ignored "
+        "pixels dropped after the bands are drawn", "definition of Cheng et al. CVPR 2021 boundary_iou "
+        "(boundary-iou-api / Detectron2 mask_to_boundary, not on PyPI; per-class counts checked by hand)"),)
+    summed = ("intersection", "union")
+
+    @classmethod
+    def build(cls, setup: Setup) -> "BoundaryIoU":
+        return cls(setup.info.num_classes, setup.device, setup.eval.boundary_dilation)
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu",
                  dilation_ratio: float = DILATION_RATIO) -> None:
@@ -58,9 +73,9 @@ class BoundaryIoU:
         self.dilations: set[int] = set()
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, batch: Batch) -> None:
         """Add NxHxW predicted and ground-truth class maps (targets >= num_classes are ignored)."""
-        k = self.num_classes
+        pred, target, k = batch.pred, batch.target, self.num_classes
         d = dilation_pixels(*target.shape[-2:], self.dilation_ratio)
         self.dilations.add(d)
         target, pred = target.long(), pred.long()
@@ -75,19 +90,23 @@ class BoundaryIoU:
         self.intersection += counts[2]
         self.union += counts[0] + counts[1] - counts[2]
 
-    def all_reduce(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.intersection)
-            dist.all_reduce(self.union)
-
     def per_class(self) -> np.ndarray:
         """Boundary IoU per class, NaN where neither band holds a pixel of the class."""
         inter, union = self.intersection.cpu().numpy(), self.union.cpu().numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 
-    def record(self) -> dict:
-        return {"dilation_ratio": self.dilation_ratio, "dilation_pixels": sorted(self.dilations),
-                "intersection": self.intersection.cpu().tolist(), "union": self.union.cpu().tolist()}
+    def merge(self) -> None:
+        super().merge()
+        from segbench.core.distributed import gather
+
+        if len(gathered := gather(self.dilations)) > 1:
+            self.dilations = set().union(*gathered)
+
+    def compute(self, split: Split) -> Scores:
+        per_class = self.per_class()
+        kept = per_class[~np.isnan(per_class)]
+        return Scores({"bIoU": float(kept.mean()) if kept.size else float("nan")}, {"boundary": {
+            "dilation_ratio": self.dilation_ratio, "dilation_pixels": sorted(self.dilations),
+            "intersection": self.intersection.cpu().tolist(), "union": self.union.cpu().tolist(),
+            "IoU": {name: None if np.isnan(v) else float(v) for name, v in zip(split.classes, per_class)}}})

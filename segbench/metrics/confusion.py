@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from segbench.core.registry import Registry
+from segbench.metrics.protocol import Accumulator, Batch, Split
+from segbench.metrics.registry import REGISTRY, MetricEntry, definitions, register_metric
+
+__all__ = ["METRICS", "REGISTRY", "ConfusionMatrix", "SegMetrics", "category_iou", "compute_metrics", "convention",
+           "definitions", "nanmean"]
 
 METRICS = {
     "mIoU": "mean over classes of TP / (TP + FP + FN)",
@@ -22,78 +26,6 @@ METRICS = {
     "mAcc": "mean over classes of per-class recall TP / (TP + FN)",
     "fwIoU": "IoU weighted by each class's share of labelled pixels",
 }  # the confusion-matrix metrics every evaluation reports (SegMetrics.summary)
-
-
-@dataclass(frozen=True)
-class MetricEntry:
-    """One reported number: what it is, how it is aggregated, which tool's number it equals."""
-
-    name: str
-    definition: str
-    convention: str  # accumulation and absent/empty-case policy
-    equals: str  # the tool whose number it reproduces
-    unit: str = "fraction"  # fraction (shown and gated in percent / percentage points), pixels, or spacing units
-    higher_is_better: bool = True
-    per_image: bool = False  # a mean of per-image terms: bootstrap intervals resample them
-
-    @property
-    def scale(self) -> float:
-        """Factor from the stored value to the shown (and gated) one: 100 for fractions."""
-        return 100.0 if self.unit == "fraction" else 1.0
-
-    def describe(self) -> str:
-        direction = "" if self.higher_is_better else "; lower is better"
-        return f"{self.definition} [{self.convention}; = {self.equals}; {self.unit}{direction}]"
-
-
-DATASET = "dataset-level counts, NaN classes out of the mean"
-IMAGE = "per-image mean over classes in ground truth or prediction, then over images"
-_ENTRIES = (
-    MetricEntry("mIoU", METRICS["mIoU"], DATASET, "MMSegmentation IoUMetric, HF evaluate mean_iou"),
-    MetricEntry("mDice", METRICS["mDice"], DATASET, "MMSegmentation IoUMetric mDice"),
-    MetricEntry("aAcc", METRICS["aAcc"], "dataset-level", "MMSegmentation aAcc"),
-    MetricEntry("mAcc", METRICS["mAcc"], DATASET, "MMSegmentation mAcc"),
-    MetricEntry("fwIoU", METRICS["fwIoU"], "dataset-level", "the FCN paper's frequency weighted IU"),
-    MetricEntry("iIoU", "Cityscapes instance-weighted IoU, mean over the 8 instance classes: TP and FN of each "
-                "instance weighted by the class's average instance size over the instance's size; FP not weighted",
-                "dataset-level; instance ids > 1000 only; NaN classes out of the mean",
-                "cityscapesScripts evalPixelLevelSemanticLabeling 'iIoU Classes'"),
-    MetricEntry("iIoU_category", "Cityscapes instance-weighted IoU of the categories human and vehicle",
-                "dataset-level; a prediction of another class of the category is a hit",
-                "cityscapesScripts evalPixelLevelSemanticLabeling 'iIoU Categories'"),
-    MetricEntry("image_mIoU", "mean over images of the per-image mIoU", IMAGE,
-                "Wang et al. NeurIPS 2023 mIoU^I (image-level)", per_image=True),
-    MetricEntry("image_mIoU_median", "median over images of the per-image mIoU", IMAGE, "segbench"),
-    MetricEntry("image_mIoU_worst5", "mean per-image mIoU of the worst 5 % of images (at least one)", IMAGE,
-                "Wang et al. NeurIPS 2023 worst-case image mIoU at q=5"),
-    MetricEntry("image_mIoU_worst10", "mean per-image mIoU of the worst 10 % of images (at least one)", IMAGE,
-                "Wang et al. NeurIPS 2023 worst-case image mIoU at q=10"),
-    MetricEntry("image_mDice", "mean over images of the per-image mDice", IMAGE, "MONAI DiceMetric "
-                "(mean_batch, ignore_empty) over all classes", per_image=True),
-    MetricEntry("bIoU", "Boundary IoU: IoU of the bands within d pixels inside each class's ground-truth and "
-                "predicted contours, d = dilation_ratio x image diagonal", DATASET + "; ignored pixels dropped "
-                "after the bands are drawn", "Cheng et al. CVPR 2021 boundary_iou (Detectron2 mask_to_boundary)"),
-    MetricEntry("ECE", "expected calibration error: sum over 15 equal-width bins of |accuracy - confidence| "
-                "weighted by the bin's share of pixels", "top-1 softmax confidence over labelled pixels",
-                "torchmetrics MulticlassCalibrationError(n_bins=15, norm='l1') over pixels",
-                higher_is_better=False),
-    MetricEntry("fgIoU", "IoU of the foreground classes (eval.foreground_classes), mean over them", DATASET,
-                "MONAI MeanIoU / nnU-Net foreground mean, dataset-level counts"),
-    MetricEntry("fgDice", "Dice of the foreground classes, mean over them", DATASET,
-                "nnU-Net summary foreground_mean Dice, dataset-level counts"),
-    MetricEntry("case_Dice", "mean over cases (images) of the foreground Dice", "per case; a case with no "
-                "foreground in ground truth and prediction is left out", "MONAI DiceMetric(ignore_empty=True)",
-                per_image=True),
-    MetricEntry("HD95", "95th percentile Hausdorff distance between foreground surfaces, mean over cases",
-                "per case, symmetric (max of both directed 95th percentiles); a case with an empty mask is left "
-                "out", "MONAI compute_hausdorff_distance(percentile=95)", unit="pixels or data.spacing units",
-                higher_is_better=False),
-    MetricEntry("NSD", "normalised surface Dice at eval.surface_tolerance, mean over cases", "per case; a case "
-                "with both surfaces empty is left out", "MONAI compute_surface_dice"),
-)
-REGISTRY: Registry[MetricEntry] = Registry("metric")
-for _entry in _ENTRIES:
-    REGISTRY.register(_entry.name, _entry)
 
 
 def convention(num_classes: int, ignore_index: int, label_space: str) -> dict:
@@ -107,8 +39,28 @@ def convention(num_classes: int, ignore_index: int, label_space: str) -> dict:
     }
 
 
-class ConfusionMatrix:
+DATASET = "dataset-level counts, NaN classes out of the mean"
+
+
+@register_metric
+class ConfusionMatrix(Accumulator):
     """An int64 ``num_classes x num_classes`` matrix (rows ground truth, columns prediction) on a device."""
+
+    metrics = (
+        MetricEntry("mIoU", METRICS["mIoU"], DATASET, "torchmetrics MulticlassJaccardIndex(average='macro', "
+                    "ignore_index) over all pixels (MMSegmentation IoUMetric's mIoU)", "torchmetrics", "1e-6"),
+        MetricEntry("mDice", METRICS["mDice"], DATASET, "torchmetrics MulticlassF1Score(average='macro', "
+                    "ignore_index) over all pixels (MMSegmentation IoUMetric's mDice)", "torchmetrics", "1e-6"),
+        MetricEntry("aAcc", METRICS["aAcc"], "dataset-level", "torchmetrics MulticlassAccuracy(average='micro', "
+                    "ignore_index) (MMSegmentation aAcc)", "torchmetrics", "1e-6"),
+        MetricEntry("mAcc", METRICS["mAcc"], DATASET + " (a class without ground-truth pixels has no recall)",
+                    "scikit-learn balanced_accuracy_score over the labelled pixels (MMSegmentation mAcc; "
+                    "torchmetrics MulticlassAccuracy(average='macro') differs: it counts a class predicted but "
+                    "never in the ground truth as 0)", "scikit-learn"),
+        MetricEntry("fwIoU", METRICS["fwIoU"], "dataset-level",
+                    "definition of the FCN paper's frequency weighted IU (Long et al., CVPR 2015)"),
+    )
+    summed = ("matrix",)
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
                  per_image: bool = False) -> None:
@@ -121,8 +73,9 @@ class ConfusionMatrix:
         self._unions: list[torch.Tensor] = []
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predicted and ground-truth label maps (NxHxW, or any equal shapes if not per image)."""
+    def update(self, batch: Batch | torch.Tensor, target: torch.Tensor | None = None) -> None:
+        """Add a Batch (or predicted and ground-truth label maps: NxHxW, or any equal shapes if not per image)."""
+        pred, target = (batch.pred, batch.target) if isinstance(batch, Batch) else (batch, target)
         k = self.num_classes
         bins = k * k + 1
         target = target.reshape(target.shape[0] if self.per_image else 1, -1).long()
@@ -143,20 +96,31 @@ class ConfusionMatrix:
             self._unions.append(matrices.sum(1) + matrices.sum(2) - tp)
 
     def per_image_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-image intersections and unions, each an images x classes int64 array."""
+        """Per-image intersections and unions, each an images x classes int64 array (after ``merge``: every
+        process's images, in rank order)."""
         if not self._intersections:
             empty = np.zeros((0, self.num_classes), np.int64)
             return empty, empty
         return (torch.cat(self._intersections).cpu().numpy(), torch.cat(self._unions).cpu().numpy())
 
-    def all_reduce(self) -> None:
-        """Sum the matrix over all processes of a torch.distributed job (no-op otherwise)."""
+    def merge(self) -> None:
+        """Sum the matrix over all processes of a torch.distributed job and stack their per-image rows in rank
+        order (no-op otherwise)."""
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix)
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        super().merge()
+        if self.per_image:
+            from segbench.core.distributed import gather_rows
 
-    def compute(self) -> "SegMetrics":
+            device = self.matrix.device
+            self._intersections, self._unions = [torch.from_numpy(gather_rows(a)).to(device)
+                                                 for a in self.per_image_stats()]
+            self._intersections, self._unions = [self._intersections], [self._unions]
+
+    def compute(self, split: Split | None = None) -> "SegMetrics":
+        """The dataset-level scores (their ``metrics`` are the headline numbers)."""
         return compute_metrics(self.matrix.cpu().numpy())
 
 
@@ -176,6 +140,15 @@ class SegMetrics:
 
     def summary(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in METRICS}
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The headline numbers (as every accumulator's Scores)."""
+        return self.summary()
+
+    @property
+    def record(self) -> dict:
+        return {}
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -227,10 +200,3 @@ def category_iou(matrix: np.ndarray, categories: tuple[tuple[str, tuple[int, ...
         fp = matrix[~inside][:, :k][:, inside].sum()
         scores[name] = float(tp / (tp + fp + fn)) if tp + fp + fn > 0 else float("nan")
     return scores
-
-
-def definitions(names) -> dict[str, dict]:
-    """results.json's ``metric_definitions`` for the registered metrics among ``names``."""
-    return {name: {"definition": e.definition, "convention": e.convention, "equals": e.equals, "unit": e.unit,
-                   "higher_is_better": e.higher_is_better}
-            for name, e in REGISTRY.items() if name in set(names)}

@@ -1,9 +1,10 @@
 """The metric passport: every number beyond the confusion matrix, accumulated in the evaluation's one pass.
 
-Streamed on the evaluation device (memory independent of the data set's size): Boundary IoU, the calibration
-histogram, Cityscapes iIoU where instance maps exist; per-image scores come from the confusion matrix's
-per-image counts; HD95 and NSD per case are computed on the CPU, for binary suites or when asked. Each
-number is a ``segbench.metrics.confusion.REGISTRY`` entry that names its definition and the tool it equals.
+The passport builds every registered accumulator (segbench.metrics.registry) and those the data set provides
+(``DatasetEntry.metrics``, e.g. Cityscapes iIoU) that apply to the evaluation, feeds each batch to all of them,
+merges them across processes and collects their numbers and records. Streamed on the evaluation device (memory
+independent of the data set's size), except HD95 and NSD per case, computed on the CPU for binary suites or when
+asked. Each number is a registry entry that names its definition and the tool it equals.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from segbench.config.schema import DataConfig, EvalConfig
-from segbench.data.registry import DatasetInfo
+from segbench.data.registry import DATASETS, DatasetInfo
 from segbench.errors import UserError
-from segbench.metrics import per_image
-from segbench.metrics.boundary import BoundaryIoU
-from segbench.metrics.calibration import Calibration, top1
-from segbench.metrics.confusion import ConfusionMatrix, SegMetrics, nanmean
-from segbench.metrics.instances import InstanceIoU, WithInstances
-from segbench.metrics.surface import SurfaceCases
+from segbench.metrics.calibration import top1
+from segbench.metrics.confusion import ConfusionMatrix, SegMetrics
+from segbench.metrics.protocol import Batch, Scores, Setup, Split
+from segbench.metrics.registry import accumulators
+from segbench.metrics.surface import foreground_classes
 
 
 def check_passport_config(cfg: EvalConfig, data: DataConfig, num_classes: int) -> None:
@@ -47,123 +47,81 @@ def check_passport_config(cfg: EvalConfig, data: DataConfig, num_classes: int) -
         raise UserError(f"eval.overlays: expected a non-negative number of images, got {cfg.overlays}")
 
 
-def foreground_classes(cfg: EvalConfig, num_classes: int) -> list[int]:
-    """eval.foreground_classes, or class 1 for a 2-class suite, or none."""
-    if cfg.foreground_classes is not None:
-        return list(cfg.foreground_classes)
-    return [1] if num_classes == 2 else []
+def data_set_metrics(info: DatasetInfo) -> tuple[type, ...]:
+    """The accumulators the data set named by ``info`` provides for its own metrics."""
+    return DATASETS.get(info.name).metrics if info.name in DATASETS else ()
+
+
+class WithMaps(Dataset):
+    """``base``'s (image, mask) pairs with a third element: the per-pixel maps the passport's readers add."""
+
+    def __init__(self, base: Dataset, readers: list) -> None:
+        self.base, self.readers = base, readers
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        image, mask = self.base[index]
+        maps = {}
+        for reader in self.readers:
+            for name, values in reader(index, tuple(mask.shape)).items():
+                if values.shape != tuple(mask.shape):
+                    raise ValueError(f"sample {index}: its {name} map is {values.shape[1]}x{values.shape[0]}, its "
+                                     f"mask {mask.shape[1]}x{mask.shape[0]}")
+                maps[name] = torch.from_numpy(values)
+        return image, mask, maps
 
 
 @dataclass
 class Passport:
-    """The passport's accumulators for one evaluation; ``update`` returns the prediction it scored."""
+    """The passport's accumulators for one evaluation."""
 
     info: DatasetInfo
-    boundary: BoundaryIoU
-    calibration: Calibration
-    foreground: list[int]
-    surface: SurfaceCases | None = None
-    instances: InstanceIoU | None = None
-    instance_files: list = field(default_factory=list)
-    surface_unit: str = "pixels"
+    parts: list = field(default_factory=list)
 
     @classmethod
-    def build(cls, cfg: EvalConfig, data: DataConfig, info: DatasetInfo, dataset: Dataset,
-              device: torch.device | str) -> "Passport | None":
-        """The passport the suite asks for (None with eval.passport=false)."""
+    def build(cls, cfg: EvalConfig, data: DataConfig, info: DatasetInfo, dataset: Dataset | None,
+              device: torch.device | str, confidences: bool = True) -> "Passport | None":
+        """The passport the suite asks for (None with eval.passport=false); ``confidences``: False for prediction
+        files, which carry none."""
         if not cfg.passport:
             return None
-        k = info.num_classes
-        foreground = foreground_classes(cfg, k)
-        want_surface = cfg.surface if cfg.surface is not None else k == 2
-        surface = SurfaceCases(foreground, cfg.surface_tolerance, data.spacing) if want_surface else None
-        instances, files = None, []
-        if info.name == "cityscapes" and hasattr(dataset, "samples"):
-            from segbench.data.layouts.cityscapes import instance_files, instance_label_ids
-
-            files = instance_files(dataset.samples)
-            if any(files):
-                instances = InstanceIoU(info.classes, instance_label_ids(), info.categories, device)
-        return cls(info, BoundaryIoU(k, device, cfg.boundary_dilation), Calibration(cfg.calibration_bins, device),
-                   foreground, surface, instances, files, "spacing" if data.spacing else "pixels")
+        setup = Setup(info, cfg, data, dataset, device, confidences)
+        kinds = [kind for kind in accumulators() if kind is not ConfusionMatrix] + list(data_set_metrics(info))
+        return cls(info, [part for kind in kinds if (part := kind.build(setup)) is not None])
 
     def dataset(self, dataset: Dataset) -> Dataset:
-        """``dataset``, yielding instance-id maps as a third element where the passport scores iIoU."""
-        return WithInstances(dataset, self.instance_files) if self.instances is not None else dataset
+        """``dataset``, yielding the per-pixel maps the accumulators read (e.g. instance ids) as a third element."""
+        readers = [part.reader for part in self.parts if part.reader is not None]
+        return WithMaps(dataset, readers) if readers else dataset
+
+    @staticmethod
+    def batch(logits: torch.Tensor, target: torch.Tensor, maps: dict | None = None,
+              probabilities: bool = False) -> Batch:
+        """The Batch of NxKxHxW logits (or probabilities) against NxHxW targets: the argmax and its confidence."""
+        confidence, pred = top1(logits, probabilities)
+        return Batch(pred, target, confidence, maps or {})
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, target: torch.Tensor, instances: torch.Tensor | None = None,
-               probabilities: bool = False) -> torch.Tensor:
-        """Add a batch of NxKxHxW logits (or probabilities) against NxHxW targets; return the argmax prediction."""
-        confidence, pred = top1(logits, probabilities)
-        k = self.info.num_classes
-        self.calibration.update(confidence, pred, target, k)
-        self.boundary.update(pred, target)
-        if self.instances is not None and instances is not None:
-            self.instances.update(pred, instances)
-        if self.surface is not None:
-            self.surface.update(pred, target, self.info.ignore_index)
-        return pred
+    def update(self, batch: Batch) -> None:
+        for part in self.parts:
+            part.update(batch)
 
-    def all_reduce(self) -> None:
-        for part in (self.boundary, self.calibration, self.instances):
-            if part is not None:
-                part.all_reduce()
+    def merge(self) -> None:
+        """Combine every accumulator over the processes of a torchrun job (no-op otherwise)."""
+        for part in self.parts:
+            part.merge()
 
-    def merge_ranks(self, first: int) -> None:
-        """Under torchrun, after ``all_reduce``: every rank's per-case rows, renumbered from ``first`` (the rank's
-        first sample), in data set order."""
-        from segbench.core.distributed import gather
-
-        if self.surface is not None:
-            self.surface.rows = [row for rows in gather([(first + case, *rest) for case, *rest in self.surface.rows])
-                                 for row in rows]
-            self.surface.cases = sum(gather(self.surface.cases))
-
-    def finish(self, confusion: ConfusionMatrix, scores: SegMetrics, intersections: np.ndarray, unions: np.ndarray,
-               ids: list[str] | None = None) -> tuple[dict[str, float], dict]:
-        """(headline numbers for ``metrics``, the typed ``passport`` record) of this evaluation, from the whole
-        split's per-image intersections and unions."""
-        matrix = confusion.matrix.cpu().numpy()
-        return finish_scores(self.info, matrix, scores, intersections, unions, self.foreground, self.boundary,
-                             self.calibration, self.instances, self.surface, ids, self.surface_unit)
-
-
-def finish_scores(info: DatasetInfo, matrix: np.ndarray, scores: SegMetrics, intersections: np.ndarray,
-                  unions: np.ndarray, foreground: list[int], boundary: BoundaryIoU | None = None,
-                  calibration: Calibration | None = None, instances: InstanceIoU | None = None,
-                  surface: SurfaceCases | None = None, ids: list[str] | None = None,
-                  surface_unit: str = "pixels") -> tuple[dict[str, float], dict]:
-    """Headline numbers and the passport record from whichever accumulators an evaluation (or score) had."""
-    metrics = per_image.summary(intersections, unions)
-    record: dict = {}
-    if boundary is not None:
-        per_class = boundary.per_class()
-        metrics["bIoU"] = nanmean(per_class)
-        record["boundary"] = boundary.record() | {"IoU": dict(zip(info.classes, _floats(per_class)))}
-    if calibration is not None:
-        metrics["ECE"] = calibration.ece()
-        record["calibration"] = calibration.record()
-    if instances is not None:
-        found = instances.compute(matrix)
-        metrics.update(iIoU=found["iIoU"], iIoU_category=found["iIoU_category"])
-        record["instances"] = {"classes": found["classes"], "categories": found["categories"]}
-    if foreground:
-        metrics["fgIoU"] = nanmean(scores.iou[foreground])
-        metrics["fgDice"] = nanmean(scores.dice[foreground])
-        cases = per_image.case_table(intersections, unions, foreground, info.classes, ids, surface)
-        metrics["case_Dice"] = nanmean(np.array([row["Dice"] for row in cases], dtype=np.float64))
-        record["foreground"] = [info.classes[c] for c in foreground]
-        record["per_case"] = cases
-    if surface is not None:
-        metrics.update(surface.means())
-        record["surface"] = {"tolerance": surface.tolerance, "unit": surface_unit,
-                             "spacing": list(surface.spacing) if surface.spacing else None}
-    return metrics, record
-
-
-def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else float(v) for v in values]
+    def finish(self, split: Split) -> tuple[dict[str, float], dict]:
+        """(headline numbers for ``metrics``, the ``passport`` record) of this evaluation."""
+        metrics, record = {}, {}
+        for part in self.parts:
+            scores = part.compute(split)
+            scores = Scores(*scores) if isinstance(scores, tuple) else scores
+            metrics.update(scores.metrics)
+            record.update(scores.record)
+        return metrics, record
 
 
 def passport_record(result, scores: SegMetrics, dataset: Dataset, intersections: np.ndarray, unions: np.ndarray,
@@ -174,8 +132,9 @@ def passport_record(result, scores: SegMetrics, dataset: Dataset, intersections:
 
     metrics, record = {}, None
     if result.passport is not None:
-        metrics, record = result.passport.finish(result.confusion, scores, intersections, unions,
-                                                 sample_ids(dataset))
+        split = Split(result.passport.info.classes, result.confusion.matrix.cpu().numpy(), scores, intersections,
+                      unions, sample_ids(dataset))
+        metrics, record = result.passport.finish(split)
     if writer is not None:
         record = (record or {}) | {"predictions": writer.record(out_dir)}
     return metrics, record

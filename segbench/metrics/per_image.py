@@ -1,8 +1,14 @@
-"""Per-image scores from the per-image intersections and unions the confusion matrix keeps.
+"""Per-image scores, in two conventions.
 
-An image's mIoU (mDice) is the mean over the classes present in its ground truth or its prediction (union
-> 0); an image with no labelled pixel has none and is left out. Reported beside the dataset-level numbers:
-their mean, median and the mean of the worst 5 % and 10 % of images (at least one image).
+segbench's (image_mIoU, image_mDice, from the per-image intersections and unions the confusion matrix keeps): an
+image's mIoU (mDice) is the mean over the classes present in its ground truth or its prediction (union > 0), so a
+class the model hallucinates counts 0; an image with no labelled pixel is left out. Reported as the mean, median
+and the mean of the worst 5 % and 10 % of images (ceil, at least one image).
+
+Wang et al.'s (NeurIPS 2023, "Revisiting evaluation metrics for semantic segmentation"; mIoUI, mDiceI): an image's
+score is the mean over the classes in its ground truth; with 2 classes the foreground's score, or 1 when prediction
+and ground truth hold the same single class; the worst q % are floor(q/100 x N) images, at least one. This is the
+authors' code (JDTLosses mIoUICMetric), which a reader of the paper compares against.
 """
 
 from __future__ import annotations
@@ -10,8 +16,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+
+from segbench.metrics.protocol import Accumulator, Batch, Scores, Setup, Split
+from segbench.metrics.registry import MetricEntry, register_metric
 
 WORST = (5, 10)  # percent of images
+IMAGE = "per-image mean over classes in ground truth or prediction, then over images"
+WANG = "per-image mean over the classes in its ground truth (2 classes: the foreground), then over images"
 
 
 def image_scores(intersection: np.ndarray, union: np.ndarray, dice: bool = False) -> np.ndarray:
@@ -46,20 +58,102 @@ def summary(intersection: np.ndarray, union: np.ndarray) -> dict[str, float]:
     return out
 
 
-def case_table(intersection: np.ndarray, union: np.ndarray, foreground: list[int], classes: tuple[str, ...],
-               ids: list[str] | None = None, surface=None) -> list[dict]:
-    """One row per image (case) and foreground class: Dice and IoU from its counts, HD95 and NSD if measured
-    (``surface``: a SurfaceCases). Dice and IoU are NaN when the class is in neither mask."""
-    measured = {(case, cls): (hd95, nsd) for case, cls, hd95, nsd in surface.rows} if surface is not None else {}
-    rows = []
-    for case, (inter, uni) in enumerate(zip(np.asarray(intersection, np.float64), np.asarray(union, np.float64))):
-        for cls in foreground:
-            i, u = inter[cls], uni[cls]
-            hd95, nsd = measured.get((case, cls), (None, None))
-            rows.append({"case": case, "id": ids[case] if ids else None, "class": classes[cls],
-                         "Dice": 2 * i / (u + i) if u > 0 else float("nan"),
-                         "IoU": i / u if u > 0 else float("nan"), "HD95": hd95, "NSD": nsd})
-    return rows
+@register_metric
+class ImageScores(Accumulator):
+    """segbench's per-image scores, from the split's per-image intersections and unions (nothing to accumulate)."""
+
+    metrics = (
+        MetricEntry("image_mIoU", "mean over images of the per-image mIoU; a class present only in the prediction "
+                    "counts as IoU 0", IMAGE, "definition of segbench's variant of Wang et al.'s mIoU^I (see mIoUI, "
+                    "the authors' convention): it also punishes classes the model predicts but the image lacks",
+                    per_image=True),
+        MetricEntry("image_mIoU_median", "median over images of the per-image mIoU", IMAGE,
+                    "definition of segbench (the median of image_mIoU's per-image terms)"),
+        MetricEntry("image_mIoU_worst5", "mean per-image mIoU of the worst 5 % of images, ceil(5 % x N) of them",
+                    IMAGE, "definition of segbench's variant of Wang et al.'s worst-case mIoU^I (see mIoUI_worst5, "
+                    "which takes floor(q/100 x N) images)"),
+        MetricEntry("image_mIoU_worst10", "mean per-image mIoU of the worst 10 % of images, ceil(10 % x N) of them",
+                    IMAGE, "definition of segbench's variant of Wang et al.'s worst-case mIoU^I (see mIoUI_worst10)"),
+        MetricEntry("image_mDice", "mean over images of the per-image mDice; a class present only in the prediction "
+                    "counts as Dice 0", IMAGE, "definition of segbench (the Dice twin of image_mIoU); no MONAI "
+                    "DiceMetric setting gives it: ignore_empty=True leaves out classes only predicted, "
+                    "ignore_empty=False scores classes in neither mask 1.0; mDiceI is the MONAI-comparable one",
+                    per_image=True),
+    )
+
+    def compute(self, split: Split) -> Scores:
+        return Scores(summary(split.intersections, split.unions))
+
+
+@register_metric
+class WangImageScores(Accumulator):
+    """Wang et al.'s per-image IoU and Dice, one pair per image with labelled pixels."""
+
+    metrics = (
+        MetricEntry("mIoUI", "Wang et al. NeurIPS 2023 mIoU^I: per image, the mean IoU over the classes in its "
+                    "ground truth (2 classes: the foreground's IoU, 1 when both masks hold one same class), then "
+                    "the mean over images", WANG + "; an image without labelled pixels is left out",
+                    "MONAI MeanIoU(include_background=True, ignore_empty=True, reduction='mean_channel') per image, "
+                    "mean over images (2 classes: include_background=False, ignore_empty=False): the authors' "
+                    "JDTLosses mIoUICMetric", "monai", "1e-6"),
+        MetricEntry("mIoUI_worst5", "mean mIoU^I of the worst 5 % of images, floor(5 % x N) of them, at least one",
+                    WANG, "definition of Wang et al. NeurIPS 2023 worst-case mIoU^I_5 (JDTLosses mIoUICMetric, "
+                    "not on PyPI; checked by hand)"),
+        MetricEntry("mIoUI_worst10", "mean mIoU^I of the worst 10 % of images, floor(10 % x N) of them, at least "
+                    "one", WANG, "definition of Wang et al. NeurIPS 2023 worst-case mIoU^I_10 (JDTLosses "
+                    "mIoUICMetric, not on PyPI; checked by hand)"),
+        MetricEntry("mDiceI", "Wang et al.'s image-level Dice: per image, the mean Dice over the classes in its "
+                    "ground truth (2 classes: the foreground's), then the mean over images", WANG,
+                    "MONAI DiceMetric(include_background=True, ignore_empty=True, reduction='mean_channel') per "
+                    "image, mean over images (2 classes: include_background=False, ignore_empty=False)", "monai",
+                    "1e-6"),
+    )
+    gathered = ("scores",)
+
+    @classmethod
+    def build(cls, setup: Setup) -> "WangImageScores":
+        return cls(setup.info.num_classes)
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.scores: list[tuple[float, float]] = []  # (IoU, Dice) per image with labelled pixels
+
+    @torch.no_grad()
+    def update(self, batch: Batch) -> None:
+        k, n = self.num_classes, batch.target.shape[0]
+        target = batch.target.reshape(n, -1).long()
+        pred = batch.pred.reshape(n, -1).long().clamp(max=k)  # k: void
+        index = target * (k + 1) + pred + torch.arange(n, device=target.device)[:, None] * (k * (k + 1) + 1)
+        index.masked_fill_(target >= k, k * (k + 1))  # ignored pixels: the overflow bin of their image
+        counts = torch.bincount(index.reshape(-1), minlength=n * (k * (k + 1) + 1)).view(n, -1)
+        for matrix in counts[:, : k * (k + 1)].view(n, k, k + 1).cpu().numpy().astype(np.float64):
+            self.scores += [score] if (score := wang_image_score(matrix)) is not None else []
+
+    def compute(self, split: Split) -> Scores:
+        nan = float("nan")
+        iou = np.sort(np.array([s[0] for s in self.scores], dtype=np.float64))
+        out = {"mIoUI": float(iou.mean()) if iou.size else nan}
+        out.update({f"mIoUI_worst{q}": float(iou[: max(1, int(q / 100 * iou.size))].mean()) if iou.size else nan
+                    for q in WORST})
+        out["mDiceI"] = float(np.mean([s[1] for s in self.scores])) if self.scores else nan
+        return Scores(out)
+
+
+def wang_image_score(matrix: np.ndarray) -> tuple[float, float] | None:
+    """(IoU, Dice) of one image in Wang et al.'s convention from its K x (K+1) counts (ground truth on rows, a last
+    column of void predictions); None for an image without labelled pixels."""
+    k = matrix.shape[0]
+    gt, predicted, tp = matrix.sum(1), matrix[:, :k].sum(0), np.diag(matrix[:, :k])
+    if gt.sum() == 0:
+        return None
+    if k == 2:
+        if ((gt + predicted) > 0).sum() < 2:
+            return 1.0, 1.0
+        classes = np.array([1])
+    else:
+        classes = np.flatnonzero(gt > 0)
+    union, cardinality = gt + predicted - tp, gt + predicted
+    return float((tp[classes] / union[classes]).mean()), float((2 * tp[classes] / cardinality[classes]).mean())
 
 
 PER_IMAGE_MEANS = {"image_mIoU": False, "image_mDice": True}  # metric -> Dice

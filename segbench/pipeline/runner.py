@@ -16,7 +16,6 @@ from segbench.core.distributed import (
     World,
     device_for,
     gather,
-    gather_rows,
     launched,
     local_batch,
     process_group,
@@ -162,13 +161,11 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
     result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
                       progress=cfg.progress and world.main, passport=passport, writer=writer)  # sums the counts
-    intersections, unions = (gather_rows(a) for a in result.confusion.per_image_stats())
+    intersections, unions = result.confusion.per_image_stats()  # every rank's rows, in data set order
     images = len(intersections)
     if images != len(val_set):
         raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
                            f"{len(val_set)}")
-    if passport is not None and world.distributed:
-        passport.merge_ranks(indices.start)
     seconds = max(gather(result.seconds))
     rates = gather(result.images_per_second)
     scores = result.confusion.compute()
@@ -178,6 +175,7 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     record = {
         "metrics": scores.summary() | extra_metrics,
         "passport": passport_part,
+        **({"invalid_reason": result.invalid_reason} if result.invalid_reason else {}),
         "overlays": writer.overlay_paths if writer else [],
         "per_class": table.to_dict(orient="records"),
         "evaluation": describe_mode(cfg.eval) | {

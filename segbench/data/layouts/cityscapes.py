@@ -3,12 +3,16 @@
 ``leftImg8bit/{split}/{city}/{name}_leftImg8bit.png`` with ``gtFine/{split}/{city}/{name}_gtFine_labelIds.png``
 (label ids 0..33; the license plate's -1 is stored as 255). Label ids become train ids on the fly
 with the official table; a pre-converted ``{name}_gtFine_labelTrainIds.png`` (0..18, 255) is used
-instead when present. ``{name}_gtFine_instanceIds.png`` beside the mask, when present, gives iIoU.
+instead when present. ``{name}_gtFine_instanceIds.png`` beside the mask, when present, gives iIoU: the data set
+provides that metric (``METRICS``), the metric layer knows nothing of Cityscapes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from segbench.config.schema import DataConfig
 from segbench.data.base import DatasetInfo, LabelMap
@@ -85,6 +89,159 @@ def instance_files(samples: list) -> list[Path | None]:
         path = sample.mask.parent / (stem + INSTANCE_IDS_SUFFIX)
         found.append(path if path.is_file() else None)
     return found
+
+
+# cityscapesScripts 2.3.0, evaluation/evalPixelLevelSemanticLabeling.py, args.avgClassSize (pixels)
+AVG_CLASS_SIZE = {
+    "person": 3462.4756337644,
+    "rider": 3930.4788056518,
+    "car": 12794.0202738185,
+    "truck": 27855.1264367816,
+    "bus": 35732.1511111111,
+    "train": 67583.7075812274,
+    "motorcycle": 6298.7200839748,
+    "bicycle": 4672.3249222261,
+}
+INSTANCE_CATEGORIES = ("human", "vehicle")  # the categories all of whose classes have instances
+MIN_INSTANCE_ID = 1000  # ids above it are instances
+MAX_ID = 1 << 16  # instance maps are 16-bit
+OFFICIAL = "cityscapesScripts 2.3.0 evalPixelLevelSemanticLabeling"
+
+
+def read_instance_ids(path: Path) -> np.ndarray:
+    """An instanceIds PNG as an HxW int64 array."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image).astype(np.int64)
+
+
+class InstanceMaps:
+    """Reads sample ``index``'s instance-id map for the loader (zeros where the sample has none)."""
+
+    def __init__(self, files: list[Path | None]) -> None:
+        self.files = files
+
+    def __call__(self, index: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        path = self.files[index]
+        return {"instances": read_instance_ids(path) if path is not None else np.zeros(shape, np.int64)}
+
+
+class InstanceIoU:
+    """Cityscapes iIoU, streamed: an accumulator of segbench.metrics' protocol (update, merge, compute), which this
+    module cannot import (data comes before metrics). Ground-truth instance maps hold ``label_id * 1000 + k`` for
+    instances and the bare label id elsewhere. As the official script: only ids > 1000 are instances (crowd regions
+    and stuff are left out of the weighted TP and FN altogether); each instance's TP (pixels predicted as its class)
+    and FN are weighted by the class's average instance size over the instance's size; FP is the unweighted FP of
+    the confusion matrix. Category iIoU: a prediction of any class of the instance's category is a hit; FP are
+    pixels of other categories predicted as one of its classes."""
+
+    metrics = (
+        {"name": "iIoU", "definition": "Cityscapes instance-weighted IoU, mean over the 8 instance classes: TP and FN "
+         "of each instance weighted by the class's average instance size over the instance's size; FP not weighted",
+         "convention": "dataset-level; instance ids > 1000 only; NaN classes out of the mean",
+         "equals": f"{OFFICIAL} 'iIoU Classes' (evaluatePair, getInstanceIouScoreForLabel)",
+         "tool": "cityscapesscripts"},
+        {"name": "iIoU_category", "definition": "Cityscapes instance-weighted IoU of the categories human and vehicle",
+         "convention": "dataset-level; a prediction of another class of the category is a hit",
+         "equals": f"{OFFICIAL} 'iIoU Categories' (getInstanceIouScoreForCategory)", "tool": "cityscapesscripts"},
+    )
+    summed = ("weighted", "category_weighted")
+
+    @classmethod
+    def build(cls, setup) -> "InstanceIoU | None":
+        """The accumulator where the split has instance maps (``*_gtFine_instanceIds.png``), else None."""
+        samples = getattr(setup.dataset, "samples", None)
+        files = instance_files(samples) if samples is not None else []
+        if not any(files):
+            return None
+        return cls(setup.info.classes, instance_label_ids(), setup.info.categories, setup.device, files)
+
+    def __init__(self, classes: tuple[str, ...], label_ids: dict[int, int],
+                 categories: tuple[tuple[str, tuple[int, ...]], ...], device: torch.device | str = "cpu",
+                 files: list[Path | None] | None = None) -> None:
+        """``label_ids``: data-set label id -> class index for the classes with instances."""
+        k = len(classes)
+        self.classes, self.num_classes, self.reader = classes, k, InstanceMaps(files or [])
+        self.categories = tuple((name, members) for name, members in categories if name in INSTANCE_CATEGORIES)
+        lut = torch.full((MAX_ID // MIN_INSTANCE_ID + 1,), -1, dtype=torch.int64)
+        avg = torch.zeros(k + 1, dtype=torch.float64)
+        for label_id, cls in label_ids.items():
+            if classes[cls] in AVG_CLASS_SIZE:
+                lut[label_id], avg[cls] = cls, AVG_CLASS_SIZE[classes[cls]]
+        category = torch.full((k + 1,), -1, dtype=torch.int64)
+        member = torch.zeros(len(self.categories) + 1, k + 1, dtype=torch.bool)  # category x predicted class
+        for c, (_, members) in enumerate(self.categories):
+            category[list(members)] = c
+            member[c, list(members)] = True
+        self.lut, self.avg, self.category, self.member = (t.to(device) for t in (lut, avg, category, member))
+        self.weighted = torch.zeros(2, k, dtype=torch.float64, device=device)  # TP, FN per class
+        self.category_weighted = torch.zeros(2, len(self.categories), dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def update(self, batch) -> None:
+        """Add a batch's NxHxW predicted class maps (any value >= num_classes is void) against its instance maps."""
+        pred, instances = batch.pred, batch.maps.get("instances")
+        if instances is None:
+            return
+        keep = instances > MIN_INSTANCE_ID
+        if not keep.any():
+            return
+        image = torch.arange(instances.shape[0], device=instances.device).view(-1, 1, 1).expand_as(instances)
+        keys = image[keep] * MAX_ID + instances[keep]
+        uniq, inverse, sizes = torch.unique(keys, return_inverse=True, return_counts=True)
+        cls = self.lut[(uniq % MAX_ID) // MIN_INSTANCE_ID]
+        predicted = pred[keep].clamp(0, self.num_classes)
+        hits = torch.bincount(inverse, weights=(predicted == cls[inverse]).double(), minlength=len(uniq))
+        category = self.category[cls.clamp(min=0)].masked_fill(cls < 0, -1)
+        cat_hits = torch.bincount(inverse, minlength=len(uniq),
+                                  weights=self.member[category[inverse].clamp(min=0), predicted].double())
+        weight = self.avg[cls.clamp(min=0)] / sizes
+        counted = cls >= 0  # instances of classes not evaluated (caravan, trailer) are left out
+        self.weighted[0].index_add_(0, cls[counted], (hits * weight)[counted])
+        self.weighted[1].index_add_(0, cls[counted], ((sizes - hits) * weight)[counted])
+        in_category = category >= 0
+        self.category_weighted[0].index_add_(0, category[in_category], (cat_hits * weight)[in_category])
+        self.category_weighted[1].index_add_(0, category[in_category], ((sizes - cat_hits) * weight)[in_category])
+
+    def merge(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for name in self.summed:
+                dist.all_reduce(getattr(self, name))
+
+    def compute(self, split) -> tuple[dict[str, float], dict]:
+        """(iIoU and iIoU_category, the passport's ``instances`` record) from the split's K x K(+void) matrix."""
+        matrix = np.asarray(split.matrix, dtype=np.float64)
+        k = self.num_classes
+        tp, fn = self.weighted.cpu().numpy()
+        per_class = {}
+        for cls, name in enumerate(self.classes):
+            if name in AVG_CLASS_SIZE:
+                fp = matrix[:, cls].sum() - matrix[cls, cls]
+                per_class[name] = _ratio(tp[cls], tp[cls] + fp + fn[cls])
+        per_category = {}
+        cat_tp, cat_fn = self.category_weighted.cpu().numpy()
+        for c, (name, members) in enumerate(self.categories):
+            outside = np.ones(k, dtype=bool)
+            outside[list(members)] = False
+            fp = matrix[outside][:, list(members)].sum()
+            per_category[name] = _ratio(cat_tp[c], cat_tp[c] + fp + cat_fn[c])
+        return ({"iIoU": _mean(per_class.values()), "iIoU_category": _mean(per_category.values())},
+                {"instances": {"classes": per_class, "categories": per_category}})
+
+
+METRICS = (InstanceIoU,)  # the metrics this data set provides (segbench.data.base.DatasetEntry.metrics)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _mean(values) -> float:
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def _root(cfg: DataConfig) -> Path:
