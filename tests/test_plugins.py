@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,3 +283,56 @@ def test_the_readme_example_of_evaluate_runs_as_written(tmp_path):
                           env=os.environ | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "mIoU" in done.stdout
+
+
+ERROR_RATE = '''
+import torch
+
+import segbench
+from segbench.metrics.protocol import Accumulator, Scores
+
+
+@segbench.register_metric("error_rate", higher_is_better=False,
+                          definition="labelled pixels predicted as another class / labelled pixels")
+class ErrorRate(Accumulator):
+    summed = ("counts",)
+
+    @classmethod
+    def build(cls, setup):
+        accumulator = cls()
+        accumulator.num_classes = setup.info.num_classes
+        accumulator.counts = torch.zeros(2, dtype=torch.float64, device=setup.device)
+        return accumulator
+
+    def update(self, batch):
+        labelled = batch.target < self.num_classes
+        self.counts += torch.stack([(labelled & (batch.pred != batch.target)).sum(), labelled.sum()]).double()
+
+    def compute(self, split):
+        wrong, labelled = self.counts.tolist()
+        return Scores({"error_rate": wrong / labelled})
+'''
+
+
+@pytest.mark.slow
+def test_a_user_metric_is_recorded_gated_and_summed_exactly_under_torchrun(tmp_path):
+    from test_distributed import _torchrun, overrides, seven_images
+
+    (tmp_path / "my_metric.py").write_text(ERROR_RATE)
+    root = seven_images(tmp_path / "data")
+    common = ["imports=[my_metric]", *overrides(root), "train.enabled=false", "tracking.enabled=false", "seed=3"]
+    one = segbench_cli("eval", *common, f"output_dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(2, ["eval", *common, f"output_dir={tmp_path / 'two'}"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    first, second = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
+    assert second["environment"]["world_size"] == 2
+    rate = first["models"][0]["metrics"]["error_rate"]
+    assert rate == second["models"][0]["metrics"]["error_rate"]  # exact: summed over the ranks' shards
+    matrix = np.array(first["models"][0]["confusion_matrix"])
+    assert rate == pytest.approx(1 - np.trace(matrix) / matrix.sum(), abs=1e-12)  # by hand, from the matrix
+    definition = first["metric_definitions"]["error_rate"]
+    assert definition["higher_is_better"] is False and definition["origin"]["module"] == "my_metric"
+    gated = segbench_cli("gate", str(tmp_path / "two"), str(tmp_path / "one"), "--max-drop", "error_rate=0.0",
+                         cwd=tmp_path)
+    assert gated.returncode == 0 and "error_rate" in gated.stdout, gated.stdout + gated.stderr

@@ -81,3 +81,32 @@ def register_dataset(name: str) -> Callable[[T], T]:
         return layout
 
     return decorate
+
+
+def register_metric(name: str, definition: str = "", higher_is_better: bool = True, unit: str = "fraction",
+                    convention: str = "") -> Callable[[T], T]:
+    """Register a metric under ``name``: an ``segbench.metrics.protocol.Accumulator`` subclass that is updated on
+    every batch, merged across processes (the tensors it names in ``summed`` are all-reduced, the lists in
+    ``gathered`` joined), and whose ``compute`` returns ``Scores(metrics={name: value})``. It is computed in every
+    evaluation, recorded in results.json with its definition and origin, shown in reports and gateable
+    (``segbench gate --max-drop NAME=POINTS``). ``unit``: ``fraction`` (shown and gated in percent), ``pixels`` or
+    another unit."""
+
+    def decorate(accumulator: T) -> T:
+        from segbench.metrics.protocol import Accumulator
+        from segbench.metrics.registry import REGISTRY, MetricEntry
+        from segbench.metrics.registry import register_metric as register
+
+        origin = origin_of(accumulator)
+        where = f"{origin.module}.{getattr(accumulator, '__name__', 'metric')}"
+        _check_name("metric", name, name in REGISTRY, where)
+        if not (isinstance(accumulator, type) and issubclass(accumulator, Accumulator)):
+            raise UserError(f"register_metric('{name}') in {where}: expected a subclass of "
+                            "segbench.metrics.protocol.Accumulator (update, merge, compute)")
+        text = definition or (inspect.getdoc(accumulator) or name).split("\n")[0]
+        accumulator.metrics = (MetricEntry(name, text, convention or "the user's accumulator, over the whole split",
+                                           f"definition of {where} ({origin.label()})", unit=unit,
+                                           higher_is_better=higher_is_better, origin=origin.to_dict()),)
+        return register(accumulator)
+
+    return decorate

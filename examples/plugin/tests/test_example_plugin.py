@@ -28,3 +28,18 @@ def test_suffix_pairs_reads_images_beside_their_masks(tmp_path):
     image, target = dataset[1]
     assert len(dataset) == 2 and image.shape == (3, 16, 16)
     assert torch.equal(target, torch.from_numpy(mask).long())
+
+
+def test_error_rate_is_registered_and_counts_wrong_labelled_pixels():
+    from segbench.metrics.protocol import Batch, Split
+    from segbench.metrics.registry import REGISTRY
+
+    entry = REGISTRY.get("error_rate")
+    accumulator = entry.accumulator()
+    accumulator.num_classes = 3
+    accumulator.counts = torch.zeros(2, dtype=torch.float64)
+    target = torch.tensor([[[0, 1, 2, 255]]])
+    accumulator.update(Batch(pred=torch.tensor([[[0, 2, 2, 1]]]), target=target))
+    split = Split(("a", "b", "c"), np.zeros((3, 4)), None, np.zeros((1, 3)), np.zeros((1, 3)))
+    assert accumulator.compute(split).metrics == {"error_rate": 1 / 3}
+    assert not entry.higher_is_better
