@@ -252,17 +252,18 @@ def test_timm_backbone_weights_load_from_the_hugging_face_cache(cli, tmp_path, m
 def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
     """A backbone whose published normalisation is not ImageNet's sees its own inputs: the runner's hook equals
     re-normalising by hand."""
-    import segbench.pipeline.runner as runner
+    import segbench.models.pretrained as pretrained
     from segbench.config.schema import SuiteConfig
-    from segbench.models.normalisation import Normalisation
+    from segbench.models.normalisation import IMAGENET, Normalisation, feed_normalised
     from segbench.models.pretrained import PublishedBackbone
     from segbench.models.registry import build_model
+    from segbench.models.suite import backbone_file
 
     half = Normalisation((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, "test")
     path = Path(__file__).parent / "_unused"
-    monkeypatch.setattr(runner, "published_backbone", lambda name: PublishedBackbone(name, "timm/x", path, half))
+    monkeypatch.setattr(pretrained, "published_backbone", lambda name: PublishedBackbone(name, "timm/x", path, half))
     cfg = SuiteConfig(backbone_weights={"resnet10t": "timm"})
-    assert runner.backbone_weights_file(cfg, "resnet10t") == (path, half)
+    assert backbone_file(cfg, "resnet10t") == (path, half)
     torch.manual_seed(0)
     model = build_model("fpn-resnet10t", 3).eval()
     images = torch.randn(1, 3, 64, 64)
@@ -271,9 +272,9 @@ def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
     with torch.no_grad():
         by_hand = model((images * std + mean - 0.5) / 0.5)
         unchanged = model(images)
-        runner.feed_normalised(model, runner.IMAGENET)
+        feed_normalised(model, IMAGENET)
         torch.testing.assert_close(model(images), unchanged, rtol=0, atol=0)
-        runner.feed_normalised(model, half)
+        feed_normalised(model, half)
         torch.testing.assert_close(model(images), by_hand)
 
 

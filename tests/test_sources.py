@@ -380,3 +380,60 @@ def test_published_models_are_evaluated_at_the_image_size_without_padding(tmp_pa
                                rtol=1e-5, atol=1e-5)
     padded = predict_logits(built.module, images, EvalConfig(), 21, 32)
     assert (padded - reference).abs().max() > 1e-3  # what padding to 32 would have done
+
+
+# --- weights checked before anything exists; uninitialised tensors only when accepted --------------------------
+
+def _segformer_without_classifier(folder):
+    from safetensors.torch import load_file, save_file
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                             num_attention_heads=[1, 1], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2],
+                             decoder_hidden_size=16, num_labels=7)
+    SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in state.items() if "classifier" not in k}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+def test_an_accepted_random_head_is_recorded_and_said(cli, capsys, tmp_path, monkeypatch):
+    _segformer_without_classifier(tmp_path / "sf")
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    model = "hf:sf"  # a folder named without '/' (per_class_NAME.csv: a safe name for any model is issue 18's)
+    code, out, err = cli("eval", f"models=[{model}]", f"accept_uninitialised=[{model}]", "data.val_samples=2",
+                         "eval.batch_size=2", "bench.enabled=false", "progress=false", "tracking.enabled=false",
+                         f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    origin = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]["origin"]
+    assert origin["weights"]["uninitialised"] == ["decode_head.classifier.bias", "decode_head.classifier.weight"]
+    assert "2 tensors start at random values, as accept_uninitialised allows" in err
+    # transformers' progress bars obey segbench's terminal rule: stderr is not a terminal here
+    assert "Loading weights" not in err and "\r" not in err
+
+
+def test_check_model_refuses_a_random_head_without_side_effects(tmp_path):
+    from segbench.config.schema import SuiteConfig
+    from segbench.errors import UserError
+    from segbench.models.suite import check_model
+
+    _segformer_without_classifier(tmp_path / "sf")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    model = f"hf:{tmp_path / 'sf'}"
+    cfg = SuiteConfig(models=[model])
+    with pytest.raises(UserError, match=r"leave 2 tensors of the model uninitialised"):
+        check_model(model, cfg)
+    cfg.accept_uninitialised = [model]
+    plan = check_model(model, cfg)
+    assert plan.weights["uninitialised"] == ["decode_head.classifier.bias", "decode_head.classifier.weight"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_complete_hf_folder_in_transformers_legacy_names_passes_the_check(tmp_path):
+    """transformers 5 saves SegFormer under its legacy names (encoder.block...) and renames them on load: the
+    check follows transformers' own renaming and finds every tensor filled."""
+    from segbench.models.sources.hf import _verify
+
+    segformer_folder(tmp_path / "sf", ["a", "b", "c"])
+    assert _verify(tmp_path / "sf", None, "sf") == []

@@ -135,6 +135,10 @@ class SuiteConfig:
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local checkpoint (file or folder)
     backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone -> local weights file, or timm
     backbone_key_map: dict[str, dict[str, str]] = field(default_factory=dict)  # backbone -> {regex: replacement}
+    # model or backbone -> the input normalisation its weights were trained with: imagenet, timm, or
+    # {mean: [R, G, B], std: [R, G, B], input_range: [LOW, HIGH]} (see segbench.models.normalisation)
+    normalisation: dict[str, Any] = field(default_factory=dict)
+    accept_uninitialised: list[str] = field(default_factory=list)  # models whose weights may leave tensors random
     seed: int = 0
     device: str = "auto"
     output_dir: str | None = None

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from segbench.core.files import cache_dir as default_cache_dir
 from segbench.errors import UserError
+from segbench.models.normalisation import Normalisation, from_record, normalisation_of, timm_normalisation
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "segbench.json"
@@ -46,13 +47,53 @@ def _sha256(path: str, version: tuple[int, int, int, int]) -> str:
 
 
 def save_checkpoint(model: nn.Module, folder: Path, config: dict) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/segbench.json`` (``config`` plus the weights' sha256)."""
+    """Write ``folder/model.safetensors`` and ``folder/segbench.json`` (``config`` plus the weights' sha256 and the
+    input normalisation the model was built to expect, which evaluating the checkpoint later uses)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
-    (folder / CONFIG_FILE).write_text(json.dumps(config | {"sha256": sha256_file(weights)}, indent=2) + "\n")
+    normalisation = normalisation_of(model)
+    extra = {"normalisation": normalisation.to_dict()} if normalisation is not None else {}
+    (folder / CONFIG_FILE).write_text(json.dumps(config | extra | {"sha256": sha256_file(weights)}, indent=2) + "\n")
     return weights
+
+
+def checkpoint_config(source: Path) -> dict | None:
+    """The ``segbench.json`` of a segbench checkpoint: the folder's, or the one beside its weights file."""
+    source = Path(source)
+    config = source / CONFIG_FILE if source.is_dir() else source.parent / CONFIG_FILE
+    if not config.is_file() or (source.is_file() and source.name != WEIGHTS_FILE):
+        return None
+    try:
+        values = json.loads(config.read_text())
+    except (OSError, ValueError):
+        values = None
+    if not isinstance(values, dict):
+        raise UserError(f"checkpoint '{source}': {config.name} is not a JSON object")
+    return values
+
+
+def recorded_normalisation(source: Path) -> Normalisation | None:
+    """The input normalisation a segbench checkpoint records (None for any other file). A checkpoint written
+    before segbench recorded it gets what segbench fed its model then: the backbone's timm ``pretrained_cfg``
+    statistics after ``backbone_weights.BACKBONE=timm``, else ImageNet's."""
+    config = checkpoint_config(source)
+    if config is None:
+        return None
+    where = f"{CONFIG_FILE} of '{source}'"
+    if "normalisation" in config:
+        found = from_record(config["normalisation"], where)
+        if found is None:
+            raise UserError(f"checkpoint '{source}': its {CONFIG_FILE} records no mean and std under normalisation")
+        return found
+    suite = config.get("config") if isinstance(config.get("config"), dict) else {}
+    backbone = config.get("backbone") or ""
+    if backbone and (suite.get("backbone_weights") or {}).get(backbone) == "timm":
+        found = timm_normalisation(backbone)
+        if found is not None:
+            return Normalisation(found.mean, found.std, 1.0, f"{found.origin} (the backbone weights of {where})")
+    return Normalisation(origin=f"ImageNet ({where})")
 
 
 def weights_file(source: Path) -> Path:
@@ -69,13 +110,8 @@ def weights_file(source: Path) -> Path:
 
 def recorded_sha256(source: Path) -> str | None:
     """The sha256 a segbench checkpoint folder records for its weights (``segbench.json``), if any."""
-    config = source / CONFIG_FILE
-    if not (source.is_dir() and config.is_file()):
-        return None
-    try:
-        return json.loads(config.read_text()).get("sha256")
-    except (OSError, ValueError, AttributeError):
-        raise UserError(f"checkpoint '{source}': {CONFIG_FILE} is not a JSON object") from None
+    config = checkpoint_config(source) if Path(source).is_dir() else None
+    return config.get("sha256") if config else None
 
 
 def _check_sha256(path: Path, expected: str) -> str:
@@ -126,9 +162,33 @@ def _examples(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "") if keys else "none"
 
 
-def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
-    """Raise a UserError unless ``state`` holds exactly the model's tensors, with their shapes."""
-    own, given = _shapes(model.state_dict()), _shapes(state)
+def tensor_shapes(source: Path, sha256: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of a checkpoint's tensors, read as safely as ``read_state_dict`` (a safetensors file: from its
+    header alone)."""
+    source = Path(source)
+    path = weights_file(source)
+    if path.suffix != ".safetensors":
+        return _shapes(read_state_dict(source, sha256))
+    sha256 = sha256 or recorded_sha256(source)
+    if sha256 is not None:
+        _check_sha256(path, sha256)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k.removeprefix("module."): tuple(f.get_slice(k).get_shape()) for k in f.keys()
+                    if not k.endswith("num_batches_tracked")}
+    except Exception as exc:
+        raise UserError(f"'{path}' is not a readable safetensors file: {exc}".splitlines()[0]) from None
+
+
+def check_fit(model: nn.Module, state: dict[str, torch.Tensor] | dict[str, tuple[int, ...]],
+              source: Path | str) -> None:
+    """Raise a UserError unless ``state`` (tensors, or their shapes) holds exactly the model's tensors, with their
+    shapes."""
+    own = _shapes(model.state_dict())
+    given = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()
+             if not k.endswith("num_batches_tracked")}
     missing = sorted(own.keys() - given.keys())
     unexpected = sorted(given.keys() - own.keys())
     wrong = [f"{k} {list(given[k])} vs {list(own[k])}" for k in sorted(own.keys() & given.keys()) if own[k] != given[k]]
@@ -165,13 +225,15 @@ def rename_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict
     return renamed
 
 
-def match_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], source: Path | str, name: str,
-                   key_map: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors of ``state`` (renamed by ``key_map``) that fit ``backbone`` by name and shape, and the coverage
-    record; a UserError below ``MIN_BACKBONE_COVERAGE``, quoting unmatched keys of both sides."""
+def match_backbone(backbone: nn.Module, state: dict, source: Path | str, name: str,
+                   key_map: dict[str, str] | None = None) -> tuple[dict, dict]:
+    """The tensors of ``state`` (tensors, or their shapes; renamed by ``key_map``) that fit ``backbone`` by name and
+    shape, and the coverage record; a UserError below ``MIN_BACKBONE_COVERAGE``, quoting unmatched keys of both
+    sides."""
     own = _shapes(backbone.state_dict())
     renamed = rename_keys(state, key_map or {})
-    matched = {k: v for k, v in renamed.items() if k in own and tuple(v.shape) == own[k]}
+    matched = {k: v for k, v in renamed.items()
+               if k in own and (tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)) == own[k]}
     coverage = len(matched) / len(own) if own else 0.0
     if coverage < MIN_BACKBONE_COVERAGE:
         theirs = sorted(k for k in renamed if k not in matched and not k.endswith("num_batches_tracked"))

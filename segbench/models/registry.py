@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segbench.errors import UserError, closest, unknown
@@ -212,34 +213,54 @@ class ModelPlan:
 
 def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | None = None,
                class_map: Mapping[str, str | None] | None = None,
-               prepare: Callable[["nn.Module"], None] | None = None) -> ModelPlan:
-    """Locate ``spec``'s weights and match its classes to the suite's ``classes``; raise a UserError (the
-    unmatched class names, missing weights, a wrong format) before anything is built. ``prepare`` runs on a
-    model built here before ``weights`` are loaded (e.g. loading backbone weights)."""
+               prepare: Callable[["nn.Module"], None] | None = None,
+               normalisation: "Normalisation | None" = None, accept_uninitialised: bool = False) -> ModelPlan:
+    """Locate ``spec``'s weights, prove on the meta device that they fill the model by name and shape, and match its
+    classes to the suite's ``classes``; raise a UserError (the unmatched class names, missing weights, a wrong
+    format, the tensors the weights leave uninitialised unless ``accept_uninitialised``) before anything is built.
+    ``prepare`` runs on a model built here before ``weights`` are loaded (e.g. loading backbone weights);
+    ``normalisation`` replaces what the model's source states (ImageNet's for a model built here)."""
     from segbench.models.labelspace import assume_suite_classes, match_classes
-    from segbench.models.normalisation import IMAGENET
+    from segbench.models.normalisation import IMAGENET, feed_normalised
 
     spec = parse_spec(spec, check=True) if isinstance(spec, str) else spec
     classes = tuple(classes)
+    notes: list[str] = []
     if not spec.external:
+        record: dict[str, Any] = {"kind": "local", "path": str(weights)} if weights is not None else {"kind": "random"}
+        normalisation = normalisation or IMAGENET
+        uninitialised = _check_local(spec, len(classes), weights, accept_uninitialised)
+        if uninitialised:
+            record["uninitialised"] = uninitialised
+            notes.append(_uninitialised_note(spec.name, uninitialised))
+
         def make() -> "nn.Module":
             model = build_model(spec, len(classes))
             if prepare is not None:
                 prepare(model)
             if weights is not None:
-                from segbench.models.checkpoints import load_weights
+                from segbench.models.checkpoints import load_weights, read_state_dict
 
-                load_weights(model, weights)
-            return model
+                if uninitialised:
+                    model.load_state_dict(read_state_dict(Path(weights)), strict=False)
+                else:
+                    load_weights(model, weights)
+            return feed_normalised(model, normalisation)
 
-        record = {"kind": "local", "path": str(weights)} if weights is not None else {"kind": "random"}
-        return ModelPlan(spec, classes, IMAGENET, None, record, [], make)
+        return ModelPlan(spec, classes, normalisation, None, record, notes, make)
 
     from segbench.models.sources import SOURCES
     from segbench.models.sources.wrapper import PublishedModel
 
     resolved = SOURCES.get(spec.source).resolve(spec.arch, weights)
-    notes = []
+    uninitialised = resolved.verify()
+    if uninitialised and not accept_uninitialised:
+        raise uninitialised_error(spec.name, uninitialised)
+    record = dict(resolved.weights)
+    if uninitialised:
+        record["uninitialised"] = uninitialised
+        notes.append(_uninitialised_note(spec.name, uninitialised))
+    normalisation = normalisation or resolved.normalisation
     if resolved.classes is None:
         mapping = assume_suite_classes(resolved.num_outputs, classes, spec.name)
         notes.append(f"{spec.name}: the checkpoint carries no class names; its {resolved.num_outputs} outputs are "
@@ -248,12 +269,50 @@ def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | Non
         mapping = match_classes(resolved.classes, classes, class_map, spec.name)
 
     def make() -> "nn.Module":
-        net, logits = resolved.build()
+        net, logits = resolved.build(bool(uninitialised))
         # torchvision and transformers models take any size, as their authors evaluate them (padding would change
         # their global pooling); smp models need sides divisible by 32
-        return PublishedModel(net, logits, resolved.normalisation, mapping, 32 if spec.source == "smp" else 1)
+        return PublishedModel(net, logits, normalisation, mapping, 32 if spec.source == "smp" else 1)
 
-    return ModelPlan(spec, classes, resolved.normalisation, mapping, resolved.weights, notes, make)
+    return ModelPlan(spec, classes, normalisation, mapping, record, notes, make)
+
+
+ACCEPT_KEY = "accept_uninitialised"  # the suite key that lists models whose weights may leave tensors at random
+
+
+def uninitialised_error(model: str, names: list[str]) -> UserError:
+    """The refusal of weights that leave tensors of ``model`` at their random initial values."""
+    from segbench.models.sources.base import names as shown
+
+    return UserError(f"{model}: its weights leave {len(names)} tensors of the model uninitialised ({shown(names)}); "
+                     f"they would be random: name complete weights, or accept that with {ACCEPT_KEY}=[{model}]")
+
+
+def _uninitialised_note(model: str, names: list[str]) -> str:
+    from segbench.models.sources.base import names as shown
+
+    return f"{model}: {len(names)} tensors start at random values, as {ACCEPT_KEY} allows ({shown(names)})"
+
+
+def _check_local(spec: ModelSpec, num_classes: int, weights: str | None, accept: bool) -> list[str]:
+    """The tensors of a model built here that its local ``weights`` leave uninitialised (accepted, or a UserError);
+    checked by name and shape on the meta device."""
+    if weights is None:
+        return []
+    import torch
+
+    from segbench.models.checkpoints import check_fit, tensor_shapes
+
+    with torch.device("meta"):
+        model = build_model(spec, num_classes)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    given = tensor_shapes(Path(weights))
+    missing = sorted(own.keys() - given.keys())
+    if given.keys() - own.keys() or any(own[k] != given[k] for k in own.keys() & given.keys()):
+        check_fit(model, given, f"weights.{spec.name}={weights}")  # names all three kinds of difference
+    if missing and not accept:
+        raise uninitialised_error(spec.name, missing)
+    return missing
 
 
 def load_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | None = None,
@@ -274,22 +333,6 @@ def fetch_model(spec: ModelSpec | str) -> str | None:
 
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     return SOURCES.get(spec.source).fetch(spec.arch) if spec.external else None
-
-
-def check_models(specs: Sequence[ModelSpec], classes: Sequence[str], weights: Mapping[str, str],
-                 class_map: Mapping[str, str | None] | None) -> list[ModelPlan]:
-    """The config-time check of a suite's models against its classes: every external model's weights are found
-    and its classes match (``plan_model``), and every key of ``class_map`` names a class of the suite or of one
-    of its models."""
-    from segbench.models.labelspace import unused_class_map_keys
-
-    plans = [plan_model(spec, classes, weights.get(spec.name), class_map) for spec in specs if spec.external]
-    unused = unused_class_map_keys(class_map or {}, classes, [p.mapping.model_classes for p in plans if p.mapping])
-    if unused:
-        raise UserError(f"eval.class_map: {', '.join(repr(k) for k in unused)} is not a class of the suite nor of "
-                        f"any of its models (the suite's classes: {', '.join(classes[:10])}"
-                        f"{', ...' if len(classes) > 10 else ''})")
-    return plans
 
 
 def list_models() -> list[tuple[str, str]]:

@@ -32,20 +32,9 @@ from segbench.evaluation.parity import evaluate_backends, parity_metrics
 from segbench.evaluation.predictions import PredictionWriter
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.passport import Passport, passport_record
-from segbench.models.checkpoints import (
-    WEIGHTS_FILE,
-    backbone_of,
-    check_fit,
-    describe_weights,
-    load_backbone_weights,
-    match_backbone,
-    read_state_dict,
-    save_checkpoint,
-    sha256_file,
-)
-from segbench.models.normalisation import IMAGENET, Normalisation, Renormalise
-from segbench.models.pretrained import TIMM, published_backbone
-from segbench.models.registry import ModelSpec, build_model, load_model, parse_spec
+from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
+from segbench.models.registry import ModelSpec, parse_spec
+from segbench.models.suite import load_suite_model
 from segbench.pipeline.session import Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
@@ -90,28 +79,12 @@ def _logged_metrics(record: dict) -> dict[str, float]:
 
 def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, dict]:
     """The model with its weights loaded, and the start of its record: name, parameters, weights and origin."""
-    weights: dict = {"model": None, "backbone": None}
-
-    def load_backbone(model: torch.nn.Module) -> None:
-        source, normalisation = backbone_weights_file(cfg, spec.backbone)
-        loaded = load_backbone_weights(model, source, spec.backbone, cfg.backbone_key_map.get(spec.backbone))
-        weights["backbone"] = loaded | {"normalisation": normalisation.to_dict()}
-        feed_normalised(model, normalisation)
-        print(f"{spec.name}: backbone weights {loaded['file']} filled {loaded['loaded']} of {loaded['total']} "
-              "backbone tensors")
-
-    built = load_model(spec, info.classes, cfg.weights.get(spec.name), cfg.eval.class_map,
-                       prepare=load_backbone if spec.backbone in cfg.backbone_weights else None)
+    built, weights = load_suite_model(spec, cfg, info.classes)
     for note in built.notes:
         warn(note)
-    origin = built.record()
-    if weights["backbone"]:
-        origin["normalisation"] = weights["backbone"]["normalisation"]
-    if spec.name in cfg.weights and Path(cfg.weights[spec.name]).exists():
-        weights["model"] = describe_weights(Path(cfg.weights[spec.name]))
     return built.module, {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                           "params": sum(p.numel() for p in built.module.parameters()), "weights": weights,
-                          "origin": origin}
+                          "origin": built.record()}
 
 
 def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,
@@ -255,42 +228,6 @@ def _weights_params(weights: dict) -> dict[str, object]:
     return params
 
 
-def feed_normalised(model: torch.nn.Module, normalisation: Normalisation) -> None:
-    """Make ``model`` see its inputs normalised as ``normalisation`` says (segbench's data is ImageNet-normalised);
-    nothing changes for ImageNet's normalisation. A hook, so that the model's weights keep their names."""
-    if normalisation.is_imagenet:
-        return
-    renormalise = Renormalise(normalisation)
-    model.register_forward_pre_hook(lambda module, args: (renormalise.to(args[0].device)(args[0]), *args[1:]))
-
-
-def backbone_weights_file(cfg: SuiteConfig, backbone: str) -> tuple[Path, Normalisation]:
-    """The file ``backbone_weights.BACKBONE`` names (timm's published weights for ``timm``) and the input
-    normalisation the backbone was trained with (ImageNet's for a local file)."""
-    value = cfg.backbone_weights[backbone]
-    if value == TIMM:
-        published = published_backbone(backbone)
-        return published.file, published.normalisation
-    return Path(value), IMAGENET
-
-
-def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) -> None:
-    """Prove, before anything is created, that every weights file of the suite loads: checksums, keys and shapes
-    (models are built on the meta device: no memory, no time)."""
-    for spec in specs:
-        backbone_file, model_file = cfg.backbone_weights.get(spec.backbone), cfg.weights.get(spec.name)
-        if spec.external or (backbone_file is None and model_file is None):  # published: checked by config
-            continue
-        with torch.device("meta"):
-            model = build_model(spec, num_classes)
-        if backbone_file is not None:
-            path, _ = backbone_weights_file(cfg, spec.backbone)
-            match_backbone(backbone_of(model), read_state_dict(path), path, spec.backbone,
-                           cfg.backbone_key_map.get(spec.backbone))
-        if model_file is not None:
-            check_fit(model, read_state_dict(Path(model_file)), f"weights.{spec.name}={model_file}")
-
-
 def _warn_absent(dataset: Dataset) -> None:
     absent = getattr(dataset, "absent_classes", ())
     if absent:
@@ -316,7 +253,6 @@ def run(cfg: SuiteConfig) -> Path | None:
             raise UserError(f"train.sync_bn: SyncBatchNorm runs on CUDA devices, but this job runs on {device}; "
                             "set train.sync_bn=false")
     check_batchable(val_set, cfg.eval.batch_size)
-    check_weights(cfg, specs, info.num_classes)
     if world.main:
         _warn_absent(val_set)
     with process_group(world, device), Session(cfg, "run", device, world, shard) as session:

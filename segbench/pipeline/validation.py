@@ -16,6 +16,7 @@ from segbench.metrics import confusion as metrics
 from segbench.metrics.passport import check_passport_config
 from segbench.models import registry as models
 from segbench.models.pretrained import TIMM, published_backbone
+from segbench.models.suite import check_models
 from segbench.pipeline.sweep import parse_shard
 from segbench.train import losses as losses
 
@@ -68,8 +69,8 @@ def validate(cfg: SuiteConfig) -> None:
     for raw, cls in cfg.data.label_map.items():
         if not 0 <= raw <= 255 or not 0 <= cls <= 255:
             raise UserError(f"data.label_map: expected 8-bit mask values mapped to class indices, got {raw}: {cls}")
-    # published models: weights found and classes matched to the suite's by name (eval.class_map)
-    models.check_models(specs, datasets.dataset_info(cfg.data).classes, cfg.weights, cfg.eval.class_map)
+    # every model: weights found and checked on the meta device, classes matched by name, normalisation read
+    check_models(cfg, datasets.dataset_info(cfg.data).classes)
     parse_shard(cfg.shard, "")  # the form of shard=, and the job array's variables for shard=auto
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")

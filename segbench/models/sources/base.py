@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import UserError
-from segbench.models.checkpoints import check_fit, read_state_dict, weights_file
+from segbench.models.checkpoints import check_fit, read_state_dict, tensor_shapes, weights_file
 from segbench.models.normalisation import Normalisation
+
+SHOWN = 5  # tensor names listed in a refusal
 
 
 @dataclass
@@ -24,6 +26,9 @@ class Resolved:
     normalisation: Normalisation
     weights: dict[str, Any]  # where the weights come from, for the record
     build: Callable[[], Any] = field(repr=False)  # () -> (network with its weights, logits function)
+    # () -> the model's tensors its weights leave uninitialised, found by name and shape on the meta device (no
+    # memory, no weights read but the files' headers where the format allows); a UserError for a wrong shape
+    verify: Callable[[], list[str]] = field(repr=False, default=lambda: [])
 
     @property
     def spec(self) -> str:
@@ -48,22 +53,67 @@ def split_name(spec: str) -> tuple[str, str] | None:
     return (source, name) if sep else None
 
 
-def read_state(path: str | Path) -> dict:
-    """The tensors of a local checkpoint (safely; see segbench.models.checkpoints), without the ``net.`` prefix that
-    segbench's wrapper adds when it saves a fine-tuned external model."""
+def names(keys: list[str]) -> str:
+    """A few tensor names for a one-line message."""
+    shown = ", ".join(keys[:SHOWN])
+    return shown + (f" (+{len(keys) - SHOWN} more)" if len(keys) > SHOWN else "")
+
+
+def compare(own: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]], origin: str, model: str,
+            strict: bool = True) -> list[str]:
+    """The model's tensors (``own``: name -> shape) that the weights (``given``) leave uninitialised; a UserError
+    for tensors of another shape, and (``strict``) for tensors the model does not have."""
+    own = {k: v for k, v in own.items() if not k.endswith("num_batches_tracked")}
+    given = {k: v for k, v in given.items() if not k.endswith("num_batches_tracked")}
+    wrong = [f"{k} {list(given[k])} vs {list(own[k])}" for k in sorted(own.keys() & given.keys())
+             if tuple(own[k]) != tuple(given[k])]
+    unexpected = sorted(given.keys() - own.keys()) if strict else []
+    if wrong or unexpected:
+        parts = ([f"{len(wrong)} tensors of another shape ({names(wrong)})"] if wrong else [])
+        parts += ([f"{len(unexpected)} tensors it does not have ({names(unexpected)})"] if unexpected else [])
+        raise UserError(f"{model}: the weights {origin} do not fit the model: {'; '.join(parts)}")
+    return sorted(own.keys() - given.keys())
+
+
+def own_shapes(net: Any) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of a network's state (built on the meta device)."""
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def state_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of a local checkpoint's tensors (see ``read_state``), from the header of a safetensors file."""
     file = weights_file(Path(path))
+    _check_format(file)
+    shapes = tensor_shapes(file)
+    if shapes and all(k.startswith("net.") for k in shapes):
+        shapes = {k[len("net."):]: v for k, v in shapes.items()}
+    return shapes
+
+
+def _check_format(file: Path) -> None:
     with open(file, "rb") as f:
         head = f.read(4)
     if file.suffix != ".safetensors" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise UserError(f"'{file}' is not a checkpoint file (expected safetensors, or a state dict saved with "
                         "torch.save)")
+
+
+def read_state(path: str | Path) -> dict:
+    """The tensors of a local checkpoint (safely; see segbench.models.checkpoints), without the ``net.`` prefix that
+    segbench's wrapper adds when it saves a fine-tuned external model."""
+    file = weights_file(Path(path))
+    _check_format(file)
     state = read_state_dict(file)
     if state and all(k.startswith("net.") for k in state):
         state = {k[len("net."):]: v for k, v in state.items()}
     return state
 
 
-def load_state(net: Any, state: dict, origin: str, model: str) -> None:
-    """Load ``state`` into ``net``; every tensor must match by name and shape."""
-    check_fit(net, state, f"{origin} (for {model})")
+def load_state(net: Any, state: dict, origin: str, model: str, accepted: bool = False) -> None:
+    """Load ``state`` into ``net``; every tensor must match by name and shape (``accepted``: tensors ``state`` lacks
+    keep their initial values, as ``verify`` found and the suite accepted)."""
+    if accepted:
+        compare(own_shapes(net), {k: tuple(v.shape) for k, v in state.items()}, origin, model)
+    else:
+        check_fit(net, state, f"{origin} (for {model})")
     net.load_state_dict(state, strict=False)

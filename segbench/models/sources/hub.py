@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from segbench.errors import UserError
 
@@ -51,3 +53,30 @@ def fetch(source: str, name: str) -> str:
     except Exception as exc:
         raise UserError(f"{source}:{name}: cannot download it from the Hugging Face hub: {exc}".splitlines()[0]) \
             from None
+
+
+def read_json(path: Path, model: str) -> dict[str, Any]:
+    """A JSON object from ``path``, or a UserError naming the model and the file."""
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{model}: '{path}' is not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{model}: '{path}' holds a JSON {type(values).__name__}, expected an object")
+    return values
+
+
+def labels_of(id2label: Any, model: str) -> tuple[str, ...]:
+    """Class names in channel order from an ``id2label`` mapping whose keys are the channels 0..K-1."""
+    if not isinstance(id2label, dict):
+        raise UserError(f"{model}: id2label must map channel numbers to class names, got {type(id2label).__name__}")
+    try:
+        channels = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        bad = next(k for k in id2label if not str(k).strip().lstrip("-").isdigit())
+        raise UserError(f"{model}: id2label key {bad!r} is not a channel number (expected the integers 0..K-1)") \
+            from None
+    if sorted(channels) != list(range(len(channels))):
+        raise UserError(f"{model}: id2label keys must be the channels 0..{len(channels) - 1}, got "
+                        f"{sorted(channels)[:8]}")
+    return tuple(channels[i] for i in range(len(channels)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from segbench.errors import UserError, closest
 from segbench.models.normalisation import Normalisation
-from segbench.models.sources.base import Resolved, Source, load_state, read_state
+from segbench.models.sources.base import Resolved, Source, compare, load_state, own_shapes, read_state
 
 NAME = "torchvision"
 
@@ -85,15 +85,26 @@ def resolve(name: str, weights: str | None) -> Resolved:
     num_outputs = _num_outputs(name, state, str(path))
     has_aux = any(k.startswith("aux_classifier.") for k in state)
 
-    def build() -> tuple[Any, Any]:
+    def network() -> Any:
         from torchvision.models import get_model_builder
 
         extra = {"aux_loss": True} if has_aux else {}
-        net = get_model_builder(name)(weights=None, weights_backbone=None, num_classes=num_outputs, **extra)
-        load_state(net, state, str(path), f"torchvision's {name}")
+        return get_model_builder(name)(weights=None, weights_backbone=None, num_classes=num_outputs, **extra)
+
+    def build(accepted: bool = False) -> tuple[Any, Any]:
+        net = network()
+        load_state(net, state, str(path), f"torchvision's {name}", accepted)
         return net, _out
 
-    return Resolved(NAME, name, classes, num_outputs, normalisation, record, build)
+    def verify() -> list[str]:
+        import torch
+
+        with torch.device("meta"):
+            net = network()
+        return compare(own_shapes(net), {k: tuple(v.shape) for k, v in state.items()}, f"'{path}'",
+                       f"torchvision:{name}")
+
+    return Resolved(NAME, name, classes, num_outputs, normalisation, record, build, verify)
 
 
 def fetch(name: str) -> str:

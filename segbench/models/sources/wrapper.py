@@ -33,6 +33,7 @@ class PublishedModel(nn.Module):
                  mapping: LabelMapping | None, size_divisor: int = 1) -> None:
         super().__init__()
         self.size_divisor = size_divisor  # what evaluation pads images to: 1 where the network takes any size
+        self.input_normalisation = normalisation  # recorded by a checkpoint of this model
         self.renormalise = renormaliser(normalisation)
         self.net = net
         self.logits = logits  # the network's output -> its logits tensor
