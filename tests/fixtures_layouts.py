@@ -60,6 +60,34 @@ def make_cityscapes(root: Path) -> Path:
     return root
 
 
+# ACDC: (condition, split, sequence, frame) of each sample; fog/val's second frame has labelTrainIds only.
+ACDC_SAMPLES = (("fog", "train", "GOPR0475", 41), ("night", "train", "GOPR0351", 3), ("fog", "val", "GOPR0476", 7),
+                ("fog", "val", "GOPR0476", 9), ("night", "val", "GOPR0594", 12), ("rain", "val", "GOPR0400", 5),
+                ("snow", "val", "GOPR0122", 33))
+
+
+def make_acdc(root: Path) -> Path:
+    """rgb_anon/{cond}/{split}/SEQ/*_rgb_anon.png with gt/{cond}/{split}/SEQ/*_gt_labelIds.png (ACDC_SAMPLES), plus
+    a val_ref image (the good-weather reference, which is not read)."""
+    train_ids = np.array(CITYSCAPES_TRAIN, dtype=np.uint8)
+    for n, (condition, split, sequence, frame) in enumerate(ACDC_SAMPLES):
+        name = f"{sequence}_frame_{frame:06d}"
+        write_image(root / "rgb_anon" / condition / split / sequence / f"{name}_rgb_anon.png", seed=n)
+        gt = root / "gt" / condition / split / sequence
+        if (condition, frame) == ("fog", 9):
+            write_mask(gt / f"{name}_gt_labelTrainIds.png", stripes(tuple(np.roll(train_ids, n))))
+        else:
+            write_mask(gt / f"{name}_gt_labelIds.png", stripes(tuple(np.roll(CITYSCAPES_IDS, n))))
+        if split == "val":
+            write_image(root / "rgb_anon" / condition / "val_ref" / sequence / f"{name}_rgb_ref_anon.png", seed=n)
+    for condition in ("rain", "snow"):  # every condition has a train folder
+        folder = root / "rgb_anon" / condition / "train" / "GOPR0001"
+        write_image(folder / "GOPR0001_frame_000001_rgb_anon.png", seed=99)
+        write_mask(root / "gt" / condition / "train" / "GOPR0001" / "GOPR0001_frame_000001_gt_labelIds.png",
+                   stripes(CITYSCAPES_IDS))
+    return root
+
+
 def make_ade20k(root: Path) -> Path:
     """ADEChallengeData2016 under ``root``: 2 training and 3 validation JPEG/PNG pairs."""
     base = root / "ADEChallengeData2016"

@@ -141,7 +141,7 @@ def test_run_records_parity_and_speed_per_backend(cli, tmp_path):
 
 
 def test_the_gate_bounds_the_difference_from_eager(tmp_path, images, record, results):
-    from segbench.gate.compare import gate
+    from segbench.gate.compare import GatePolicy, gate
 
     def with_backends(diff: float, status: str = "ok") -> dict:
         model = record("unet-r10", *images(20, 0.6))
@@ -159,7 +159,7 @@ def test_the_gate_bounds_the_difference_from_eager(tmp_path, images, record, res
                          ("skipped", with_backends(0.0, "skipped")), ("none", record("unet-r10", *images(20, 0.6)))):
         path = tmp_path / f"{label}.json"
         path.write_text(json.dumps(results(model)))
-        result = gate(path, baseline, max_backend_diff_points={"mIoU": 0.1}, max_speed_drop_percent=None)
+        result = gate(path, baseline, GatePolicy(max_backend_diff_points={"mIoU": 0.1}, max_speed_drop_percent=None))
         parity = result.checks[result.checks["check"].str.contains("onnxruntime|parity")].iloc[0]
         checks[label] = (result.passed, parity["status"], parity["change"])
     assert checks["close"][:2] == (True, "ok") and checks["close"][2] == pytest.approx(0.05)  # points

@@ -7,14 +7,16 @@ import torch
 from torch import nn
 
 import segbench.deploy.timing as benchmark
-from segbench.deploy.timing import measure_throughput
+from segbench.deploy.timing import Reference, TimingPlan, measure_throughput, typical_range
 
 CPU = torch.device("cpu")
+TIMED_BLOCK = benchmark._timed_block
 
 
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
+        self.load = 1.0  # how much slower than idle the machine runs now
 
     def __call__(self) -> float:
         return self.now
@@ -29,7 +31,7 @@ class KnownCost(nn.Module):
         self.conv = nn.Conv2d(3, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.clock.now += self.seconds_per_image * x.shape[0]
+        self.clock.now += self.seconds_per_image * x.shape[0] * self.clock.load
         return self.conv(x)
 
 
@@ -40,10 +42,22 @@ def clock(monkeypatch):
     return fake
 
 
+def busy(monkeypatch, clock: FakeClock, loads: list[float], blocks_per_load: int = 1) -> None:
+    """A machine whose load changes from one timed block to the next (every ``blocks_per_load`` blocks)."""
+    calls = [0]
+
+    def block(*args):
+        clock.load = loads[(calls[0] // blocks_per_load) % len(loads)]
+        calls[0] += 1
+        return TIMED_BLOCK(*args)
+
+    monkeypatch.setattr(benchmark, "_timed_block", block)
+
+
 @pytest.mark.parametrize("batch", [1, 4])
 def test_reports_images_per_second_not_batches(clock, batch):
     model = KnownCost(clock, seconds_per_image=0.01)
-    result = measure_throughput(model, (batch, 3, 8, 8), CPU, warmup=2, iters=5, repeats=3)
+    result = measure_throughput(model, (batch, 3, 8, 8), CPU, TimingPlan(warmup=2, iters=5, repeats=3))
     assert result.images_per_second == pytest.approx(100.0)  # batches per second would be 100 / batch
     assert result.latency_ms_p50 == pytest.approx(10.0 * batch)  # latency is per batch
     assert result.images_per_second_repeats == pytest.approx([100.0] * 3)
@@ -53,13 +67,14 @@ def test_reports_images_per_second_not_batches(clock, batch):
 
 def test_warmup_seconds_extend_the_warmup(clock):
     model = KnownCost(clock, seconds_per_image=0.1)
-    result = measure_throughput(model, (1, 3, 8, 8), CPU, warmup=1, warmup_seconds=0.95, iters=2, repeats=1)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, warmup_seconds=0.95, iters=2,
+                                                                     repeats=1))
     assert result.warmup_iters == 10
 
 
 def test_flops_of_a_known_layer():
     model = nn.Conv2d(3, 8, kernel_size=1, bias=False)
-    result = measure_throughput(model, (2, 3, 16, 16), CPU, warmup=1, iters=2, repeats=1)
+    result = measure_throughput(model, (2, 3, 16, 16), CPU, TimingPlan(warmup=1, iters=2, repeats=1))
     assert result.gflops_per_image * 1e9 == pytest.approx(2 * 3 * 8 * 16 * 16)  # one multiply-add = 2 FLOPs
     assert result.params == 24
 
@@ -77,7 +92,8 @@ class OutOfMemoryAbove(nn.Module):
 
 
 def test_out_of_memory_halves_the_batch_and_says_so():
-    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1, oom="halve")
+    plan = TimingPlan(warmup=1, iters=2, repeats=1, oom="halve")
+    result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, plan)
     assert result.batch_size == 2 and result.requested_batch_size == 8 and result.oom_halvings == 2
     assert result.input_shape == (2, 3, 8, 8)
 
@@ -86,15 +102,60 @@ def test_out_of_memory_fails_naming_the_batch_size_by_default():
     from segbench.errors import UserError
 
     with pytest.raises(UserError, match="out of memory at batch size 8 .*bench.oom=halve"):
-        measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, warmup=1, iters=2, repeats=1)
+        measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=2, repeats=1))
 
 
 def test_min_seconds_adds_timed_blocks(clock):
     model = KnownCost(clock, seconds_per_image=0.01)
-    result = measure_throughput(model, (1, 3, 8, 8), CPU, warmup=1, iters=5, repeats=2, min_seconds=0.18)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=2, min_seconds=0.18))
     assert result.repeats == 4  # blocks of 0.05 s: two asked for, four to reach 0.18 s
     assert result.timed_seconds == pytest.approx(0.2) and result.min_seconds == 0.18
     assert len(result.images_per_second_repeats) == 4
+
+
+def test_a_reference_is_timed_alternately_block_by_block(clock, monkeypatch):
+    busy(monkeypatch, clock, [1.0, 2.0, 1.5], blocks_per_load=2)  # each block of ours and the reference's after it
+    model, reference = KnownCost(clock, seconds_per_image=0.01), KnownCost(clock, seconds_per_image=0.005)
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=3),
+                                Reference("fast-r10", reference))
+    assert result.images_per_second_repeats == pytest.approx([100.0, 50.0, 100 / 1.5])
+    assert result.reference_images_per_second_repeats == pytest.approx([200.0, 100.0, 200 / 1.5])
+    assert result.reference_model == "fast-r10" and result.spread == pytest.approx(0.75)
+    assert result.repeats == 3  # the figures disagree by 75 %, their ratios not at all: no more blocks
+    alone = measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=3))
+    assert alone.reference_model is None and alone.reference_images_per_second_repeats is None
+
+
+def test_more_blocks_while_the_repeats_disagree(clock, monkeypatch):
+    model = KnownCost(clock, seconds_per_image=0.01)
+    plan = TimingPlan(warmup=1, iters=5, repeats=3)
+    busy(monkeypatch, clock, [2.0] + [1.0] * 20)  # the first block disturbed
+    result = measure_throughput(model, (1, 3, 8, 8), CPU, plan)
+    assert result.repeats == 4  # [50, 100, 100]: 50 % apart; a fourth block: the quarter at each end left out
+    assert result.images_per_second == pytest.approx(100.0)
+    busy(monkeypatch, clock, [1.0, 2.0])  # a machine that never settles: at most 3 x the repeats
+    assert measure_throughput(model, (1, 3, 8, 8), CPU, plan).repeats == 9
+    busy(monkeypatch, clock, [1.0, 2.0])
+    assert measure_throughput(model, (1, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=5, repeats=3,
+                                                                   repeat_factor=1)).repeats == 3
+
+
+def test_typical_range_leaves_out_the_extreme_quarters():
+    assert typical_range([3.0, 1.0, 2.0]) == (1.0, 3.0)  # fewer than 4: all of them
+    assert typical_range([9.0, 1.0, 2.0, 3.0]) == (2.0, 3.0)
+    assert typical_range([float(v) for v in range(1, 10)]) == (3.0, 7.0)
+
+
+def test_the_timing_plan_of_a_suite_and_its_checks():
+    from segbench.config.schema import BenchConfig
+
+    plan = TimingPlan.from_bench(BenchConfig(iters=7, repeats=4, precision="bf16", oom="halve"), "onnxruntime")
+    assert (plan.backend, plan.iters, plan.repeats, plan.precision, plan.oom) == ("onnxruntime", 7, 4, "bf16",
+                                                                                  "halve")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TimingPlan(precision="fp8")
+    with pytest.raises(ValueError, match="oom must be one of"):
+        TimingPlan(oom="shrink")
 
 
 def test_other_errors_are_not_taken_for_out_of_memory():
@@ -103,13 +164,13 @@ def test_other_errors_are_not_taken_for_out_of_memory():
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        measure_throughput(Broken(), (4, 3, 8, 8), CPU, warmup=1, iters=1, repeats=1)
+        measure_throughput(Broken(), (4, 3, 8, 8), CPU, TimingPlan(warmup=1, iters=1, repeats=1))
 
 
 def test_settings_are_recorded_with_the_figure():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-    result = measure_throughput(model, (1, 3, 16, 16), CPU, warmup=1, iters=2, repeats=2,
-                                precision="bf16", channels_last=True)
+    plan = TimingPlan(warmup=1, iters=2, repeats=2, precision="bf16", channels_last=True)
+    result = measure_throughput(model, (1, 3, 16, 16), CPU, plan)
     assert result.precision == "bf16" and result.memory_format == "channels_last"
     assert result.timer == "perf_counter" and result.memory_measure == "cpu_peak_rss_growth"
     assert result.device == "cpu" and not result.compile
@@ -122,8 +183,8 @@ def test_gpu_paths(precision):
     from segbench.models.registry import build_model
 
     model = build_model("unet-resnet10t", num_classes=3)
-    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), warmup=3, iters=5, repeats=2,
-                                precision=precision, channels_last=True)
+    plan = TimingPlan(warmup=3, iters=5, repeats=2, precision=precision, channels_last=True)
+    result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), plan)
     assert result.timer == "cuda_event" and result.memory_measure == "cuda_max_allocated"
     assert result.peak_memory_mb > 0 and result.images_per_second > 0
 

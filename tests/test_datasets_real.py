@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 from fixtures_layouts import (
+    ACDC_SAMPLES,
     ADE_TRAIN,
     CITYSCAPES_TRAIN,
     HEIGHT,
     STRIPE,
     VOC_RAW,
     WIDTH,
+    make_acdc,
     make_ade20k,
     make_cityscapes,
     make_folder,
@@ -80,6 +82,45 @@ def test_cityscapes_val_uses_train_id_files_when_present(tmp_path):
     assert column(val.target(2)) == list(np.roll(CITYSCAPES_TRAIN, 2))  # train ids only
     image, mask = val[2]
     assert torch.equal(mask, torch.from_numpy(val.target(2)))  # evaluation: no geometric change
+
+
+def test_acdc_conditions_label_ids_and_train_ids(tmp_path):
+    root = make_acdc(tmp_path)
+    cfg = DataConfig(name="acdc", root=str(root))
+    val = build_dataset(cfg, "val")
+    expected = [(f"{c}/val/{seq}/{seq}_frame_{f:06d}", n) for n, (c, split, seq, f) in enumerate(ACDC_SAMPLES)
+                if split == "val"]
+    assert [s.id for s in val.samples] == [key for key, _ in expected]  # every condition, no *_ref image
+    for index, (key, n) in enumerate(expected):
+        # label ids go through the Cityscapes table; fog GOPR0476 frame 9 has train ids only
+        assert column(val.target(index)) == list(np.roll(CITYSCAPES_TRAIN, n)), key
+    fog = build_dataset(cfg, "fog/val")
+    assert [s.id for s in fog.samples] == [key for key, _ in expected if key.startswith("fog/")]
+    assert len(build_dataset(cfg, "train")) == 4
+    info = dataset_info(cfg)
+    assert info.name == "acdc" and info.classes == dataset_info(DataConfig(name="cityscapes")).classes
+    from segbench.data.layouts.acdc import condition_of
+
+    assert [condition_of(s.id) for s in val.samples] == ["fog", "fog", "night", "rain", "snow"]
+
+
+def test_acdc_refuses_missing_data_and_bad_splits(tmp_path, monkeypatch, cli):
+    monkeypatch.delenv("ACDC_ROOT", raising=False)
+    with pytest.raises(UserError, match="acdc: data.root is not set and ACDC_ROOT is empty.*acdc.vision.ee.ethz.ch"):
+        check_available(DataConfig(name="acdc"))
+    root = make_acdc(tmp_path / "acdc")
+    shutil.rmtree(root / "gt" / "snow" / "val")
+    with pytest.raises(UserError, match=f"acdc: {root / 'gt' / 'snow' / 'val'} is missing; expected rgb_anon/"):
+        check_available(DataConfig(name="acdc", root=str(root)))
+    check_available(DataConfig(name="acdc", root=str(root), val_split="fog/val"))  # one condition needs only its own
+    with pytest.raises(UserError, match=r"acdc: split 'haze/val': expected SPLIT .* fog, night, rain, snow"):
+        check_available(DataConfig(name="acdc", root=str(root), val_split="haze/val"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("run", "suite=cityscapes", "data.name=acdc", f"data.root={tmp_path / 'nowhere'}",
+                         "models=[unet-resnet10t]")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"segbench: error: acdc: data root {tmp_path / 'nowhere'} does not exist; expected ")
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_ade20k_reduces_the_zero_label_and_maps_split_names(tmp_path):

@@ -1,11 +1,13 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from segbench.errors import UserError
 from segbench.gate.baseline import update_baseline
-from segbench.gate.compare import gate, parse_max_drops, same_images
+from segbench.gate.compare import GatePolicy, gate, parse_max_drops, same_images
 from segbench.gate.render import text, write_summary
 from segbench.results.schema import parse_results, write_results
 
@@ -53,7 +55,7 @@ def test_tolerance_is_in_percentage_points(tmp_path, record, results):
     one = write(tmp_path / "one.json", results(record("m", np.full((10, 3), 118), union)))  # 0.590: -1.0 pp
     assert gate(half, base).passed
     assert not gate(one, base).passed
-    assert gate(one, base, max_drop_points={"mIoU": 1.0}).passed
+    assert gate(one, base, GatePolicy(max_drop_points={"mIoU": 1.0})).passed
 
 
 def test_max_drops_from_the_command_line():
@@ -63,7 +65,11 @@ def test_max_drops_from_the_command_line():
         with pytest.raises(UserError, match="METRIC=POINTS"):
             parse_max_drops([bad])
     with pytest.raises(UserError, match="non-negative"):
-        gate("unused", "unused", max_drop_points=parse_max_drops(["mIoU=-1"]))
+        GatePolicy(max_drop_points=parse_max_drops(["mIoU=-1"]))
+    with pytest.raises(UserError, match="exclude each other"):
+        GatePolicy(absolute_speed=True, reference_model="m")
+    with pytest.raises(UserError, match=r"--max-speed-drop must be a percentage in \[0, 100\], got 150"):
+        GatePolicy(max_speed_drop_percent=150)
 
 
 def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, baseline, images, record, results):
@@ -72,7 +78,7 @@ def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, 
     run = write(tmp_path / "run.json", results(record("unet-r10", intersection, union),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
     assert not gate(run, baseline).passed
-    result = gate(run, baseline, require_significant=True)
+    result = gate(run, baseline, GatePolicy(require_significant=True))
     assert result.passed
     row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "mIoU")]
     assert row["status"] == "noise" and row["change"] < -0.5 and row["ci_high"] >= 0
@@ -82,7 +88,7 @@ def test_a_drop_from_one_image_is_noise_when_significance_is_required(tmp_path, 
 def test_a_consistent_drop_is_significant(tmp_path, baseline, images, record, results):
     run = write(tmp_path / "run.json", results(record("unet-r10", *images(50, 0.58)),
                                                record("fpn-r10", *images(50, 0.5, seed=1), ips=200.0)))
-    result = gate(run, baseline, require_significant=True)
+    result = gate(run, baseline, GatePolicy(require_significant=True))
     assert statuses(result)[("unet-r10", "mIoU")] == "fail"
 
 
@@ -126,57 +132,129 @@ def test_other_suites_and_bad_options_are_user_errors(tmp_path, baseline, images
     with pytest.raises(UserError, match="suite 'cityscapes'"):
         gate(other, baseline)
     with pytest.raises(UserError, match="did you mean 'mIoU'"):
-        gate(baseline, baseline, max_drop_points={"miou": 0.5})
+        gate(baseline, baseline, GatePolicy(max_drop_points={"miou": 0.5}))
     with pytest.raises(UserError, match="reference model 'unet'"):
-        gate(baseline, baseline, reference_model="unet")
+        gate(baseline, baseline, GatePolicy(reference_model="unet"))
 
 
-def test_speed_against_a_reference_model(tmp_path, baseline, images, record, results):
+def row_of(result, model: str, check: str = "speed"):
+    return result.checks.set_index(["model", "check"]).loc[(model, check)]
+
+
+def test_speed_is_a_ratio_to_the_baselines_fastest_model_by_default(tmp_path, baseline, images, record, results):
     same = images(50, 0.6), images(50, 0.5, seed=1)
     slow_machine = write(tmp_path / "slow.json", results(record("unet-r10", *same[0], ips=50.0),
                                                          record("fpn-r10", *same[1], ips=100.0)))
-    assert not gate(slow_machine, baseline).passed  # raw images/s halved
-    result = gate(slow_machine, baseline, reference_model="fpn-r10")
-    assert result.passed
+    result = gate(slow_machine, baseline)  # raw images/s halved for both: the machine, not the code
+    assert result.passed and (result.speed.mode, result.speed.reference) == ("ratio", "fpn-r10")
     assert statuses(result)[("fpn-r10", "speed")] == "reference"
-    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    row = row_of(result, "unet-r10")
     assert (row["baseline"], row["run"], row["change"]) == (0.5, 0.5, 0.0)
+    assert "ratio to fpn-r10's in the same run (the baseline's fastest model timed in both" in text(result)
+    absolute = gate(slow_machine, baseline, GatePolicy(absolute_speed=True))
+    assert not absolute.passed and absolute.speed.mode == "absolute"
+    assert row_of(absolute, "unet-r10")["change"] == pytest.approx(-50.0)
+    assert "raw images/s of run against baseline (asked for with --absolute-speed)" in text(absolute)
 
     slower_model = write(tmp_path / "slower.json", results(record("unet-r10", *same[0], ips=60.0),
                                                            record("fpn-r10", *same[1], ips=200.0)))
-    result = gate(slower_model, baseline, reference_model="fpn-r10")
+    result = gate(slower_model, baseline)
     assert not result.passed
-    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    row = row_of(result, "unet-r10")
     assert row["change"] == pytest.approx(-40.0) and row["status"] == "fail"
-    assert gate(slower_model, baseline, reference_model="fpn-r10", max_speed_drop_percent=50).passed
-    assert gate(slower_model, baseline, max_speed_drop_percent=None).passed
+    assert row["note"].startswith("-40.0% beyond the -20% limit and beyond the noise")
+    assert not gate(slower_model, baseline, GatePolicy(reference_model="fpn-r10")).passed
+    assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=50)).passed
+    assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=None)).passed
+    assert gate(slower_model, baseline, GatePolicy(max_speed_drop_percent=100)).speed.mode == "off"
+
+
+def timed(data: dict, repeats: list[float], reference: list[float] | None = None, model: int = 0) -> dict:
+    """Set the timed repeats of ``data``'s model number ``model`` (and its interleaved reference's, fpn-r10)."""
+    speed = data["models"][model]["speed"][0]
+    speed.update(images_per_second=float(np.median(repeats)), images_per_second_repeats=repeats,
+                 spread=(max(repeats) - min(repeats)) / np.median(repeats))
+    if reference is not None:
+        speed.update(reference_model="fpn-r10", reference_images_per_second_repeats=reference)
+    return data
 
 
 def test_speed_drop_within_timing_noise(tmp_path, baseline, images, record, results):
-    def timed(data: dict, repeats: list[float]) -> dict:
-        speed = data["models"][0]["speed"][0]
-        speed.update(images_per_second=float(np.median(repeats)), images_per_second_repeats=repeats,
-                     spread=(max(repeats) - min(repeats)) / np.median(repeats))
-        return data
-
     base = write(tmp_path / "base.json", timed(json.loads(baseline.read_text()), [60.0, 100.0, 140.0]))
     same = images(50, 0.6), images(50, 0.5, seed=1)
     noisy = write(tmp_path / "noisy.json", timed(results(record("unet-r10", *same[0]), record("fpn-r10", *same[1],
                                                                                           ips=200.0)),
                                                  [50.0, 70.0, 120.0]))
-    assert not gate(noisy, base).passed  # the median fell by 30 %
-    result = gate(noisy, base, require_significant=True)
-    assert result.passed and statuses(result)[("unet-r10", "speed")] == "noise"
+    result = gate(noisy, base)  # the median fell by 30 %, but the repeats overlap
+    row = row_of(result, "unet-r10")
+    assert result.passed and row["status"] == "noise" and row["change"] == pytest.approx(-30.0)
+    assert row["ci_high"] == pytest.approx(100 * (120 / 60 - 1)) and "repeats overlap" in row["note"]
     assert "unet-r10 (baseline 80%, run 100%)" in " ".join(result.notes)
     steady = write(tmp_path / "steady.json", timed(json.loads(baseline.read_text()), [98.0, 100.0, 102.0]))
     slower = write(tmp_path / "slower.json", timed(results(record("unet-r10", *same[0]),
                                                            record("fpn-r10", *same[1], ips=200.0)), [50, 52, 55]))
-    result = gate(slower, steady, require_significant=True)
-    row = result.checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
+    row = row_of(gate(slower, steady), "unet-r10")
     assert row["status"] == "fail" and row["ci_high"] == pytest.approx(100 * (55 / 98 - 1))
-    # Every repeat slower, but the baseline's repeats disagree by 80 %: the machine was busy; no verdict.
-    row = gate(slower, base, require_significant=True).checks.set_index(["model", "check"]).loc[("unet-r10", "speed")]
-    assert row["status"] == "noise" and row["ci_high"] < 0 and row["note"] == "timing spread 80% > 20%"
+    # Every repeat slower, but the baseline's repeats disagree by 80 %: the drop (48 %) is inside the noise floor.
+    row = row_of(gate(slower, base), "unet-r10")
+    assert row["status"] == "noise" and row["ci_high"] < 0 and "within the noise floor 80%" in row["note"]
+
+
+def test_interleaved_reference_cancels_a_machine_busy_in_some_blocks(tmp_path, images, record, results):
+    same = images(50, 0.6), images(50, 0.5, seed=1)
+
+    def suite(unet: list[float], fpn_alongside: list[float]) -> dict:
+        return timed(results(record("unet-r10", *same[0]), record("fpn-r10", *same[1], ips=200.0)), unet,
+                     fpn_alongside)
+
+    base = write(tmp_path / "base.json", suite([100.0, 100.0, 100.0], [200.0, 200.0, 200.0]))
+    busy = write(tmp_path / "busy.json", suite([70.0, 50.0, 60.0], [140.0, 100.0, 120.0]))  # ratios all 0.5
+    result = gate(busy, base)
+    assert result.passed and result.speed.why == "timed alternately with each model, block by block"
+    row = row_of(result, "unet-r10")
+    assert (row["baseline"], row["run"], row["change"]) == (0.5, 0.5, 0.0) and row["status"] == "ok"
+    assert row_of(gate(busy, base, GatePolicy(absolute_speed=True)), "unet-r10")["status"] == "fail"  # -40 %
+    older = write(tmp_path / "older.json", timed(results(record("unet-r10", *same[0]),  # timed before interleaving
+                                                         record("fpn-r10", *same[1], ips=200.0)), [100.0] * 3))
+    mixed = gate(busy, older)  # the run's side still uses its interleaved ratios, the baseline's the separate timing
+    assert mixed.speed.why.startswith("the baseline's fastest model timed in both")
+    assert row_of(mixed, "unet-r10")["change"] == pytest.approx(0.0)
+    slower = write(tmp_path / "slower.json", suite([49.0, 35.0, 42.0], [140.0, 100.0, 120.0]))  # ratios all 0.35
+    row = row_of(gate(slower, base), "unet-r10")
+    assert row["status"] == "fail" and row["change"] == pytest.approx(-30.0)
+    assert "every typical interleaved ratio of the run below the baseline's" in row["note"]
+
+
+def test_a_single_model_is_flagged_not_failed(tmp_path, images, record, results):
+    base = write(tmp_path / "base.json", results(record("m", *images(20, 0.6), ips=100.0)))
+    run = write(tmp_path / "run.json", results(record("m", *images(20, 0.6), ips=50.0)))
+    result = gate(run, base)
+    assert result.passed and result.speed.mode == "unchecked"
+    assert row_of(result, "m")["status"] == "flagged" and "not gated: one model" in row_of(result, "m")["note"]
+    assert "raw images/s reported, not gated (one model timed in both" in text(result)
+    assert not gate(run, base, GatePolicy(absolute_speed=True)).passed
+
+
+def test_non_finite_figures_fail_in_the_run_and_are_refused_in_the_baseline(tmp_path, baseline, images, record,
+                                                                          results):
+    good = json.loads(baseline.read_text())
+    broken = json.loads(baseline.read_text())
+    broken["models"][1]["metrics"]["mIoU"] = float("nan")
+    broken["models"][0]["speed"][0]["images_per_second"] = float("inf")
+    run = write(tmp_path / "nan.json", broken)
+    result = gate(run, baseline)
+    assert result.exit_code == 1
+    assert statuses(result)[("fpn-r10", "mIoU")] == "fail" and row_of(result, "fpn-r10", "mIoU")["note"] == \
+        "mIoU is nan in the run"
+    assert statuses(result)[("unet-r10", "speed")] == "fail" and row_of(result, "unet-r10")["note"] == \
+        "images/s is inf in the run"
+    assert pd.isna(row_of(result, "fpn-r10", "mIoU")["run"]) and text(result).endswith("FAIL: regression")
+    with pytest.raises(UserError, match=r"baseline: model 'unet-r10' has images/s = inf; a baseline must hold fin"):
+        gate(write(tmp_path / "good.json", good), run)
+    with pytest.raises(UserError, match=r"baseline: model 'fpn-r10' has mIoU = nan; a baseline must hold finite"):
+        gate(write(tmp_path / "good.json", good), run, GatePolicy(max_speed_drop_percent=None))
+    assert gate(write(tmp_path / "good.json", good), run, GatePolicy(max_speed_drop_percent=None,
+                                                                     max_drop_points={"mDice": 0.5})).passed
 
 
 def test_summaries_are_written(tmp_path, baseline, images, record, results):
@@ -242,3 +320,114 @@ def test_run_from_mlflow_latest_and_run_id(tmp_path, mlflow_uri, baseline, image
     other = write(tmp_path / "other.json", results(record("unet-r10", *images(5, 0.6)), suite="other"))
     with pytest.raises(UserError, match="no finished run of suite 'other'"):
         gate("latest", other, tracking_uri=mlflow_uri)
+
+
+class LoadedClock:
+    """A fake host clock on a machine whose load changes with every timed block (cycling through ``loads``)."""
+
+    def __init__(self, monkeypatch, loads: list[float]) -> None:
+        import segbench.deploy.timing as timing
+
+        self.now, self.load, self.loads, self.calls = 0.0, 1.0, loads, 0
+        timed_block = timing._timed_block
+
+        def block(*args):
+            self.load = self.loads[self.calls % len(self.loads)]
+            self.calls += 1
+            return timed_block(*args)
+
+        monkeypatch.setattr(timing, "_clock", lambda: self.now)
+        monkeypatch.setattr(timing, "_timed_block", block)
+
+
+class Costly(torch.nn.Module):
+    """A forward pass that costs ``seconds`` per image on the fake clock, times the machine's load."""
+
+    def __init__(self, clock: LoadedClock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds, self.conv = clock, seconds, torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        self.clock.now += self.seconds * x.shape[0] * self.clock.load
+        return self.conv(x)
+
+
+COSTS = {"unet-r10": 0.02, "fpn-r10": 0.015, "psp-r10": 0.006}  # seconds per image on an idle machine
+
+
+@pytest.fixture
+def timed_suite(monkeypatch, images, record, results):
+    """``timed_suite(loads, slower, machine)``: results.json data of three models timed through the timing code
+    (psp-r10, the cheapest, alternately with the others), unet-r10's forward ``slower`` times as costly, every
+    forward ``machine`` times as costly, the load changing block by block as ``loads`` says."""
+    from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
+
+    def make(loads: list[float], slower: float = 1.0, machine: float = 1.0) -> dict:
+        clock = LoadedClock(monkeypatch, loads)
+        records = []
+        for i, (name, cost) in enumerate(COSTS.items()):
+            model = Costly(clock, cost * machine * (slower if name == "unet-r10" else 1.0))
+            reference = None if name == "psp-r10" else Reference("psp-r10", Costly(clock, COSTS["psp-r10"] * machine))
+            speed = measure_throughput(model, (1, 3, 8, 8), torch.device("cpu"),
+                                       TimingPlan(warmup=1, iters=4, repeats=3), reference)
+            records.append(record(name, *images(20, 0.6, seed=i)) | {"speed": [speed.to_dict()]})
+        return results(*records)
+
+    return make
+
+
+# The load of each timed block on a busy machine: the model's block and the reference's after it rarely agree.
+QUIET = [1.0, 1.04, 1.0, 0.97, 1.02, 1.0]
+BUSY = [1.6, 1.5, 1.0, 1.1, 1.35, 1.25, 1.9, 1.8]
+
+
+def test_the_default_gate_tells_a_slower_model_from_a_busier_machine(tmp_path, timed_suite):
+    baseline = write(tmp_path / "base.json", timed_suite(QUIET))
+    rerun = gate(write(tmp_path / "rerun.json", timed_suite(BUSY)), baseline)
+    assert rerun.passed, text(rerun)  # the same code on a machine busier in some blocks than in others
+    assert (rerun.speed.reference, rerun.speed.why) == ("psp-r10", "timed alternately with each model, block by block")
+    assert abs(row_of(rerun, "unet-r10")["change"]) < 10
+    assert not gate(write(tmp_path / "rerun.json", timed_suite(BUSY)), baseline,
+                    GatePolicy(absolute_speed=True)).passed  # raw images/s: the busy machine reads as a regression
+    machine = gate(write(tmp_path / "machine.json", timed_suite(QUIET, machine=1.7)), baseline)
+    assert machine.passed and abs(row_of(machine, "fpn-r10")["change"]) < 5  # every model 1.7x slower
+    for slower in (1 / 0.7, 1.3):  # 30 % fewer images/s, or each forward 30 % longer (23 % fewer images/s)
+        result = gate(write(tmp_path / "slower.json", timed_suite(BUSY, slower=slower)), baseline)
+        row = row_of(result, "unet-r10")
+        assert not result.passed and row["status"] == "fail", text(result)
+        assert row["change"] == pytest.approx(100 * (1 / slower - 1), abs=8)
+        assert statuses(result)[("fpn-r10", "speed")] == "ok"
+
+
+def test_the_cli_defaults_name_the_comparison_and_fail_on_nan(cli, tmp_path, baseline):
+    code, out, err = cli("gate", str(baseline), str(baseline))
+    assert code == 0, err
+    assert "speed: images/s as a ratio to fpn-r10's in the same run (the baseline's fastest model timed in both" \
+        in out and out.rstrip().endswith("PASS")
+    broken = json.loads(baseline.read_text())
+    broken["models"][0]["metrics"]["mIoU"] = float("nan")
+    nan = write(tmp_path / "nan.json", broken)
+    code, out, err = cli("gate", str(nan), str(baseline))
+    assert code == 1 and "mIoU is nan in the run" in out and out.rstrip().endswith("FAIL: regression")
+    code, out, err = cli("gate", str(baseline), str(nan))
+    assert code == 2 and out == ""
+    assert err.strip() == ("segbench: error: baseline: model 'unet-r10' has mIoU = nan; a baseline must hold finite "
+                           "numbers (update it from a good run with `segbench baseline update`)")
+
+
+def test_baseline_update_latest_creates_a_new_baseline(cli, tmp_path, mlflow_uri, images, record, results):
+    from segbench.config.schema import TrackingConfig
+    from segbench.results.tracking import Tracker
+
+    data = results(record("unet-r10", *images(20, 0.6)))
+    tracker = Tracker(TrackingConfig(uri=mlflow_uri), "toy")
+    parent = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
+    tracker.artifact(parent, write(tmp_path / "results.json", data))
+    tracker.end(parent)
+    target = tmp_path / "baselines" / "new.json"
+    code, out, err = cli("baseline", "update", "latest", str(target), "--tracking-uri", mlflow_uri)
+    assert code == 0, err
+    written = json.loads(target.read_text())
+    assert written["suite"]["name"] == "toy" and written["models"][0]["metrics"] == data["models"][0]["metrics"]
+    code, out, err = cli("baseline", "update", "latest", str(target), "--tracking-uri", mlflow_uri)  # now: its suite
+    assert code == 0 and json.loads(target.read_text()) == written

@@ -244,7 +244,7 @@ def test_list_metrics_gives_definitions_and_conventions(cli):
 
 
 def test_gate_gates_passport_metrics_in_their_direction_with_intervals(tmp_path, images, record, results):
-    from segbench.gate.compare import gate
+    from segbench.gate.compare import GatePolicy, gate
 
     def model(iou: float, ece: float, iiou: float, seed: int = 0) -> dict:
         entry = record("unet-r10", *images(60, iou, seed=seed))
@@ -256,13 +256,13 @@ def test_gate_gates_passport_metrics_in_their_direction_with_intervals(tmp_path,
     base.write_text(json.dumps(results(model(0.6, 0.05, 0.40))))
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps(results(model(0.45, 0.08, 0.395, seed=0))))
-    checks = gate(worse, base, max_drop_points={"iIoU": 1.0, "ECE": 2.0, "image_mIoU": 1.0},
-                  max_speed_drop_percent=None).checks.set_index("check")
+    checks = gate(worse, base, GatePolicy(max_drop_points={"iIoU": 1.0, "ECE": 2.0, "image_mIoU": 1.0},
+                                          max_speed_drop_percent=None)).checks.set_index("check")
     assert checks.loc["iIoU", "status"] == "ok" and checks.loc["iIoU", "change"] == pytest.approx(-0.5)
     assert checks.loc["ECE", "status"] == "fail" and checks.loc["ECE", "change"] == pytest.approx(3.0)
     assert checks.loc["image_mIoU", "status"] == "fail" and checks.loc["image_mIoU", "ci_high"] < 0
     with pytest.raises(UserError, match="no quality metric 'iIOU'"):
-        gate(worse, base, max_drop_points={"iIOU": 1.0})
+        gate(worse, base, GatePolicy(max_drop_points={"iIOU": 1.0}))
 
 
 def test_per_case_rows_merge_in_data_set_order_across_ranks(monkeypatch):

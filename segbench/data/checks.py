@@ -7,6 +7,10 @@ their pixels (PNG: chunk CRCs via ``Image.verify``; JPEG: the end-of-image marke
 are decoded). Files are checked on a thread pool (Pillow releases the GIL while decoding) and the
 result of every pair is cached under ``$SEGBENCH_CACHE_DIR`` (default ``~/.cache/segbench``), keyed
 by both paths, sizes and modification times and the label table: later runs only ``stat`` the files.
+
+Images and masks are read as viewers show them: the EXIF orientation (from the file header; a PNG's
+eXIf chunk after the pixel data is not looked at) is applied to both, and a 16-bit image is scaled from
+its 0..65535 range to 0..255; 32-bit and floating-point images, whose range is unknown, are refused.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_MODES = ("L", "P", "1")  # single-channel 8-bit masks of label values (1-bit masks read as 0/1)
-CACHE_VERSION = 2
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # 16-bit grayscale: scaled from 0..65535 to 0..255
+UNSUPPORTED_IMAGE_MODES = {"I": "32-bit integer", "F": "32-bit floating-point"}
+CACHE_VERSION = 3  # 3: sizes after the EXIF orientation, 16-bit and 32-bit image modes
+ORIENTATION_TAG = 0x0112
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transposition that displays it upright
 SHOWN = 3  # problems quoted in the error that refuses a data set
 
 
@@ -57,28 +67,85 @@ class PairCheck:
     values: tuple[int, ...] = ()
 
 
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8; 1 = upright) of a just-opened image, from the metadata read with its header."""
+    try:
+        value = Image.Image.getexif(image).get(ORIENTATION_TAG, 1)  # the base method: never decodes a PNG's pixels
+    except Exception:  # damaged EXIF data: shown upright by viewers too
+        return 1
+    return value if value in TRANSPOSE else 1
+
+
+def _sixteen_bit(mode: str, file_format: str | None) -> bool:
+    """Whether an image is 16-bit grayscale (older Pillows open 16-bit PNGs as mode I; PNG has no 32-bit mode)."""
+    return mode in SIXTEEN_BIT_MODES or (mode == "I" and file_format == "PNG")
+
+
+def unsupported_image_mode(mode: str, file_format: str | None = None) -> str | None:
+    """Why an image of Pillow ``mode`` cannot be read as RGB with its real range, or None when it can."""
+    if mode not in UNSUPPORTED_IMAGE_MODES or _sixteen_bit(mode, file_format):
+        return None
+    return (f"image mode is {mode} ({UNSUPPORTED_IMAGE_MODES[mode]} values of unknown range); save it as an 8-bit "
+            "or 16-bit image (e.g. PNG) with the range it should be shown with")
+
+
 def read_image(path: Path) -> Image.Image:
-    """An image file as an RGB PIL image."""
+    """An image file as an RGB PIL image, upright as its EXIF orientation says; 16-bit values are scaled from
+    0..65535 to 0..255 (rounded), as viewers show them."""
     with Image.open(path) as image:
-        return image.convert("RGB")
+        turn = TRANSPOSE.get(orientation(image))
+        if reason := unsupported_image_mode(image.mode, image.format):
+            raise ValueError(reason)
+        if _sixteen_bit(image.mode, image.format):
+            levels = np.asarray(image).astype(np.float32) / 257.0  # 65535 / 255: 0 -> 0, 65535 -> 255
+            rgb = Image.fromarray(np.rint(levels).astype(np.uint8)).convert("RGB")
+        else:
+            rgb = image.convert("RGB")
+    return rgb.transpose(turn) if turn is not None else rgb
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A mask file as an HxW uint8 array of raw label values (palette PNGs give their indices)."""
+    """A mask file as an HxW uint8 array of raw label values (palette PNGs give their indices), upright as its
+    EXIF orientation says."""
     with Image.open(path) as mask:
         if mask.mode not in MASK_MODES:
             raise ValueError(f"mask mode is {mask.mode}; expected a single-channel 8-bit mask (L or P)")
-        return np.asarray(mask).astype(np.uint8, copy=False)
+        turn = TRANSPOSE.get(orientation(mask))
+        values = np.asarray(mask.transpose(turn) if turn is not None else mask)
+    return values.astype(np.uint8, copy=False)
 
 
-def _header(path: Path, what: str, problems: list[Problem]) -> tuple[int, int, str] | None:
-    """(height, width, mode) from the file header, or None after recording why it cannot be read."""
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says: its displayed size (after the EXIF orientation), mode, orientation and format."""
+
+    height: int
+    width: int
+    mode: str
+    orientation: int
+    format: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+
+def _header(path: Path, what: str, problems: list[Problem]) -> Header | None:
+    """The file's header, or None after recording why it cannot be read."""
     try:
         with Image.open(path) as image:
-            return image.height, image.width, image.mode
+            turn = orientation(image)
+            height, width = (image.width, image.height) if turn >= 5 else (image.height, image.width)
+            return Header(height, width, image.mode, turn, image.format)
     except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
         problems.append(Problem(str(path), f"unreadable {what}: {describe_error(exc)}"))
         return None
+
+
+def _shown(header: Header) -> str:
+    """``WxH`` of a file as displayed, naming its EXIF orientation when it has one."""
+    turned = f" after its EXIF orientation {header.orientation}" if header.orientation != 1 else ""
+    return f"{header.width}x{header.height}{turned}"
 
 
 def _check_image_data(path: Path) -> str | None:
@@ -107,16 +174,17 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
     present: tuple[int, ...] = ()
     image_header = _header(image, "image", problems)
     mask_header = _header(mask, "mask", problems)
-    if image_header and (reason := _check_image_data(image)):
-        problems.append(Problem(str(image), reason))
+    if image_header:
+        reason = unsupported_image_mode(image_header.mode, image_header.format) or _check_image_data(image)
+        if reason:
+            problems.append(Problem(str(image), reason))
     if mask_header:
-        height, width, mode = mask_header
-        if mode not in MASK_MODES:
-            problems.append(Problem(str(mask), f"mask mode is {mode}; expected a single-channel 8-bit mask "
-                                               "(L or P) of label values"))
-        elif image_header and image_header[:2] != (height, width):
-            problems.append(Problem(str(mask), f"mask is {width}x{height} but its image {image.name} is "
-                                               f"{image_header[1]}x{image_header[0]}"))
+        if mask_header.mode not in MASK_MODES:
+            problems.append(Problem(str(mask), f"mask mode is {mask_header.mode}; expected a single-channel 8-bit "
+                                               "mask (L or P) of label values"))
+        elif image_header and image_header.size != mask_header.size:
+            problems.append(Problem(str(mask), f"mask is {_shown(mask_header)} but its image {image.name} is "
+                                               f"{_shown(image_header)} (width x height as displayed)"))
         else:
             try:
                 values = np.flatnonzero(np.bincount(read_mask(mask).ravel(), minlength=256))
@@ -128,8 +196,7 @@ def check_pair(image: Path, mask: Path, labels: "LabelMap") -> PairCheck:
                 if bad:
                     problems.append(Problem(str(mask), f"label values {_shorten(bad)} are neither classes "
                                                        f"nor ignored under {labels.name}"))
-    size = (image_header[0], image_header[1]) if image_header else None
-    return PairCheck(size, tuple(problems), present)
+    return PairCheck(image_header.size if image_header else None, tuple(problems), present)
 
 
 def check_layout(name: str, root: Path | None, env: str, hint: str, required: Callable[[Path], list[Path]]) -> None:

@@ -49,9 +49,20 @@ class SegmentationFiles(Dataset):
         sample = self.samples[index]
         return sample.labels(read_mask(sample.mask))
 
+    def sample_id(self, index: int) -> str:
+        return self.samples[index].id
+
+    def raw_image(self, index: int) -> np.ndarray:
+        """The image of sample ``index`` as read (HxWx3 uint8, upright), before any transform."""
+        return np.array(read_image(self.samples[index].image))
+
+    def with_image(self, index: int, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` with ``image`` (HxWx3 uint8, e.g. a corrupted view) in place of its own pixels."""
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return self.transform(pixels, torch.from_numpy(self.target(index)))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(np.array(read_image(self.samples[index].image))).permute(2, 0, 1)
-        return self.transform(image, torch.from_numpy(self.target(index)))
+        return self.with_image(index, self.raw_image(index))
 
     @property
     def uniform_size(self) -> bool:

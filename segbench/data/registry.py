@@ -94,6 +94,7 @@ def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers:
 
 
 def _register_builtin() -> None:
+    import segbench.data.layouts.acdc as acdc
     import segbench.data.layouts.ade20k as ade20k
     import segbench.data.layouts.cityscapes as cityscapes
     import segbench.data.layouts.folder as folder
@@ -101,7 +102,8 @@ def _register_builtin() -> None:
     import segbench.data.layouts.voc as voc
 
     DATASETS.register("synthetic", DatasetEntry("synthetic", synthetic.build, synthetic.info, synthetic.DESCRIPTION))
-    for module, name in ((cityscapes, "cityscapes"), (ade20k, "ade20k"), (voc, "voc"), (folder, "folder")):
+    for module, name in ((cityscapes, "cityscapes"), (ade20k, "ade20k"), (voc, "voc"), (folder, "folder"),
+                         (acdc, "acdc")):
         DATASETS.register(name, DatasetEntry(name, module.build, module.info, module.DESCRIPTION, module.check,
                                              getattr(module, "METRICS", ())))
 

@@ -1,6 +1,10 @@
 """A suite's speed measurement of one model: one record per backend and batch size, in this process or in a fresh
 one (``bench.isolate``: models timed in one process share allocator state and cuDNN's choices, timm#955).
 
+Every model of a suite of two or more is timed alternately with the suite's reference model (``reference_name``:
+its built-in model with the fewest parameters, the cheapest to time alongside), block by block, so that the gate
+can compare each model's speed as a ratio to the reference measured at the same moments.
+
 The isolated child is ``python -m segbench.deploy.speed REQUEST RESULT``: it reads the resolved suite and the
 model's name from REQUEST (JSON), builds the model, times it and writes its records to RESULT (JSON), or the error
 that stopped it (a user's mistake keeps its one line).
@@ -8,6 +12,7 @@ that stopped it (a user's mistake keeps its one line).
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import subprocess
@@ -22,7 +27,7 @@ from segbench.config.schema import SuiteConfig, to_dict
 from segbench.core.files import atomic_write
 from segbench.core.plugins import import_modules
 from segbench.deploy.backends import BackendUnavailable
-from segbench.deploy.timing import measure_throughput
+from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
 from segbench.errors import UserError, warn
 
 
@@ -32,20 +37,60 @@ def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[in
     run here with their reasons (a warning each)."""
     height, width = cfg.bench.input_size or image_size
     records, skipped = [], []
+    reference = _reference(cfg, name)
     for backend in cfg.bench.backends:
         try:
             for batch in cfg.bench.batch_sizes:
-                records.append(measure_throughput(
-                    model, (batch, 3, height, width), device, warmup=cfg.bench.warmup,
-                    warmup_seconds=cfg.bench.warmup_seconds, iters=cfg.bench.iters, repeats=cfg.bench.repeats,
-                    min_seconds=cfg.bench.min_seconds, precision=cfg.bench.precision,
-                    channels_last=cfg.bench.channels_last, backend=backend, oom=cfg.bench.oom).to_dict())
+                records.append(measure_throughput(model, (batch, 3, height, width), device,
+                                                  TimingPlan.from_bench(cfg.bench, backend), reference).to_dict())
         except BackendUnavailable as exc:
             skipped.append({"backend": backend, "reason": exc.reason})
             warn(f"{name}: backend {backend} not timed: {exc.reason}")
         except UserError as exc:
             raise UserError(f"{name}: {exc}") from None
     return records, skipped
+
+
+def _classes(cfg: SuiteConfig) -> int:
+    from segbench.data.registry import dataset_info
+
+    return len(dataset_info(cfg.data).classes)
+
+
+@functools.lru_cache(maxsize=8)
+def _fewest_parameters(models: tuple[str, ...], num_classes: int) -> str | None:
+    from segbench.models.registry import build_model, parse_spec
+
+    counts = {}
+    for name in models:
+        spec = parse_spec(name)
+        if spec.external:
+            continue
+        try:
+            with torch.device("meta"):  # no memory, no initialisation cost
+                counts[spec.name] = sum(p.numel() for p in build_model(spec, num_classes).parameters())
+        except Exception:  # a model that cannot be built on the meta device is not a candidate
+            continue
+    return min(counts, key=counts.get) if counts else None
+
+
+def reference_name(cfg: SuiteConfig) -> str | None:
+    """The suite's reference model for interleaved timing: its built-in model with the fewest parameters (the first
+    of equals); None for a suite of one model or of published models only."""
+    if len(cfg.models) < 2:
+        return None
+    return _fewest_parameters(tuple(cfg.models), _classes(cfg))
+
+
+def _reference(cfg: SuiteConfig, name: str) -> Reference | None:
+    """The reference to time alternately with model ``name`` (random weights), or None: no reference, or it is
+    ``name`` itself."""
+    from segbench.models.registry import build_model
+
+    chosen = reference_name(cfg)
+    if chosen is None or chosen == name:
+        return None
+    return Reference(chosen, build_model(chosen, _classes(cfg)))
 
 
 def time_model(cfg: SuiteConfig, name: str, image_size: tuple[int, int],

@@ -1,2 +1,4 @@
-"""The CI gate: a run compared with a baseline model by model, its verdicts rendered for people and machines, and
-baselines updated from runs. May import ``core``, ``results`` and ``report``."""
+"""The CI gate: a run compared with a baseline model by model under a typed policy, speed as a ratio to a reference
+model and beyond the noise of the timed repeats, its verdicts rendered for people and machines, and baselines
+updated from runs. May import ``core``, ``config``, ``metrics``, ``results``, ``deploy`` (the repeats' statistics)
+and ``report``."""

@@ -21,12 +21,12 @@ def table(result: GateResult) -> pd.DataFrame:
     rows = []
     for _, c in result.checks.iterrows():
         unit = c["unit"] or ""
-        value_digits = 3 if c["check"] == "speed" and result.settings["reference_model"] else 2
+        value_digits = 3 if c["check"] == "speed" and result.speed.mode == "ratio" else 2
         ci = "-" if pd.isna(c["ci_low"]) else f"[{_number(c['ci_low'])}, {_number(c['ci_high'])}]"
         rows.append({"model": c["model"], "check": c["check"], "baseline": _number(c["baseline"], value_digits),
                      "run": _number(c["run"], value_digits),
                      "change": "-" if pd.isna(c["change"]) else f"{c['change']:+.2f} {unit}",
-                     f"{result.settings['level']:.0%} CI": ci,
+                     f"{result.policy.level:.0%} CI": ci,
                      "limit": "-" if pd.isna(c["limit"]) else f"{c['limit']:+.2f} {unit}",
                      "status": c["status"], "note": "" if pd.isna(c["note"]) else c["note"]})
     return pd.DataFrame(rows)
@@ -34,17 +34,17 @@ def table(result: GateResult) -> pd.DataFrame:
 
 def legend(result: GateResult) -> list[str]:
     """What the columns mean: units, the interval, pairing."""
-    settings = result.settings
-    pairing = "paired over the same images" if settings["paired"] else "unpaired (different images)"
+    policy = result.policy
+    pairing = "paired over the same images" if result.paired else "unpaired (different images)"
     units = "quality in percent, change in percentage points (pp)"
-    interval = f"CI: quality, {settings['level']:.0%} bootstrap interval of the change, {pairing}"
-    if settings["max_speed_drop_percent"] is not None:
-        reference = settings["reference_model"]
-        speed = f"images/s divided by {reference}'s in the same run" if reference else "images/s"
-        units += f"; speed in {speed}, change in percent"
-        interval += "; speed, the range over the timed repeats"
-    lines = [units, interval]
-    if settings.get("max_backend_diff_points"):
+    interval = f"CI: quality, {policy.level:.0%} bootstrap interval of the change, {pairing}"
+    lines = [units]
+    if result.speed.mode != "off":
+        lines.append(result.speed.describe())
+        interval += ("; speed, the typical range over the timed repeats (a drop fails only beyond it and beyond the "
+                     "noise floor, the widest typical spread of the repeats compared)")
+    lines.append(interval)
+    if policy.max_backend_diff_points:
         lines.append("backend parity (check METRIC BACKEND): baseline column = eager, run column = the backend, "
                      "both from the run; it fails when |change| exceeds the limit")
     return lines

@@ -76,24 +76,24 @@ def mlflow_results(run_id: str, uri: str | None = None) -> Results:
         raise UserError(f"MLflow run {run_id} at {client.tracking_uri}: {exc.message.splitlines()[0]}") from None
 
 
-def latest_run(suite: str, uri: str | None = None) -> str:
-    """The id of the newest finished ``segbench run`` of ``suite`` in the tracking store."""
+def latest_run(suite: str | None, uri: str | None = None) -> str:
+    """The id of the newest finished ``segbench run`` of ``suite`` (of any suite when None) in the tracking store."""
     client = _client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, f"tags.`segbench.kind` = 'run' and tags.`segbench.suite` = '{suite}' "
-                                           "and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    query = "tags.`segbench.kind` = 'run' and attributes.status = 'FINISHED'"
+    query += f" and tags.`segbench.suite` = '{suite}'" if suite is not None else ""
+    runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"],
+                              max_results=1) if experiments else []
     if not runs:
-        raise UserError(f"no finished run of suite '{suite}' in MLflow at {client.tracking_uri}")
+        raise UserError(f"no finished run of {'any suite' if suite is None else f'suite {suite!r}'} in MLflow at "
+                        f"{client.tracking_uri}")
     return runs[0].info.run_id
 
 
 def load_results(source: Path | str, uri: str | None = None, suite: str | None = None) -> tuple[Results, str]:
     """Results and a label for them from a results.json path or folder, an MLflow run id or ``latest``."""
     text = str(source)
-    if text == "latest":
-        if suite is None:
-            raise UserError("'latest' needs a suite (taken from the baseline)")
+    if text == "latest":  # the newest finished run of ``suite`` (of any suite when None)
         run_id = latest_run(suite, uri)
         return mlflow_results(run_id, uri), f"MLflow run {run_id}"
     if RUN_ID.fullmatch(text) and not Path(text).exists():

@@ -60,6 +60,8 @@ class Speed:
     world_size: int | None = None  # torchrun: processes that each timed the model on their device
     images_per_second_per_rank: list[float] | None = None  # torchrun: each rank's images/s
     aggregate_images_per_second: float | None = None  # torchrun: their sum, the job's data-parallel throughput
+    reference_model: str | None = None  # the suite's model timed alternately with this one, block by block
+    reference_images_per_second_repeats: list[float] | None = None  # its images/s in the block after each repeat
     extra_fields: dict[str, Any] = extra_fields()
 
 

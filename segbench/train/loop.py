@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segbench.config.schema import TrainConfig
+from segbench.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """Training met a non-finite loss. It stops there: the model's run is FAILED and no result of it is kept
+    (a user's setting is the usual cause, so the CLI prints the one line and exits 2)."""
 
 
 @dataclass
@@ -43,6 +50,32 @@ def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float, min_lr
     return (base_lr - min_lr) * (1 - iteration / max_iters) ** power + min_lr
 
 
+def likely_cause(cfg: TrainConfig, iteration: int, lr: float) -> str:
+    """The setting that most likely made the loss non-finite at ``iteration`` (0-based) under learning rate ``lr``."""
+    if not math.isfinite(cfg.lr) or not math.isfinite(cfg.min_lr):
+        return f"train.lr={cfg.lr} / train.min_lr={cfg.min_lr} are not finite numbers"
+    if not math.isfinite(cfg.poly_power):
+        return f"train.poly_power={cfg.poly_power} is not a finite number (the poly schedule's learning rate is NaN)"
+    if cfg.min_lr > cfg.lr:
+        return f"train.min_lr={cfg.min_lr} is above train.lr={cfg.lr} (the poly schedule raises the learning rate)"
+    if not math.isfinite(lr):
+        return (f"the poly schedule gives a learning rate of {lr} (train.lr={cfg.lr}, train.min_lr={cfg.min_lr}, "
+                f"train.poly_power={cfg.poly_power})")
+    if iteration == 0:
+        return ("the inputs or the model's weights, before any update: non-finite pixels or normalisation "
+                "(e.g. an image_std of 0) or non-finite weights")
+    return f"train.lr={cfg.lr} is likely too high for train.optimizer={cfg.optimizer}; lower it"
+
+
+def _all_finite(value: float, device: torch.device) -> bool:
+    """Whether the loss ``value`` is finite on every rank (so that all ranks of a torchrun job stop together)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return math.isfinite(value)
+    finite = torch.tensor(float(math.isfinite(value)), device=device)
+    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 def _forever(loader: Iterable) -> Iterator:
     """The loader's batches, epoch after epoch (a distributed sampler reshuffles each epoch)."""
     epoch = 0
@@ -55,7 +88,8 @@ def _forever(loader: Iterable) -> Iterator:
 
 def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConfig,
           device: torch.device, desc: str = "train", progress: bool = True) -> TrainLog:
-    """Train ``model`` in place for ``cfg.iters`` iterations over ``loader`` (cycled as needed)."""
+    """Train ``model`` in place for ``cfg.iters`` iterations over ``loader`` (cycled as needed); raise
+    TrainingDiverged at the first non-finite loss, before it updates the weights."""
     model.to(device).train()
     loss_fn.to(device)
     optimizer = build_optimizer(model, cfg)
@@ -73,10 +107,16 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         loss = loss_fn(model(images), masks)
+        value = loss.item()
+        if not _all_finite(value, device):
+            bar.close()
+            raise TrainingDiverged(f"{desc}: the loss is {value} at iteration {iteration + 1} of {cfg.iters} "
+                                   f"(learning rate {lr:.3g}); likely cause: {likely_cause(cfg, iteration, lr)}; "
+                                   "training stopped and the model's run is FAILED")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        log.losses.append(loss.item())
+        log.losses.append(value)
         bar.set_postfix(loss=f"{log.losses[-1]:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.update()
     bar.close()

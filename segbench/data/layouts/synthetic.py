@@ -119,6 +119,7 @@ class SyntheticScenes(Dataset):
     def __init__(self, split: str, length: int, size: int, seed: int) -> None:
         if split not in SPLIT_IDS:
             raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got '{split}'")
+        self.name = "synthetic"
         self.split, self.length, self.size, self.seed = split, length, size, seed
         self._kept = None if split == "train" else [self._make(i) for i in range(length)]
 
@@ -127,6 +128,19 @@ class SyntheticScenes(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def sample_id(self, index: int) -> str:
+        return f"{index:06d}"
+
+    def raw_image(self, index: int) -> np.ndarray:
+        """Scene ``index`` as an 8-bit image (HxWx3 uint8), as a camera would store it."""
+        image, _ = generate_scene(self.seed, self.split, index, self.size)
+        return np.rint(image * 255).astype(np.uint8)
+
+    def with_image(self, index: int, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene ``index`` with ``image`` (HxWx3 uint8, e.g. a corrupted view) in place of its own pixels."""
+        _, label = generate_scene(self.seed, self.split, index, self.size)
+        return _to_tensors(image.astype(np.float32) / 255, label)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.length:
