@@ -7,8 +7,13 @@ import math
 import pandas as pd
 
 from segbench.metrics.confusion import METRICS
-from segbench.results.leaderboard import leaderboard  # noqa: F401  (re-exported for the runner)
-from segbench.results.schema import ModelRecord, to_model
+from segbench.results.leaderboard import leaderboard as results_table
+from segbench.results.schema import ModelRecord, Results, to_model, to_results
+
+
+def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd.DataFrame:
+    """Models of a run as rows (quality as fractions), best mIoU first."""
+    return results_table(to_results(results), columns)
 
 
 def print_leaderboard(frame: pd.DataFrame, title: str) -> None:

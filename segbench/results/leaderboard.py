@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from segbench.metrics.confusion import METRICS
 
-if TYPE_CHECKING:
-    from segbench.results.schema import Results
 
-
-def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd.DataFrame:
-    """Models of a run as rows (quality as fractions), best mIoU first."""
-    from segbench.results.schema import to_results
-
-    results = to_results(results)
+def leaderboard(results, columns: list[str] | None = None) -> pd.DataFrame:
+    """Models of typed results (``segbench.results.schema.Results``) as rows (quality as fractions), best mIoU
+    first."""
     columns = columns or list(METRICS)
     rows = []
     for record in results.models:

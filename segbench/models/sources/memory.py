@@ -55,7 +55,7 @@ def resolve(name: str, weights: str | None) -> Resolved:
         raise UserError(f"weights.memory:{name}: an in-memory model brings its own weights")
     held = HELD[name]
     return Resolved(NAME, name, held.classes, held.num_outputs, held.normalisation, {"kind": "memory"},
-                    lambda: (held.module, _logits))
+                    lambda accepted=False: (held.module, _logits))
 
 
 def fetch(name: str) -> str:
