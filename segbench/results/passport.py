@@ -71,3 +71,4 @@ class MetricDefinition(Record):
     equals: str  # the tool whose number it reproduces
     unit: str = "fraction"  # fraction, or a distance unit
     higher_is_better: bool = True
+    origin: dict[str, Any] | None = None  # a user's registered metric: module, file, sha256, package, version

@@ -19,10 +19,11 @@ SOURCES: Registry[Source] = Registry("model source")
 
 def _register() -> None:
     import segbench.models.sources.hf as hf
+    import segbench.models.sources.memory as memory
     import segbench.models.sources.smp as smp
     import segbench.models.sources.tv as tv
 
-    for module in (tv, hf, smp):
+    for module in (tv, hf, smp, memory):
         SOURCES.register(module.SOURCE.name, module.SOURCE)
 
 
