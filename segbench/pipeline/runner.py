@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from segbench.core.distributed import (
     shard,
 )
 from segbench.core.environment import resolve_device
+from segbench.core.names import inside
 from segbench.data.registry import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
 from segbench.deploy.speed import speed_records, time_isolated, time_model
 from segbench.errors import UserError, warn
@@ -46,7 +48,8 @@ from segbench.models.checkpoints import (
 )
 from segbench.models.normalisation import IMAGENET, Normalisation, Renormalise
 from segbench.models.pretrained import TIMM, published_backbone
-from segbench.models.registry import ModelSpec, build_model, load_model, parse_spec
+from segbench.models.registry import ModelSpec, build_model, check_models, load_model, parse_spec
+from segbench.pipeline.logged import model_metrics, per_class_csv, speed_metrics, weights_params
 from segbench.pipeline.session import Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
@@ -61,32 +64,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _speed_metrics(speed: list[dict]) -> dict[str, float]:
-    """MLflow metrics for the speed records: per backend (eager unnamed, others as ``.BACKEND``), the first batch
-    size unqualified, every one with its size (``images_per_second.onnxruntime.bs4``)."""
-    out: dict[str, float] = {}
-    for record in speed:
-        backend = record.get("backend", "eager")
-        tag = "" if backend == "eager" else f".{backend}"
-        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record['requested_batch_size']}"]
-        for suffix in suffixes:
-            out[f"images_per_second{suffix}"] = record["images_per_second"]
-            out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
-    return out
-
-
-def _logged_metrics(record: dict) -> dict[str, float]:
-    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
-    logged = dict(record["metrics"])
-    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
-    logged.update({f"IoU.category.{k}": v for k, v in record.get("categories", {}).get("IoU", {}).items()})
-    evaluation = record["evaluation"]
-    logged["eval_images_per_second"] = evaluation["images_per_second"]
-    logged["eval_forward_share"] = evaluation["forward_share"]
-    logged["eval_data_wait_share"] = evaluation["data_wait_share"]
-    logged["data_skipped"] = record["data"]["skipped"]
-    logged.update(_speed_metrics(record.get("speed", [])))
-    return {k: v for k, v in logged.items() if v is not None}
+_speed_metrics = speed_metrics  # its former name here
 
 
 def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, dict]:
@@ -136,9 +114,9 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
     record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
               "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
               "world_size": world.size}
-    session.tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
+    session.tracker.log(run_id, series={"train_loss": log.losses})
     if cfg.train.save_checkpoint and session.work_dir is not None:
-        folder = session.work_dir / "checkpoints" / spec.name
+        folder = inside(session.work_dir / "checkpoints", spec.name)
         save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                                         "num_classes": info.num_classes, "classes": list(info.classes),
                                         "suite": cfg.name, "config": to_dict(cfg)})
@@ -157,7 +135,7 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     data = passport.dataset(val_set) if passport else val_set
     part = Subset(data, indices) if world.distributed else data
     out_dir = Path(gather(str(session.work_dir))[0])  # rank 0's folder, for every rank's predictions
-    writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays,
+    writer = (PredictionWriter(inside(out_dir / "predictions", spec.name), val_set, info, cfg.eval.overlays,
                                cfg.data.label_map, first=indices.start) if cfg.eval.save_predictions else None)
     loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
     result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
@@ -209,7 +187,7 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
     model, record = _build(spec, cfg, info)
     run_id = tracker.start(spec.name, parent=session.parent,
                            params={"model": spec.name, "source": spec.source, "arch": spec.arch,
-                                   "backbone": spec.backbone} | _weights_params(record["weights"]))
+                                   "backbone": spec.backbone} | weights_params(record["weights"]))
     try:
         if train_set is not None:
             model, record["train"] = _train(model, spec, info, train_set, session, run_id)
@@ -232,29 +210,16 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
                                                            session.device, spec.name)
             record["speed"] = with_ranks(speed, session.world)
         if session.work_dir is not None:
-            csv_path = session.work_dir / f"per_class_{spec.name}.csv"
+            csv_path = session.work_dir / per_class_csv(spec.name)
             pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
             tracker.artifact(run_id, csv_path)
-        tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})
+        tracker.log(run_id, metrics=model_metrics(record), params={"params": record["params"]})
         record["mlflow_run_id"] = run_id
         tracker.end(run_id, "FINISHED")
         return record
     except Exception:
         tracker.end(run_id, "FAILED")
         raise
-
-
-def _weights_params(weights: dict) -> dict[str, object]:
-    """MLflow params naming the weights a model started from ("random" when none were loaded)."""
-    params: dict[str, object] = {}
-    for part, key in (("model", "weights"), ("backbone", "backbone_weights")):
-        loaded = weights[part]
-        params[key] = loaded["file"] if loaded else "random"
-        if loaded:
-            params[f"{key}_sha256"] = loaded["sha256"]
-        if loaded and "coverage" in loaded:
-            params[f"{key}_coverage"] = f"{loaded['loaded']}/{loaded['total']}"
-    return params
 
 
 def feed_normalised(model: torch.nn.Module, normalisation: Normalisation) -> None:
@@ -276,9 +241,13 @@ def backbone_weights_file(cfg: SuiteConfig, backbone: str) -> tuple[Path, Normal
     return Path(value), IMAGENET
 
 
-def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], num_classes: int) -> None:
+def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], classes: Sequence[str]) -> None:
     """Prove, before anything is created, that every weights file of the suite loads: checksums, keys and shapes
-    (models are built on the meta device: no memory, no time)."""
+    (models are built on the meta device: no memory, no time). Published and folder models (``torchvision:``,
+    ``hf:``, ``smp:``) are checked by the models package (``check_models``): found, classes matched, tensors
+    checked as it checks them."""
+    check_models([spec for spec in specs if spec.external], classes, cfg.weights, cfg.eval.class_map)
+    num_classes = len(classes)
     for spec in specs:
         backbone_file, model_file = cfg.backbone_weights.get(spec.backbone), cfg.weights.get(spec.name)
         if spec.external or (backbone_file is None and model_file is None):  # published: checked by config
@@ -318,7 +287,7 @@ def run(cfg: SuiteConfig) -> Path | None:
             raise UserError(f"train.sync_bn: SyncBatchNorm runs on CUDA devices, but this job runs on {device}; "
                             "set train.sync_bn=false")
     check_batchable(val_set, cfg.eval.batch_size)
-    check_weights(cfg, specs, info.num_classes)
+    check_weights(cfg, specs, info.classes)  # before the session: a refusal leaves nothing behind
     if world.main:
         _warn_absent(val_set)
     with process_group(world, device), Session(cfg, "run", device, world, shard) as session:
@@ -334,6 +303,7 @@ def run(cfg: SuiteConfig) -> Path | None:
     if world.main:
         print_leaderboard(leaderboard(results, cfg.eval.metrics),
                           f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+    session.tracker.check_logged(path)
     return path
 
 
@@ -353,7 +323,7 @@ def bench(cfg: SuiteConfig) -> Path | None:
                                            params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
             speed, skipped = timer(cfg, spec.name, image_size, session.device)
             speed = with_ranks(speed, world)
-            session.tracker.log(run_id, metrics=_speed_metrics(speed))
+            session.tracker.log(run_id, metrics=speed_metrics(speed))
             session.tracker.end(run_id, "FINISHED")
             records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                             "params": speed[0]["params"] if speed else None, "speed": speed,
@@ -362,6 +332,7 @@ def bench(cfg: SuiteConfig) -> Path | None:
     if world.main:
         print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, "
                                    f"{session.env['threads']} threads)")
+    session.tracker.check_logged(path)
     return path
 
 

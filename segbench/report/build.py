@@ -6,12 +6,12 @@ Rows come from report_rows, tables from report_tables, pages from report_html (p
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from segbench.core.files import atomic_write
+from segbench.core.names import safe_name
 from segbench.report.html import index_html, to_html
 from segbench.report.rows import collect
 from segbench.report.tables import to_csv, to_markdown
@@ -20,8 +20,8 @@ REPORT_DIR = Path("reports")
 
 
 def _folder(suite: str) -> str:
-    """A file-system-safe folder name for a suite."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", suite).strip("._") or "suite"
+    """A file-system-safe folder name for a suite (two suites never share one)."""
+    return safe_name(suite)
 
 
 def by_suite(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
