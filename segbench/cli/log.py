@@ -20,4 +20,4 @@ def log(
     if not run.exists():
         raise UserError(f"no such file or folder: {run}")
     uri, path, count = send_results(run, tracking_uri)
-    typer.echo(f"logged {count} runs of {path} to {uri}")
+    typer.echo(f"logged {count} runs of {path} to {uri}" if count else f"the runs of {path} are already in {uri}")

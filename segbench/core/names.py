@@ -25,7 +25,9 @@ def safe_name(name: str) -> str:
     the original as a suffix, so two names that differ only in what was dropped never share a path
     (``hf:nvidia/segformer`` -> ``hf_nvidia_segformer-1a2b3c4d``); a name that is already safe is kept as is."""
     safe = _DOTS.sub(".", _UNSAFE.sub("_", name)).lstrip(".-") or "unnamed"
-    if safe == name and len(name) <= MAX_LENGTH and name.split(".")[0].lower() not in _RESERVED:
+    if safe.split(".")[0].lower() in _RESERVED:
+        safe = f"_{safe}"
+    if safe == name and len(name) <= MAX_LENGTH:
         return name
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
     return f"{safe[:MAX_LENGTH - HASH_LENGTH - 1].rstrip('.')}-{digest}"

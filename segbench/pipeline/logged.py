@@ -93,17 +93,19 @@ def model_params(record: dict) -> dict[str, object]:
     return params
 
 
-def _existing(tracker: Tracker, run_id: str | None) -> tuple[str | None, set[str]]:
-    """``run_id`` and the params it has if the store holds it (not deleted), else None."""
+def _existing(tracker: Tracker, run_id: str | None) -> tuple[str | None, set[str], str | None]:
+    """``run_id``, the params it has and its status if the store holds it (not deleted), else None."""
     if run_id is None:
-        return None, set()
+        return None, set(), None
     from mlflow.exceptions import MlflowException
 
     try:
         run = tracker.client.get_run(run_id)
     except MlflowException:
-        return None, set()
-    return (run_id, set(run.data.params)) if run.info.lifecycle_stage == "active" else (None, set())
+        return None, set(), None
+    if run.info.lifecycle_stage != "active":
+        return None, set(), None
+    return run_id, set(run.data.params), run.info.status
 
 
 def _new(params: dict[str, Any], logged: set[str]) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def _new(params: dict[str, Any], logged: set[str]) -> dict[str, Any]:
 def send_results(source: Path, uri: str | None = None) -> tuple[str, Path, int]:
     """Log the runs of a finished results.json (a file or its folder) to MLflow: the runs it names are completed
     and closed FINISHED, runs the store never got are created and their ids written into results.json. Return the
-    store, the results.json and the number of runs logged."""
+    store, the results.json and the number of runs logged (0: the store has them all already)."""
     path = source / RESULTS_NAME if source.is_dir() else source
     read_results(path)  # its structure checked: one line for a wrong file
     results = json.loads(path.read_text(encoding="utf-8"))
@@ -129,13 +131,15 @@ def send_results(source: Path, uri: str | None = None) -> tuple[str, Path, int]:
     if tracker.lost is not None:
         raise UserError(f"MLflow at {uri}: {tracker.lost}")
     same_store = mlflow.get("tracking_uri") == uri
-    parent_id, logged = _existing(tracker, mlflow.get("parent_run_id")) if same_store else (None, set())
+    parent_id, logged, status = _existing(tracker, mlflow.get("parent_run_id")) if same_store else (None, set(), None)
+    if status == "FINISHED":  # closed last, after every model's run and the results.json artifact
+        return uri, path, 0
     tags = parent_tags(results.get("kind", "run"), suite["name"], suite.get("config_hash", ""),
                        results.get("environment") or {}, suite.get("shard"))
     parent = tracker.start(f"{suite['name']}-{path.parent.name}", params=_new(parent_params(config), logged),
                            tags=tags, run_id=parent_id)
     for record in results["models"]:
-        child_id, logged = _existing(tracker, record.get("mlflow_run_id")) if parent_id else (None, set())
+        child_id, logged, _ = _existing(tracker, record.get("mlflow_run_id")) if parent_id else (None, set(), None)
         record["mlflow_run_id"] = child = tracker.start(record["name"], parent=parent, run_id=child_id,
                                                         params=_new(model_params(record), logged))
         tracker.log(child, metrics=model_metrics(record))

@@ -33,8 +33,10 @@ DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 LOCKED_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # back-off, in seconds, while another writer holds the sqlite lock
 # MLflow's HTTP calls, bounded (its defaults retry for minutes): at most 3 tries of 5 s each, 2 s apart, so one call
 # to a server that died gives up within about 17 s (2 s if the port refuses). Variables already set are kept.
+# And MLflow does not print a "View run" link for every run it closes: segbench's stdout is its own.
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 T = TypeVar("T")
 
 
