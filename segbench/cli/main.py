@@ -72,7 +72,9 @@ def entry() -> None:
     --debug or SEGBENCH_DEBUG=1), 4 when a command finished and wrote its results but the tracking store failed on
     the way (``segbench log`` sends them later),
     128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
+    from segbench.cli.run import NOT_LOGGED
     from segbench.core.interrupts import signals_interrupt
+    from segbench.results.tracking import NotLogged
 
     # --debug is global: accepted in any position, not only before the command
     debug = "--debug" in sys.argv[1:] or os.environ.get("SEGBENCH_DEBUG", "") not in ("", "0")
@@ -91,6 +93,9 @@ def entry() -> None:
             sys.exit(2)
         except KeyboardInterrupt:
             code = 130
+        except NotLogged as exc:  # zoo verify: a run finished, its store failed on the way
+            typer.echo(f"segbench: not logged: {exc}", err=True)
+            sys.exit(NOT_LOGGED)
         except Exception as exc:
             if isinstance(exc, OSError) and exc.errno in FILESYSTEM:
                 where = f"'{exc.filename}': " if exc.filename else ""

@@ -48,7 +48,7 @@ from segbench.models.checkpoints import (
 )
 from segbench.models.normalisation import IMAGENET, Normalisation, Renormalise
 from segbench.models.pretrained import TIMM, published_backbone
-from segbench.models.registry import ModelSpec, build_model, check_models, load_model, parse_spec
+from segbench.models.registry import ModelSpec, build_model, load_model, parse_spec
 from segbench.pipeline.logged import model_metrics, per_class_csv, speed_metrics, weights_params
 from segbench.pipeline.session import Session
 from segbench.pipeline.sweep import parse_shard
@@ -244,9 +244,9 @@ def backbone_weights_file(cfg: SuiteConfig, backbone: str) -> tuple[Path, Normal
 def check_weights(cfg: SuiteConfig, specs: list[ModelSpec], classes: Sequence[str]) -> None:
     """Prove, before anything is created, that every weights file of the suite loads: checksums, keys and shapes
     (models are built on the meta device: no memory, no time). Published and folder models (``torchvision:``,
-    ``hf:``, ``smp:``) are checked by the models package (``check_models``): found, classes matched, tensors
-    checked as it checks them."""
-    check_models([spec for spec in specs if spec.external], classes, cfg.weights, cfg.eval.class_map)
+    ``hf:``, ``smp:``) were checked when the configuration was loaded, by the models package
+    (``models.registry.check_models``: found, classes matched, tensors checked as it checks them); they are not
+    read a second time here."""
     num_classes = len(classes)
     for spec in specs:
         backbone_file, model_file = cfg.backbone_weights.get(spec.backbone), cfg.weights.get(spec.name)

@@ -303,8 +303,10 @@ class Tracker:
               parent: str | None = None, run_id: str | None = None) -> str | None:
         """Open a run (a child of ``parent`` if given) and return its id; ``run_id``: reopen that run instead
         (``segbench log``)."""
-        if self.client is None or self.experiment_id is None:
-            self.skipped += self.client is not None
+        if self.client is None:
+            return None
+        if self.experiment_id is None:  # the store was lost before the experiment was found
+            self.skipped += 1
             return None
         tags = dict(tags or {}) | {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         if parent:
