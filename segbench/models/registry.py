@@ -12,6 +12,7 @@ the model's source, input normalisation, label mapping and weights recorded (``B
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -54,6 +55,12 @@ class ModelSpec:
     def external(self) -> bool:
         """True for a published model from an external source."""
         return self.source != BUILT_HERE
+
+    @property
+    def file_name(self) -> str:
+        """The name as one file or folder name (``hf:/data/segformer`` -> ``hf_data_segformer``); built-in names
+        are unchanged."""
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", self.name).strip("_") or "model"
 
 
 @lru_cache(maxsize=1)

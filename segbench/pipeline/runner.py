@@ -110,7 +110,7 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
               "world_size": world.size}
     session.tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
     if cfg.train.save_checkpoint and session.work_dir is not None:
-        folder = session.work_dir / "checkpoints" / spec.name
+        folder = session.work_dir / "checkpoints" / spec.file_name
         save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                                         "num_classes": info.num_classes, "classes": list(info.classes),
                                         "suite": cfg.name, "config": to_dict(cfg)})
@@ -129,7 +129,7 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     data = passport.dataset(val_set) if passport else val_set
     part = Subset(data, indices) if world.distributed else data
     out_dir = Path(gather(str(session.work_dir))[0])  # rank 0's folder, for every rank's predictions
-    writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays,
+    writer = (PredictionWriter(out_dir / "predictions" / spec.file_name, val_set, info, cfg.eval.overlays,
                                cfg.data.label_map, first=indices.start) if cfg.eval.save_predictions else None)
     loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
     result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
@@ -203,7 +203,7 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
                                                            session.device, spec.name)
             record["speed"] = with_ranks(speed, session.world)
         if session.work_dir is not None:
-            csv_path = session.work_dir / f"per_class_{spec.name}.csv"
+            csv_path = session.work_dir / f"per_class_{spec.file_name}.csv"
             pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
             tracker.artifact(run_id, csv_path)
         tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})

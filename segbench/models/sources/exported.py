@@ -12,6 +12,7 @@ as segbench's own exports take, unless the suite states ``normalisation.MODEL``.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -126,19 +127,27 @@ def _read_onnx(path: Path) -> FileInfo:
 
 
 def _read_torchscript(path: Path) -> FileInfo:
-    import torch
 
     names = _zip_names(path)
     if not any(n.endswith("constants.pkl") for n in names) or not any("/code/" in n for n in names):
         raise _not_format("torchscript", path, "a torch.export .pt2 program is export:PATH" if any(
             n.endswith("archive_format") for n in names) else "")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = _jit_load(path)
     except Exception as exc:
         raise _not_format("torchscript", path, (str(exc).splitlines() or [""])[0][:160]) from None
     shape = (None, None, None, None)
     return FileInfo("torchscript", path, shape, None, _probe("torchscript", path, module.eval(), shape, None),
                     "float32")
+
+
+def _jit_load(path: Path) -> Any:
+    """A TorchScript archive loaded on the CPU (torch's deprecation warning of TorchScript silenced)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def _read_export(path: Path) -> FileInfo:
@@ -179,8 +188,10 @@ def _upper_bound(program: Any, size: Any) -> int | None:
     bound = program.range_constraints.get(expr) if expr is not None else None
     upper = getattr(bound, "upper", None)
     try:
-        return int(upper) if upper is not None and int(upper) < 2**62 else None
-    except (TypeError, ValueError):  # sympy's infinity
+        import sympy
+
+        return int(upper) if isinstance(upper, (int, sympy.Integer)) else None  # not torch's int_oo (no bound)
+    except (TypeError, ValueError, AttributeError):
         return None
 
 
@@ -230,7 +241,7 @@ def _load(info: FileInfo) -> Any:
         dtype = ORT_DTYPES["tensor(float16)" if info.input_dtype == "float16" else "tensor(float)"]
         return OrtFile(str(info.path), info.names, dtype)
     if info.format == "torchscript":
-        return torch.jit.load(str(info.path), map_location="cpu").eval()
+        return _jit_load(info.path)
     return torch.export.load(str(info.path) if info.path.suffix == ".pt2" else info.path.open("rb")).module()
 
 
