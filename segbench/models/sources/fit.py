@@ -62,8 +62,11 @@ def check_fit(model: str, source: str, input_shape: tuple[int | None, ...] | Non
             other = [b for b in names if b != "eager"]
             if used and other:
                 raise UserError(f"{key}: model '{model}' runs its ONNX file on ONNX Runtime already (its eager row "
-                                f"is the file itself); {', '.join(other)} do not apply to it: set {key}=[eager], or "
-                                "time it in a suite of its own")
+                                f"is the file itself); backend {', '.join(other)} does not apply to it: set "
+                                f"{key}=[eager], or evaluate it in a suite of its own")
+        if cfg.bench.enabled and cfg.bench.precision != "fp32":
+            raise UserError(f"bench.precision: model '{model}' runs its ONNX file at the precision it was exported "
+                            f"with, not under {cfg.bench.precision} autocast: set bench.precision=fp32")
     if input_shape is None:
         return
     batch, _, height, width = input_shape

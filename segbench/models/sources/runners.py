@@ -104,6 +104,11 @@ class FileNetwork(nn.Module):
         self.fixed_batch, self.max_batch = fixed_batch, fixed_batch or max_batch
         self.training = False
 
+    @property
+    def runtime(self) -> Callable[[torch.device], str] | None:
+        """The ONNX Runtime execution provider that runs the file on a device (None: torch runs it)."""
+        return provider_for if isinstance(self.run, OrtFile) else None
+
     def train(self, mode: bool = True) -> "FileNetwork":
         if mode:
             raise UserError(f"{self.spec}: an exported file is evaluated and timed, not trained: use `segbench eval` "
