@@ -118,7 +118,7 @@ def _read_onnx(path: Path) -> FileInfo:
     dtype = "float16" if inputs[0].type == "tensor(float16)" else "float32"
     shape = _image_shape("onnx", path, list(inputs[0].shape), dtype, found)
     out = outputs[0]
-    out_dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(out.type, out.type)
+    out_dtype = {"float": "float32"}.get(out.type[7:-1], out.type[7:-1])  # tensor(float) -> float32
     count = _output_count("onnx", path, list(out.shape), out_dtype)
     names = (inputs[0].name, out.name)
     if count is None:
