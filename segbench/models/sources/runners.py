@@ -84,10 +84,25 @@ class OrtFile:
 
         if is_in_torch_dispatch_mode():  # torch's FLOP counter: ONNX Runtime's work is not torch's to count
             raise RuntimeError("ONNX Runtime runs outside torch")
-        device = images.device
+        device = self.runs_on(images.device)
         if str(device) not in self.sessions:
             self.sessions[str(device)] = open_session(self.path, device)
-        return run_session(self.sessions[str(device)], images, self.names, self.output_shapes, self.dtype)
+        out = run_session(self.sessions[str(device)], images.to(device), self.names, self.output_shapes, self.dtype)
+        return out.to(images.device)
+
+    @staticmethod
+    def runs_on(device: torch.device) -> torch.device:
+        """Where ONNX Runtime runs for images on ``device``: the CPU when it has no CUDA provider (the onnxruntime
+        package rather than onnxruntime-gpu; images and logits are then copied)."""
+        import onnxruntime
+
+        if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            return device
+        return torch.device("cpu")
+
+    def provider(self, device: torch.device) -> str:
+        """The execution provider that runs images on ``device``."""
+        return provider_for(self.runs_on(device))
 
 
 class FileNetwork(nn.Module):
@@ -107,7 +122,7 @@ class FileNetwork(nn.Module):
     @property
     def runtime(self) -> Callable[[torch.device], str] | None:
         """The ONNX Runtime execution provider that runs the file on a device (None: torch runs it)."""
-        return provider_for if isinstance(self.run, OrtFile) else None
+        return self.run.provider if isinstance(self.run, OrtFile) else None
 
     def train(self, mode: bool = True) -> "FileNetwork":
         if mode:
