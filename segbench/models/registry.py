@@ -110,7 +110,7 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
     arch, sep, backbone = spec.partition("-")
     if not sep or not backbone:
         raise UserError(f"model '{spec}' is not of the form ARCH-BACKBONE (for example unet-resnet18) "
-                        "or SOURCE:NAME (torchvision:, hf:, smp:)")
+                        "or SOURCE:NAME (torchvision:, hf:, smp:, onnx:, torchscript:, export:)")
     architecture = ARCHITECTURES.get(arch)
     if not architecture.takes_backbone:
         raise UserError(f"model '{spec}': '{arch}' is registered without a backbone; name it '{arch}' alone")
@@ -220,7 +220,7 @@ def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | Non
     format, the tensors the weights leave uninitialised unless ``accept_uninitialised``) before anything is built.
     ``prepare`` runs on a model built here before ``weights`` are loaded (e.g. loading backbone weights);
     ``normalisation`` replaces what the model's source states (ImageNet's for a model built here)."""
-    from segbench.models.labelspace import assume_suite_classes, match_classes
+    from segbench.models.labelspace import assume_suite_classes, canonical, match_classes
     from segbench.models.normalisation import IMAGENET, feed_normalised
 
     spec = parse_spec(spec, check=True) if isinstance(spec, str) else spec
@@ -261,18 +261,19 @@ def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | Non
         record["uninitialised"] = uninitialised
         notes.append(_uninitialised_note(spec.name, uninitialised))
     normalisation = normalisation or resolved.normalisation
-    if resolved.classes is None:
+    outputs = tuple(str(i) for i in range(resolved.num_outputs))  # a nameless checkpoint's classes, by index
+    if resolved.classes is None and not any(canonical(k) in outputs for k in class_map or {}):
         mapping = assume_suite_classes(resolved.num_outputs, classes, spec.name)
         notes.append(f"{spec.name}: the checkpoint carries no class names; its {resolved.num_outputs} outputs are "
                      "taken to be the suite's classes, in the suite's order")
     else:
-        mapping = match_classes(resolved.classes, classes, class_map, spec.name)
+        mapping = match_classes(resolved.classes or outputs, classes, class_map, spec.name)
 
     def make() -> "nn.Module":
         net, logits = resolved.build(bool(uninitialised))
         # torchvision and transformers models take any size, as their authors evaluate them (padding would change
-        # their global pooling); smp models need sides divisible by 32
-        return PublishedModel(net, logits, normalisation, mapping, 32 if spec.source == "smp" else 1)
+        # their global pooling); smp models need sides divisible by 32 (the source says)
+        return PublishedModel(net, logits, normalisation, mapping, resolved.size_divisor)
 
     return ModelPlan(spec, classes, normalisation, mapping, record, notes, make)
 

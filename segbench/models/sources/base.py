@@ -29,6 +29,7 @@ class Resolved:
     # () -> the model's tensors its weights leave uninitialised, found by name and shape on the meta device (no
     # memory, no weights read but the files' headers where the format allows); a UserError for a wrong shape
     verify: Callable[[], list[str]] = field(repr=False, default=lambda: [])
+    size_divisor: int = 1  # what evaluation pads images to: 1 where the network takes any size
 
     @property
     def spec(self) -> str:
