@@ -144,7 +144,9 @@ class Skip:
 QUIET = "progress=false"
 TRAIN = f"train.iters=2 train.batch_size=4 data.val_samples=4 eval.batch_size=4 bench.enabled=false {QUIET}"
 EVAL = f"data.val_samples=4 eval.batch_size=4 bench.enabled=false {QUIET}"
-BENCH = f"bench.warmup=1 bench.iters=2 bench.repeats=1 bench.min_seconds=0 bench.input_size=[64,64] {QUIET}"
+BENCH = ("bench.warmup=1 bench.iters=2 bench.repeats=1 bench.min_seconds=0 bench.input_size=[64,64] "
+         f"bench.isolate=false {QUIET}")
+ONE = "models=[unet-resnet10t]"  # where a command exports every model to ONNX (about 10 s a model): one model
 NO_DATA = "data.root is not set"
 OFFLINE = "offline"
 CUDA = torch.cuda.is_available()
@@ -233,11 +235,12 @@ COMMANDS: dict[str, Run | Skip] = {
     "segbench bench bench.precision=bf16 bench.channels_last=true bench.backends=[eager,compile] device=cuda":
         Run(append=BENCH) if CUDA else Run(2, says="cuda"),
     "pip install -e '.[deploy]'": INSTALL,
-    "segbench bench bench.backends=[eager,onnxruntime] bench.input_size=[256,512]": Run(append=BENCH),
-    "segbench run eval.backends=[eager,onnxruntime] bench.backends=[eager,onnxruntime]": Run(append=TRAIN),
+    "segbench bench bench.backends=[eager,onnxruntime] bench.input_size=[256,512]": Run(append=f"{BENCH} {ONE}"),
+    "segbench run eval.backends=[eager,onnxruntime] bench.backends=[eager,onnxruntime]":
+        Run(append=f"{TRAIN} {ONE}"),
     "segbench gate RUN baselines/synthetic.json --max-backend-diff mIoU=0.1": Run(1, replace={"RUN": "latest"}),
     "segbench bench bench.backends=[eager,onnxruntime] bench.input_size=[256,512] bench.batch_sizes=[1] "
-    "bench.min_seconds=3 bench.repeats=3 device=cpu tracking.enabled=false": Run(append=BENCH),
+    "bench.min_seconds=3 bench.repeats=3 device=cpu tracking.enabled=false": Run(append=f"{BENCH} {ONE}"),
     # docs/gates.md
     "segbench gate RUN BASELINE [--max-drop mIoU=0.5] [--max-speed-drop 20] [--reference-model M]": SYNOPSIS,
     "[--require-significant] [--out DIR]": SYNOPSIS,
@@ -340,7 +343,7 @@ def test_every_command_in_the_docs_is_in_the_table():
 @pytest.mark.slow
 def test_the_commands_of_the_docs_run_as_written(tmp_path, capsys):
     env = prepare_folder(tmp_path)
-    seen, failures, ran, skipped = set(), [], 0, 0
+    seen, failures, durations, ran, skipped = set(), [], [], 0, 0
     start = time.perf_counter()
     for page, command in documented_commands():
         if command in seen:
@@ -351,9 +354,13 @@ def test_the_commands_of_the_docs_run_as_written(tmp_path, capsys):
             skipped += 1
             continue
         ran += 1
+        began = time.perf_counter()
         problem = run_command(command, expect, tmp_path, env)
+        durations.append((time.perf_counter() - began, command))
         if problem:
             failures.append(f"{page}: {problem}")
     with capsys.disabled():
-        print(f"\n{ran} documented commands run, {skipped} skipped, in {time.perf_counter() - start:.0f} s")
+        print(f"\n{ran} documented commands run, {skipped} skipped, in {time.perf_counter() - start:.0f} s; slowest:")
+        for seconds, command in sorted(durations, reverse=True)[:8]:
+            print(f"  {seconds:6.1f} s  {command[:100]}")
     assert failures == [], "\n\n".join(failures)

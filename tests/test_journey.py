@@ -128,6 +128,8 @@ def test_day_one(tmp_path):
     assert metrics(first) == metrics(second)  # same seed, same numbers on the CPU
     assert metrics(third) != metrics(first)
 
+    # Every finished run in the report from the store (issue 18): until the report's fix is merged the report keeps
+    # one run per config hash and this step fails on the first run, missing from it.
     assert report_runs(shell) >= finished_parent_runs(shell) and len(finished_parent_runs(shell)) == 3
 
     out = shell("gate", str(second), str(first), "--max-speed-drop", "100")  # speed not timed: not gated
@@ -197,6 +199,8 @@ def test_a_model_of_each_source_through_the_cli(tmp_path):
     }
     small = [s for s in SMALL if not s.startswith("models=")]
     results = {}
+    # A model name with '/' or ':' must not become a path (issue 18): until the safe-name fix is merged the hf: and
+    # smp: runs end in an internal error (exit 3) writing per_class_<name>.csv.
     for model, weights in models.items():
         results[model] = shell.run(f"models=[{model}]", *weights, *small)
         (recorded,) = metrics(results[model])
