@@ -43,7 +43,8 @@ def weights_path(card: Card, download: bool = False) -> Path | None:
         return path if path.is_absolute() else card.source.parent / path
     if not download:
         raise UserError(f"zoo model '{card.name}' has remote weights ({card.weights.url}); "
-                        f"pass download=true to fetch them into the cache")
+                        f"fetch them into the cache with segbench eval zoo={card.name} download=true, "
+                        f"or segbench zoo verify {card.name} --download")
     return fetch(card.weights.url, card.weights.sha256)
 
 
