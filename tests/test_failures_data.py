@@ -186,12 +186,12 @@ def binary_folder(root: Path) -> Path:
     return root
 
 
+# train.min_lr above train.lr and a non-finite train.poly_power are refused by the configuration's declared ranges
+# and relations before anything runs (tests/test_failures_config.py); what is left to diverge is a model whose loss
+# overflows with settings inside their ranges: here the loss is scaled past float32's range from the third iteration
 @pytest.mark.parametrize(("overrides", "cause"), [
-    (["train.lr=1e6", "train.iters=8"], r"likely cause: train\.lr=1000000\.0 is likely too high"),
-    (["train.min_lr=1e6", "train.lr=0.01", "train.iters=8"], r"likely cause: train\.min_lr=1000000\.0 is above "
-     r"train\.lr=0\.01"),
-    (["train.poly_power=nan", "train.iters=4"], r"likely cause: train\.poly_power=nan is not a finite number"),
-], ids=["lr", "min_lr", "poly_power"])
+    (["train.lr=0.05", "train.iters=8"], r"likely cause: train\.lr=0\.05 is likely too high"),
+], ids=["overflow"])
 def test_a_diverging_model_stops_at_the_first_non_finite_loss(cli, tmp_path, mlflow_uri, monkeypatch, overrides,
                                                                cause):
     monkeypatch.chdir(tmp_path)
@@ -203,7 +203,7 @@ def test_a_diverging_model_stops_at_the_first_non_finite_loss(cli, tmp_path, mlf
     forward = loss_module.WeightedSum.forward
 
     def recording(self, logits, target):
-        loss = forward(self, logits, target)
+        loss = forward(self, logits, target) * (1e39 if len(losses) >= 2 else 1.0)  # inf in float32
         losses.append(loss.item())
         return loss
 
