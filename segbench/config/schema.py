@@ -100,6 +100,10 @@ class EvalConfig:
     overlays: int = 4  # overlays per model when saving predictions
     # deployment parity: each backend evaluated on the split, its metrics and difference from eager recorded
     backends: list[str] = field(default_factory=lambda: ["eager"])
+    # robustness: also evaluate under these corruptions (names, groups noise/blur/weather/digital, or all) at these
+    # severities (1..5); see docs/robustness.md
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
 
 
 @dataclass

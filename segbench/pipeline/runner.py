@@ -30,6 +30,7 @@ from segbench.evaluation.loop import evaluate
 from segbench.evaluation.modes import describe_mode
 from segbench.evaluation.parity import evaluate_backends, parity_metrics
 from segbench.evaluation.predictions import PredictionWriter
+from segbench.evaluation.robustness import adverse_conditions, check_corruptions, evaluate_corruptions, logged_metrics
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.passport import Passport, passport_record
 from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
@@ -74,6 +75,7 @@ def _logged_metrics(record: dict) -> dict[str, float]:
     logged["eval_data_wait_share"] = evaluation["data_wait_share"]
     logged["data_skipped"] = record["data"]["skipped"]
     logged.update(_speed_metrics(record.get("speed", [])))
+    logged.update(logged_metrics(record.get("robustness")))
     return {k: v for k, v in logged.items() if v is not None}
 
 
@@ -169,6 +171,13 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     }
     if info.categories:
         record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
+    robustness = {"adverse": adverse} if (adverse := adverse_conditions(val_set, intersections, unions)) else {}
+    if cfg.eval.corruptions:
+        robustness |= evaluate_corruptions(model, val_set, info, cfg, world, device, record, f"eval {spec.name}",
+                                           cfg.progress and world.main)
+        record["metrics"] |= {"mPC": robustness["mPC"], "rPC": robustness["rPC"]}
+    if robustness:
+        record["robustness"] = robustness
     return record
 
 
@@ -253,6 +262,7 @@ def run(cfg: SuiteConfig) -> Path | None:
             raise UserError(f"train.sync_bn: SyncBatchNorm runs on CUDA devices, but this job runs on {device}; "
                             "set train.sync_bn=false")
     check_batchable(val_set, cfg.eval.batch_size)
+    check_corruptions(cfg, val_set)
     if world.main:
         _warn_absent(val_set)
     with process_group(world, device), Session(cfg, "run", device, world, shard) as session:

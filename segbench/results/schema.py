@@ -18,6 +18,7 @@ import numpy as np
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
 from segbench.results.passport import MetricDefinition, PassportDetails
+from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
 from segbench.results.typed import ABSENT, Invalid, build, describe, extra_fields, json_field, plain
 
@@ -209,6 +210,7 @@ class ModelRecord:
     data: DataIssues | None = None  # problems met in the data
     per_image: PerImage | None = None  # per-image intersections and unions
     passport: PassportDetails | None = None  # metric-passport details (boundary, calibration, iIoU, per case)
+    robustness: Robustness | None = None  # eval.corruptions: scores under corruption, mPC, rPC; ACDC: per condition
     speed: list[Speed] = field(default_factory=list)  # one record per bench backend and batch size
     speed_skipped: list[SkippedBackend] = field(default_factory=list)  # bench backends that could not run here
     mlflow_run_id: str | None = None  # the model's MLflow child run
