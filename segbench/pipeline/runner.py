@@ -39,6 +39,7 @@ from segbench.models.suite import load_suite_model
 from segbench.pipeline.session import Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
+from segbench.report.robustness import print_robustness
 from segbench.results.per_class import per_class_table
 from segbench.train.loop import train
 from segbench.train.losses import build_loss
@@ -278,6 +279,7 @@ def run(cfg: SuiteConfig) -> Path | None:
     if world.main:
         print_leaderboard(leaderboard(results, cfg.eval.metrics),
                           f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+        print_robustness(records, f"{cfg.name} under corruption (percent)")
     return path
 
 

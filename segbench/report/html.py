@@ -14,6 +14,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from segbench.metrics.statistics import LEVEL
+from segbench.report import robustness
 from segbench.report.plots import confusion_svg, pareto_svg
 from segbench.report.rows import SETTINGS, labels, setting_groups
 from segbench.report.tables import TABLE, cell
@@ -102,7 +103,7 @@ def to_html(frame: pd.DataFrame, suite: str) -> str:
         title=f"segbench: {suite}", suite=suite, models=len(frame), stamp=_stamp(), level=f"{LEVEL:.0%}",
         columns=columns, rows=rows, heatmap=heatmap(frame), hardware=frame["hardware"].dropna().nunique(),
         pareto=Markup(pareto) if pareto else None, confusions=confusions(frame), overlays=overlay_strips(frame),
-        groups=len(groups),
+        groups=len(groups), robustness=robustness.section(frame, _templates()),
         settings=settings, sources=list(frame["source"].unique()))
 
 

@@ -18,6 +18,7 @@ from segbench.metrics.statistics import bootstrap
 from segbench.results.find import find_results, mlflow_frame
 from segbench.results.schema import ModelRecord, Results, read_results
 from segbench.results.tracking import PARENT_TAG
+from segbench.results.typed import plain
 
 SETTINGS = {  # settings that make numbers comparable: row column -> label
     "config_hash": "config hash",
@@ -39,7 +40,7 @@ SETTINGS = {  # settings that make numbers comparable: row column -> label
     "segbench": "segbench",
     "git_commit": "git commit",
 }
-NOT_IN_CSV = ("time", "confusion", "classes", "overlays")  # row columns for the page only
+NOT_IN_CSV = ("time", "confusion", "classes", "overlays", "robustness")  # row columns for the page only
 
 
 def _number(value) -> float:
@@ -105,6 +106,7 @@ def model_rows(results: Results, source: str, time: float = math.nan) -> list[di
             "confusion": record.confusion_matrix,
             "classes": list(classes),
             "overlays": _overlays(record, source),
+            "robustness": plain(record.robustness) if record.robustness else None,
         })
         iou = {scores.name: scores.IoU for scores in record.per_class}
         row.update({f"IoU.{name}": _number(iou.get(name)) for name in classes})
@@ -144,7 +146,7 @@ def frame_rows(frame: pd.DataFrame) -> list[dict]:
             "mlflow_run_id": get("run_id"),
             "source": f"MLflow run {get(f'tags.{PARENT_TAG}')}",
             "time": start.timestamp() if start is not None else math.nan,
-            "confusion": None, "classes": classes, "overlays": [],
+            "confusion": None, "classes": classes, "overlays": [], "robustness": None,
         })
         row.update({f"IoU.{name}": _number(get(f"metrics.IoU.{name}")) for name in classes})
         rows.append(row)
