@@ -103,22 +103,55 @@ def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypat
     assert not (tmp_path / "cwd" / "mlflow.db").exists()  # reading did not create a store
 
     from segbench.config.schema import TrackingConfig
+    from segbench.results.schema import write_results
     from segbench.results.tracking import Tracker
 
     store.rename(tmp_path / "cwd" / "mlflow.db")  # an existing store, in the working directory
     tracker = Tracker(TrackingConfig(uri="sqlite:///mlflow.db"), "toy")
     parent = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
     child = tracker.start("unet-r10", parent=parent, params={"model": "unet-r10"})
-    tracker.log(child, metrics={"mIoU": 0.625})
+    tracker.artifact(parent, write_results(tmp_path / "logged" / "results.json", {
+        "suite": {"name": "toy"}, "dataset": {"name": "synthetic", "classes": ["a"]},
+        "models": [{"name": "unet-r10", "metrics": {"mIoU": 0.625}, "mlflow_run_id": child}]}))
     tracker.end(child)
     tracker.end(parent)
+    failed = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
+    tracker.end(failed, "FAILED")
     code, out, err = cli("report", "--out", "site")
     assert code == 0, err
     markdown = (tmp_path / "cwd" / "site" / "toy" / "leaderboard.md").read_text()
     [row] = [[cell.strip() for cell in line.split("|")[1:-1]] for line in markdown.splitlines()
              if line.startswith("|") and line.split("|")[1].strip() == "1"]
-    assert row[1:4] == ["unet-r10", "-", "62.50"]
+    assert row[1:4] == ["unet-r10", "-", "62.50"] and "| 2 " not in markdown  # the FAILED run is no row
+    assert out.splitlines()[-1] == f"note: toy: 1 MLflow run(s) that did not finish left out: {failed} (FAILED)"
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     code, _, err = cli("report")
     assert code == 2 and "elsewhere.db" in err and not (tmp_path / "elsewhere.db").exists()
+
+
+def test_report_from_mlflow_and_from_files_of_a_real_run_are_the_same(cli, tmp_path, mlflow_uri):
+    """`segbench run` logs its runs; `segbench report` of its folder and of the store give the same tables and
+    the same plots (speed, confusion matrices, prediction overlays fetched from the model's MLflow run)."""
+    import pandas as pd
+
+    code, _, err = cli("run", "models=[unet-resnet10t,fpn-resnet10t]", "train.iters=2", "train.batch_size=2",
+                       "data.train_samples=4", "data.val_samples=4", "data.image_size=64", "eval.batch_size=4",
+                       "bench.iters=2", "bench.repeats=1", "bench.warmup=1", "progress=false",
+                       "eval.save_predictions=true", "eval.overlays=1", f"tracking.uri={mlflow_uri}",
+                       f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err
+    assert cli("report", str(tmp_path / "out"), "--out", str(tmp_path / "files"))[0] == 0
+    code, out, err = cli("report", "--tracking-uri", mlflow_uri, "--out", str(tmp_path / "mlflow"))
+    assert code == 0, err
+    tables = [pd.read_csv(tmp_path / site / "synthetic" / "leaderboard.csv") for site in ("files", "mlflow")]
+    parent = json.loads((tmp_path / "out" / "results.json").read_text())["mlflow"]["parent_run_id"]
+    assert set(tables[1]["source"]) == {f"MLflow run {parent}"}
+    pd.testing.assert_frame_equal(tables[0].drop(columns="source"), tables[1].drop(columns="source"))
+    assert tables[1]["mIoU_low"].notna().all() and tables[1]["gflops_per_image"].notna().all()
+    assert tables[1]["hardware"].notna().all() and tables[1]["torch"].notna().all()
+    markdown = [(tmp_path / site / "synthetic" / "leaderboard.md").read_text() for site in ("files", "mlflow")]
+    assert markdown[0] == markdown[1]
+    pages = [(tmp_path / site / "synthetic" / "index.html").read_text() for site in ("files", "mlflow")]
+    for page in pages:  # the speed plot and two confusion matrices; one overlay per model
+        assert page.count("<svg") == 3 and page.count('<img src="data:image/png;base64,') == 2

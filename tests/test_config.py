@@ -45,9 +45,10 @@ def test_hash_ignores_output_settings_but_not_training():
         (["train.loss={cee: 1.0}"], "unknown loss 'cee'; did you mean 'ce'"),
         (["eval.metrics=[miou]"], "unknown metric 'miou'; did you mean 'mIoU'"),
         (["data.name=synthetik"], "unknown dataset 'synthetik'; did you mean 'synthetic'"),
-        (["train.optimizer=sdg"], "unknown optimizer 'sdg'; did you mean 'sgd'"),
+        (["train.optimizer=sdg"], "train.optimizer: expected one of sgd, adamw, adam, got the string 'sdg'; "
+                                  "did you mean 'sgd'?"),
         (["train.iters=many"], "train.iters"),
-        (["train.iters=0"], "train.iters: expected a positive integer, got 0"),
+        (["train.iters=0"], "train.iters: expected a positive integer up to 1,000,000,000, got the number 0"),
         (["device=tpu"], "device: expected auto, cpu"),
         (["train.iters"], "override 'train.iters' is not of the form key=value"),
         (["models=[]"], "models: the suite names no models"),

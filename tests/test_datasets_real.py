@@ -25,7 +25,7 @@ from fixtures_layouts import (
 )
 from PIL import Image
 
-from segbench.config.schema import DataConfig
+from segbench.config.schema import DataConfig, from_dict
 from segbench.data import checks as checks_module
 from segbench.data.registry import (
     IMAGENET_MEAN,
@@ -167,7 +167,7 @@ def test_folder_binary_multiclass_and_reduce_zero_label(tmp_path):
     with pytest.raises(UserError, match="data.classes is not set"):
         check_available(DataConfig(name="folder", root=str(root)))
     with pytest.raises(UserError, match="data.palette must hold one"):
-        check_available(DataConfig(name="folder", root=str(root), classes=["a"], palette=[[1, 2]]))
+        check_available(DataConfig(name="folder", root=str(root), classes=["a"], palette=[[1, 2, 3], [4, 5, 6]]))
 
 
 # --- data checks: every problem names its file ------------------------------------------------------------
@@ -408,10 +408,10 @@ def test_cli_run_without_data_exits_2_with_one_line(cli, monkeypatch):
 
 
 def test_transform_settings_are_checked_at_config_time():
-    with pytest.raises(UserError, match=r"data.crop_size: expected \[height, width\]"):
-        check_available(DataConfig(crop_size=[512]))
+    with pytest.raises(UserError, match=r"data.crop_size: expected \[height, width\]"):  # declared on the field
+        from_dict({"crop_size": [512]}, DataConfig, where="data.")
     with pytest.raises(UserError, match="data.scale_range"):
-        check_available(DataConfig(scale_range=[2.0, 0.5]))
+        from_dict({"scale_range": [2.0, 0.5]}, DataConfig, where="data.")
 
 
 def test_folder_takes_jpeg_images_and_names_an_unpaired_one(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from segbench.config.schema import EvalConfig
+from segbench.config.schema import EvalConfig, from_dict
 from segbench.errors import UserError
 from segbench.evaluation.modes import check_eval_config, describe_mode, predict_logits
 
@@ -112,8 +112,8 @@ def test_describe_mode_and_config_checks():
                                   "scales": [0.5, 1.0], "flip": True, "merge": "mean_softmax"}
     assert describe_mode(EvalConfig())["merge"] == "logits"
     check_eval_config(cfg)
-    with pytest.raises(UserError, match="eval.mode: expected one of whole, slide, resize"):
-        check_eval_config(EvalConfig(mode="tiles"))
+    with pytest.raises(UserError, match="eval.mode: expected one of whole, slide, resize"):  # declared on the field
+        from_dict({"mode": "tiles"}, EvalConfig, where="eval.")
     with pytest.raises(UserError, match="eval.window: mode 'slide' needs"):
         check_eval_config(EvalConfig(mode="slide", stride=[8, 8]))
     with pytest.raises(UserError, match="larger than eval.window"):

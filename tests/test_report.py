@@ -61,7 +61,7 @@ def markdown_rows(path) -> list[list[str]]:
 def test_markdown_and_csv_values(tmp_path, suite):
     data = suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), ("psp-r10", 0.5, 600.0))
     save(tmp_path / "runs" / "a", data)
-    written = build_report([tmp_path / "runs"], tmp_path / "site")
+    written = build_report([tmp_path / "runs"], tmp_path / "site").written
     assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in written) == [
         "index.html", "toy/index.html", "toy/leaderboard.csv", "toy/leaderboard.md"]
 
@@ -145,27 +145,84 @@ def test_bad_sources_are_user_errors(tmp_path):
         build_report([tmp_path], tmp_path / "site")
 
 
-def test_report_from_mlflow_runs(tmp_path, mlflow_uri):
+def log_run(uri: str, data: dict, tmp, status: str = "FINISHED") -> str:
+    """``data`` logged as segbench's session logs a run: a parent run tagged with the suite, a child run per model
+    (its id in the record), results.json as the parent's artifact; the parent ends with ``status``."""
     from segbench.config.schema import TrackingConfig
+    from segbench.results.schema import write_results
     from segbench.results.tracking import Tracker
 
-    tracker = Tracker(TrackingConfig(uri=mlflow_uri), "toy")
-    parent = tracker.start("toy-run", params={"data.ignore_index": 255, "eval.mode": "whole"},
-                           tags={"segbench.kind": "run", "segbench.suite": "toy", "segbench.suite_hash": "h1",
-                                 "segbench.hardware": "cpu-A"})
-    for name, miou in (("unet-r10", 0.6), ("fpn-r10", 0.7)):
-        child = tracker.start(name, parent=parent, params={"model": name, "arch": name[:-4], "backbone": "r10"})
-        tracker.log(child, metrics={"mIoU": miou, "mDice": miou + 0.1, "aAcc": 0.9, "images_per_second": 120.0,
-                                    "IoU.road": 0.9, "IoU.car": miou}, params={"params": 2_000_000})
-        tracker.end(child)
-    tracker.end(parent)
+    tracker = Tracker(TrackingConfig(uri=uri), data["suite"]["name"])
+    parent = tracker.start("run", tags={"segbench.kind": "run", "segbench.suite": data["suite"]["name"]})
+    for model in data["models"]:
+        model["mlflow_run_id"] = tracker.start(model["name"], parent=parent, params={"model": model["name"]})
+    if status == "FINISHED":
+        tracker.artifact(parent, write_results(tmp / parent / "results.json", data))
+    tracker.end_all(status)
+    return parent
 
-    build_report([], tmp_path / "site", tracking_uri=mlflow_uri)
-    csv = pd.read_csv(tmp_path / "site" / "toy" / "leaderboard.csv")
-    assert list(csv["model"]) == ["fpn-r10", "unet-r10"]
-    assert list(csv["mIoU"]) == [0.7, 0.6] and list(csv["IoU.car"]) == [0.7, 0.6]
-    assert set(csv["config_hash"]) == {"h1"} and set(csv["hardware"]) == {"cpu-A"} and set(csv["params"]) == {2e6}
-    assert csv["mIoU_low"].isna().all()  # MLflow holds no per-image data: no interval
+
+def csv_rows(path) -> pd.DataFrame:
+    """A leaderboard.csv without its source column (a path, or the MLflow run)."""
+    return pd.read_csv(path).drop(columns="source")
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 8 * 40 * 7], ids=["counts-at-once", "counts-in-blocks"])
+def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, suite, monkeypatch, chunk_bytes):
+    if chunk_bytes:  # the bootstrap's counts drawn 7 resamples at a time: the same intervals
+        from segbench.metrics import statistics
+
+        monkeypatch.setattr(statistics, "CHUNK_BYTES", chunk_bytes)
+        statistics._seeded_counts.cache_clear()
+    old = suite(("unet-r10", 0.5, 15.0), ("fpn-r10", 0.7, 300.0))
+    new = suite(("unet-r10", 0.6, 15.0), ("fpn-r10", 0.65, 300.0))
+    for model in new["models"]:
+        model["confusion_matrix"] = [[8, 2, 0], [1, 9, 0], [0, 0, 0]]
+    killed = suite(("psp-r10", 0.9, 100.0))
+    for name, data in (("old", old), ("new", new)):
+        log_run(mlflow_uri, data, tmp_path / "artifacts")
+        save(tmp_path / "runs" / name, data)
+    killed_id = log_run(mlflow_uri, killed, tmp_path / "artifacts", status="KILLED")
+    os.utime(tmp_path / "runs" / "old" / "results.json", (1_000, 1_000))
+
+    files = build_report([tmp_path / "runs"], tmp_path / "files")
+    stored = build_report([], tmp_path / "mlflow", tracking_uri=mlflow_uri)
+    from_files, from_mlflow = csv_rows(tmp_path / "files/toy/leaderboard.csv"), csv_rows(
+        tmp_path / "mlflow/toy/leaderboard.csv")
+    pd.testing.assert_frame_equal(from_files, from_mlflow)
+    # the newest run's numbers, with their intervals from the per-image data, GFLOPs and environment
+    assert list(from_mlflow["model"]) == ["fpn-r10", "unet-r10"]
+    for model in new["models"]:
+        row = from_mlflow.set_index("model").loc[model["name"]]
+        assert row["mIoU"] == pytest.approx(model["metrics"]["mIoU"], abs=1e-12)
+        assert (row["mIoU_low"], row["mIoU_high"]) == pytest.approx(
+            percentile_interval(model["per_image"]["intersection"], model["per_image"]["union"]), abs=1e-12)
+        assert (row["gflops_per_image"], row["hardware"], row["mlflow_run_id"]) == (1.25, "cpu-A",
+                                                                                     model["mlflow_run_id"])
+    # the same page: two confusion matrices and the speed plot, its interval named in the legend
+    pages = [(tmp_path / site / "toy" / "index.html").read_text() for site in ("files", "mlflow")]
+    for page in pages:
+        assert page.count("<svg") == 3 and "95% CI" in page and "mathdefault" not in page
+    # what was left out is said: the older run (both), the KILLED run (MLflow)
+    assert [n for n in files.notes["toy"] if "older" in n] == [
+        f"2 older result(s) of a model with the same config hash and hardware left out (the newest is shown): "
+        f"unet-r10 from {tmp_path / 'runs/old/results.json'}; fpn-r10 from {tmp_path / 'runs/old/results.json'}"]
+    assert stored.notes["toy"][0] == f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)"
+    assert "2 older result(s)" in stored.notes["toy"][1] and "psp-r10" not in from_mlflow["model"].to_list()
+    markdown = (tmp_path / "mlflow/toy/leaderboard.md").read_text()
+    assert f"- 1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)" in markdown
+    assert f"<li>1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)</li>" in pages[1]
+
+
+def test_log_scale_ticks_are_plain_numbers(tmp_path, suite):
+    save(tmp_path / "a", suite(("unet-r10", 0.6, 3.0), ("fpn-r10", 0.7, 40.0), ("psp-r10", 0.5, 900.0)))
+    build_report([tmp_path / "a"], tmp_path / "site")
+    page = (tmp_path / "site" / "toy" / "index.html").read_text()
+    axis = re.search(r'<g id="matplotlib\.axis_1">.*?</g>\s*<g id="matplotlib\.axis_2">', page, re.S).group(0)
+    ticks = re.findall(r"<text[^>]*>([^<]*)</text>", axis)
+    assert {"5", "10", "20", "50", "100", "200", "500"} <= set(ticks[:-1]) and "log scale" in ticks[-1]
+    assert all(re.fullmatch(r"[125]0*", tick) for tick in ticks[:-1]), ticks  # 1, 2, 5 x 10^k as plain numbers
+    assert "mathdefault" not in page and "$" not in "".join(ticks)
 
 
 def chromium(*args: str, profile) -> subprocess.CompletedProcess:
@@ -215,3 +272,53 @@ def test_page_holds_the_plots_and_the_heatmap_values(tmp_path, suite):
     heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)
     cells = re.findall(r'<td id="T_heat_row(\d)_col(\d)"[^>]*>(.*?)</td>', heat)
     assert cells == [("0", "0", "90.0"), ("0", "1", "50.0"), ("1", "0", "90.0"), ("1", "1", "50.0")]
+
+
+def test_console_says_the_parity_measured_and_no_cpu_peak_memory(capsys, record, results, images):
+    from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
+
+    data = results(record("unet-r10", *images(8, 0.6)))
+    data["models"][0]["evaluation"]["backends"] = [
+        {"backend": "eager", "status": "reference"},
+        {"backend": "onnxruntime", "difference": {"mIoU": -0.00012}, "prediction_agreement": 0.99951},
+        {"backend": "tensorrt", "status": "skipped", "reason": "needs CUDA"}]
+    frame = leaderboard(data)
+    assert frame.loc[0, ["onnxruntime ΔmIoU pts", "onnxruntime agree %", "tensorrt ΔmIoU pts"]].tolist() == [
+        "-0.012", "99.95", "skipped"]
+    print_leaderboard(frame, "toy")
+    assert "-0.012" in capsys.readouterr().out
+
+    cpu = {"images_per_second": 10.0, "peak_memory_mb": 0.0, "memory_measure": "cpu_peak_rss_growth"}
+    cuda = {"images_per_second": 90.0, "peak_memory_mb": 123.4, "memory_measure": "cuda_max_allocated"}
+    print_speed_table([{"name": "m-cpu", "speed": [cpu]}, {"name": "m-cuda", "speed": [cuda]}], "speed")
+    table = capsys.readouterr().out
+    [cpu_row] = [line for line in table.splitlines() if "m-cpu" in line]
+    [cuda_row] = [line for line in table.splitlines() if "m-cuda" in line]
+    assert [row.split("│")[11].strip() for row in (cpu_row, cuda_row)] == ["-", "123.40"]  # the peak MB column
+
+
+def test_overlays_carry_a_caption_and_a_legend_of_the_classes_shown(tmp_path):
+    import torch
+    from PIL import Image
+
+    from segbench.config.schema import DataConfig
+    from segbench.data.registry import build_dataset, dataset_info
+    from segbench.evaluation.predictions import PredictionWriter
+
+    cfg = DataConfig(image_size=64, val_samples=1)
+    dataset, info = build_dataset(cfg, cfg.val_split, 0), dataset_info(cfg)
+    image, target = dataset[0]
+    prediction = torch.where(target == 255, 0, target).unsqueeze(0)
+    prediction[0, :4, :4] = 4  # one class only in the prediction
+    writer = PredictionWriter(tmp_path / "unet-r10", dataset, info, overlays=1)
+    writer.write(0, image.unsqueeze(0), prediction)
+    [path] = writer.overlay_paths
+    overlay = np.asarray(Image.open(path).convert("RGB"))
+    shown = set(np.unique(prediction).tolist()) | set(np.unique(target[target != 255]).tolist())
+    top = next(y for y in range(overlay.shape[0]) if (overlay[y, :128] != 255).all())  # the image starts here
+    caption, legend = overlay[:top], overlay[top + 64:]
+    assert (caption < 128).any()  # dark text above the image
+    values, counts = np.unique(legend.reshape(-1, 3), axis=0, return_counts=True)
+    squares = {tuple(v) for v, n in zip(values.tolist(), counts) if n >= 9 * 9}  # a square's inside, not text
+    for cls, colour in enumerate(info.palette):  # a colour square per class shown, none for the others
+        assert (tuple(colour) in squares) == (cls in shown), info.classes[cls]

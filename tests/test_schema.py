@@ -84,9 +84,10 @@ def test_kind_of_version_1_files():
     ("[1, 2]", " is not a segbench results.json (no 'suite' and 'models')"),
     ('{"schema_version": 3, "suite": {"name": "s"}, "models": []}',
      ": schema_version: expected 1 or 2, got the number 3"),
-    ('{"schema_version": 2, "suite": {"name": "s"}, "models": []}', ": kind: expected a string, got nothing (missing)"),
+    ('{"schema_version": 2, "suite": {"name": "s"}, "models": []}',
+     ": kind: expected one of run, bench, score, got nothing (missing)"),
     ('{"schema_version": 2, "kind": "train", "suite": {"name": "s"}, "models": []}',
-     ": kind: expected one of run, bench, score, got the string 'train'"),
+     ": kind: expected one of run, bench, score, got the string 'train'; did you mean 'run'?"),
     ('{"schema_version": 1, "suite": {"name": "s"}, "models": [{"name": "m", "metrics": {"mIoU": "high"}}]}',
      ": models[0].metrics.mIoU: expected a number or null, got the string 'high'"),
     ('{"schema_version": 1, "suite": {"name": "s"}, "models": [{"name": "m", "per_class": [{"IoU": 1}]}]}',
@@ -106,3 +107,51 @@ def test_wrong_structure_names_the_field(tmp_path, content, message):
     with pytest.raises(UserError) as error:
         read_results(tmp_path)
     assert str(error.value) == f"{path}{message}"
+
+
+def test_the_published_json_schemas_are_generated_from_the_types():
+    """schemas/*.schema.json are what the types declare now (regenerate: python -m segbench.zoo.schemas)."""
+    from segbench.zoo.schemas import published, render
+
+    folder = Path(__file__).resolve().parent.parent / "schemas"
+    for name, schema in published().items():
+        assert (folder / name).read_text() == render(schema), f"schemas/{name} is stale: python -m segbench.zoo.schemas"
+    results = published()["results.schema.json"]
+    speed = results["$defs"]["Speed"]["properties"]
+    assert speed["timer"]["anyOf"][0]["enum"] == ["perf_counter", "cuda_event"]  # what deploy/timing.py writes
+    assert "not_measured" in speed["memory_measure"]["anyOf"][0]["enum"]
+    assert results["properties"]["kind"]["enum"] == ["run", "bench", "score"]
+    assert "invalid_reason" in results["$defs"]["ModelRecord"]["properties"]
+
+
+def test_every_shipped_results_and_card_file_validates_against_the_published_schema():
+    """The JSON Schemas accept what segbench writes and ships (checked by jsonschema, not by segbench's reader)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    results_schema = json.loads((root / "schemas" / "results.schema.json").read_text())
+    written = read_results(BASELINE).to_dict()
+    jsonschema.validate(written, results_schema)
+    card_schema = json.loads((root / "schemas" / "card.schema.json").read_text())
+    for path in sorted((root / "zoo").glob("*.yaml")):
+        card = yaml.safe_load(path.read_text())
+        if card.get("schema_version", 1) == 2:
+            jsonschema.validate(card, card_schema)
+    bad = {**written, "kind": "train"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, results_schema)
+
+
+def test_a_nan_headline_metric_needs_a_reason(tmp_path, images, record, results):
+    """A finished model's mIoU cannot be written as NaN without invalid_reason; with it, it is written as null."""
+    data = results(record("m-r10", *images(4, 0.5)))
+    data["models"][0]["metrics"]["mIoU"] = math.nan
+    with pytest.raises(UserError, match=r"models\[0\]\.metrics\.mIoU: expected a finite number .*invalid_reason"):
+        write_results(tmp_path / "nan.json", data)
+    assert not (tmp_path / "nan.json").exists()
+    data["models"][0]["invalid_reason"] = "training diverged: non-finite loss at iteration 3"
+    written = json.loads(write_results(tmp_path / "nan.json", data).read_text())
+    assert written["models"][0]["metrics"]["mIoU"] is None
+    assert written["models"][0]["invalid_reason"].startswith("training diverged")
+    assert read_results(tmp_path / "nan.json").models[0].invalid_reason == written["models"][0]["invalid_reason"]

@@ -58,6 +58,15 @@ app.command("list")(listing.list_)
 
 
 INTERNAL_ERROR = 3  # a bug in segbench, not the user's input: 1 stays "regression", 2 "bad input"
+READS_AND_WRITES_WHOLE = "each file it wrote is complete (written whole), the others were not written"
+INTERRUPTED = {  # what an interrupted command leaves behind; commands that run models: "run"
+    "run": "open MLflow runs were marked KILLED, an output folder keeps its .partial suffix and no results were "
+           "written",
+    "report": f"the report is incomplete: {READS_AND_WRITES_WHOLE}",
+    "gate": f"no verdict: {READS_AND_WRITES_WHOLE}",
+    "baseline": "the baseline was not changed, or is complete (written whole)",
+    "list": "nothing was written",
+}
 
 
 def entry() -> None:
@@ -94,8 +103,9 @@ def entry() -> None:
             sys.exit(INTERNAL_ERROR)
     if code == 130 or caught.signum is not None:
         signum = caught.signum or signal.SIGINT
-        typer.echo(f"segbench: interrupted ({signal.Signals(signum).name}); open MLflow runs were marked KILLED, "
-                   "an output folder keeps its .partial suffix and no results were written", err=True)
+        command = next((arg for arg in args if not arg.startswith("-")), "run")
+        typer.echo(f"segbench: interrupted ({signal.Signals(signum).name}); "
+                   + INTERRUPTED.get(command, INTERRUPTED["run"]), err=True)
         sys.exit(128 + signum)
     sys.exit(code if isinstance(code, int) else 0)
 

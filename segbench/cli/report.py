@@ -14,9 +14,14 @@ def report(
     tracking_uri: str | None = typer.Option(None, help="MLflow store to read (default: MLFLOW_TRACKING_URI, else "
                                                        "sqlite:///mlflow.db); with sources, read as well"),
 ) -> None:
-    """Build leaderboards per suite (Markdown, CSV, self-contained HTML) from results.json files or MLflow."""
+    """Build leaderboards per suite (Markdown, CSV, self-contained HTML) from results.json files or the FINISHED
+    runs in MLflow (the results.json each logged); what is left out (older results of the same model, config and
+    hardware; runs that did not finish) is named on the page and here."""
     from segbench.report.build import build_report
 
-    written = build_report(list(sources or []), out, tracking_uri, use_mlflow=not sources)
-    for path in written:
+    report = build_report(list(sources or []), out, tracking_uri, use_mlflow=not sources)
+    for path in report.written:
         typer.echo(f"wrote {path}")
+    for suite, notes in report.notes.items():
+        for note in notes:
+            typer.echo(f"note: {suite}: {note}")

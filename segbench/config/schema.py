@@ -1,7 +1,8 @@
-"""Suite configuration: the typed schema, YAML files in suites/ and Hydra-style ``key=value`` overrides.
+"""Suite configuration: every value declared once with its type and range (pydantic dataclasses), YAML files in
+suites/ and Hydra-style ``key=value`` overrides (OmegaConf).
 
-A leaf of the package: it imports no other segbench module but ``errors``. Names are checked against the
-registries in ``segbench.pipeline.validation``."""
+A leaf of the package: it imports no other segbench module but ``errors`` and ``config.typed``. Names are checked
+against the registries in ``segbench.pipeline.validation``."""
 
 from __future__ import annotations
 
@@ -9,132 +10,177 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+from segbench.config.typed import (
+    Expect,
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    Relation,
+    error_line,
+    errors,
+    finite,
+    integer,
+    pair,
+)
 from segbench.errors import UserError, closest, unknown
 
 DEFAULT_SUITE = "synthetic"
-OPTIMIZERS = ("sgd", "adamw", "adam")
+Optimizer = Literal["sgd", "adamw", "adam"]
+OPTIMIZERS = get_args(Optimizer)
+# Every section rejects keys it does not declare; a number given for a string keeps its text (output_dir=2024).
+SECTION = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+Name = Annotated[str, Field(min_length=1), Expect("a non-empty string")]
+_Side = integer(gt=0, le=65536)
+HeightWidth = pair(_Side, "[height, width] of positive integers")
+WidthHeight = pair(_Side, "[width, height] of positive integers")
+Label = integer(ge=0, le=255)  # an 8-bit mask value or a class index
+Seconds = finite(ge=0, le=86400)  # a timing budget: at most a day
+Std, Weight = finite(gt=0, le=1e4), finite(ge=0, le=1e4)  # CRF kernel widths (pixels, colour levels) and weights
+# Marks a list with one entry per class of the suite's data set (checked once the data set is known).
+PER_CLASS = Expect("one number per class")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class DataConfig:
-    name: str = "synthetic"
+    name: Name = "synthetic"
     root: str | None = None  # on-disk data sets; suites may use ${oc.env:VAR,null}
-    train_split: str = "train"
-    val_split: str = "val"
-    ignore_index: int = 255
-    num_workers: int = 0
+    train_split: Name = "train"
+    val_split: Name = "val"
+    ignore_index: integer(ge=0, le=65535) = 255
+    num_workers: integer(ge=0, le=1024) = 0
     skip_bad: bool = False  # skip (and count) bad samples instead of refusing to start
-    label_map: dict[int, int] = field(default_factory=dict)  # raw mask value -> class index (e.g. {255: 1})
+    label_map: dict[Label, Label] = field(default_factory=dict)  # raw mask value -> class index (e.g. {255: 1})
     # synthetic data set
-    image_size: int = 64
-    train_samples: int = 4096
-    val_samples: int = 256
+    image_size: integer(gt=0, le=8192) = 64
+    train_samples: integer(gt=0, le=10**8) = 4096
+    val_samples: integer(gt=0, le=10**8) = 256
     # folder data set: class names (and optional colours), label 0 ignored if reduce_zero_label
-    classes: list[str] | None = None
-    palette: list[list[int]] | None = None
+    classes: Annotated[list[Name], Field(min_length=1)] | None = None
+    palette: list[Annotated[list[Label], Field(min_length=3, max_length=3), Expect("[r, g, b] of 0..255")]] | None \
+        = None
     reduce_zero_label: bool = False
     # training transforms (image and mask together)
-    base_size: list[int] | None = None  # (width, height) the scale range refers to, as MMSegmentation
-    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    crop_size: list[int] | None = None  # (height, width)
+    base_size: WidthHeight | None = None  # (width, height) the scale range refers to, as MMSegmentation
+    scale_range: pair(finite(gt=0, le=16), "[low, high] of two positive factors") = field(
+        default_factory=lambda: [1.0, 1.0])
+    crop_size: HeightWidth | None = None  # (height, width)
     flip: bool = False
     photometric: bool = False
-    spacing: list[float] | None = None  # physical size of a pixel (row, column): HD95 and NSD in those units
+    spacing: pair(PositiveFloat, "[row, column] pixel sizes > 0") | None = None  # physical pixel size: HD95, NSD units
+
+    @model_validator(mode="after")
+    def _relations(self) -> DataConfig:
+        if self.scale_range[0] > self.scale_range[1]:
+            raise Relation("scale_range", "[low, high] with low <= high", self.scale_range[0])
+        return self
 
 
-@dataclass
+@dataclass(config=SECTION)
 class TrainConfig:
     enabled: bool = True
-    iters: int = 300
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    min_lr: float = 0.0
-    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
-    class_weights: list[float] | None = None
+    iters: integer(gt=0, le=10**9) = 300
+    batch_size: integer(gt=0, le=65536) = 16
+    optimizer: Optimizer = "adamw"
+    lr: finite(gt=0, le=100) = 1e-3
+    momentum: Fraction = 0.9
+    weight_decay: finite(ge=0, le=1) = 1e-4
+    poly_power: finite(ge=0, le=100) = 0.9
+    min_lr: NonNegativeFloat = 0.0
+    loss: dict[Name, NonNegativeFloat] = field(default_factory=lambda: {"ce": 1.0})  # loss term -> its weight
+    class_weights: Annotated[list[NonNegativeFloat], PER_CLASS] | None = None
     save_checkpoint: bool = True  # safetensors weights and their config in the output folder
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)
 
+    @model_validator(mode="after")
+    def _relations(self) -> TrainConfig:
+        if self.min_lr > self.lr:
+            raise Relation("min_lr", f"at most train.lr ({self.lr:g})", self.min_lr)
+        return self
 
-@dataclass
+
+@dataclass(config=SECTION)
 class CRFConfig:
     """Fully connected CRF post-processing (DeepLab v1 defaults)."""
 
     enabled: bool = False
-    iters: int = 10
-    pos_xy_std: float = 3.0
-    pos_weight: float = 3.0
-    bi_xy_std: float = 80.0
-    bi_rgb_std: float = 13.0
-    bi_weight: float = 4.0
+    iters: integer(ge=0, le=1000) = 10  # 0: the model's probabilities unchanged
+    pos_xy_std: Std = 3.0
+    pos_weight: Weight = 3.0
+    bi_xy_std: Std = 80.0
+    bi_rgb_std: Std = 13.0
+    bi_weight: Weight = 4.0
 
 
-@dataclass
+@dataclass(config=SECTION)
 class EvalConfig:
-    batch_size: int = 16
-    mode: str = "whole"  # whole | slide | resize
-    window: list[int] | None = None  # slide: (height, width)
-    stride: list[int] | None = None  # slide: (height, width)
-    resize: list[int] | None = None  # resize: (width, height) to fit the image in, keeping its ratio
-    scales: list[float] = field(default_factory=lambda: [1.0])  # multi-scale test-time augmentation
+    batch_size: integer(gt=0, le=65536) = 16
+    mode: Literal["whole", "slide", "resize"] = "whole"
+    window: HeightWidth | None = None  # slide: (height, width)
+    stride: HeightWidth | None = None  # slide: (height, width)
+    resize: WidthHeight | None = None  # resize: (width, height) to fit the image in, keeping its ratio
+    # multi-scale test-time augmentation
+    scales: Annotated[list[finite(gt=0, le=16)], Field(min_length=1)] = field(default_factory=lambda: [1.0])
     flip: bool = False  # horizontal-flip test-time augmentation
     crf: CRFConfig = field(default_factory=CRFConfig)
-    metrics: list[str] = field(default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
+    metrics: Annotated[list[Name], Field(min_length=1)] = field(
+        default_factory=lambda: ["mIoU", "mDice", "aAcc"])  # shown in the leaderboard
     # published models' classes -> the suite's: MODEL_CLASS: SUITE_CLASS, or NAME: null for a class not shared
     class_map: dict[str, str | None] = field(default_factory=dict)
     # the metric passport (segbench list metrics), computed in the same pass; false: the confusion matrix only
     passport: bool = True
-    boundary_dilation: float = 0.02  # Boundary IoU band width, as a share of the image diagonal
-    calibration_bins: int = 15  # ECE bins
-    foreground_classes: list[int] | None = None  # headline fgIoU/fgDice and per-case table; default [1] if 2 classes
+    boundary_dilation: finite(gt=0, lt=1) = 0.02  # Boundary IoU band width, as a share of the image diagonal
+    calibration_bins: integer(gt=0, le=10000) = 15  # ECE bins
+    foreground_classes: list[Label] | None = None  # headline fgIoU/fgDice and per-case table; default [1] if 2 classes
     surface: bool | None = None  # HD95 and NSD per case (CPU); default: on for 2-class suites
-    surface_tolerance: float = 1.0  # NSD tolerance in pixels, or in data.spacing units
+    surface_tolerance: finite(ge=0, le=1e6) = 1.0  # NSD tolerance in pixels, or in data.spacing units
     save_predictions: bool = False  # label PNGs in the data set's own ids, and colour overlays
-    overlays: int = 4  # overlays per model when saving predictions
+    overlays: integer(ge=0, le=100000) = 4  # overlays per model when saving predictions
     # deployment parity: each backend evaluated on the split, its metrics and difference from eager recorded
-    backends: list[str] = field(default_factory=lambda: ["eager"])
+    backends: list[Name] = field(default_factory=lambda: ["eager"])
     # robustness: also evaluate under these corruptions (names, groups noise/blur/weather/digital, or all) at these
-    # severities (1..5); see docs/robustness.md
-    corruptions: list[str] = field(default_factory=list)
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    # severities; see docs/robustness.md
+    corruptions: list[Name] = field(default_factory=list)
+    severities: Annotated[list[integer(ge=1, le=5)], Field(min_length=1)] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5])
 
 
-@dataclass
+@dataclass(config=SECTION)
 class BenchConfig:
     enabled: bool = True
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    input_size: list[int] | None = None  # (height, width); default: the data set's evaluation size
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    batch_sizes: Annotated[list[integer(gt=0, le=65536)], Field(min_length=1)] = field(default_factory=lambda: [1])
+    input_size: HeightWidth | None = None  # (height, width); default: the data set's evaluation size
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast
     channels_last: bool = False
-    backends: list[str] = field(default_factory=lambda: ["eager"])  # eager, compile, onnxruntime, tensorrt
+    backends: list[Name] = field(default_factory=lambda: ["eager"])  # eager, compile, onnxruntime, tensorrt
     isolate: bool = True  # segbench bench: time each model in a fresh process
-    min_seconds: float = 0.0  # keep timing blocks of iters until at least this much time is timed
-    oom: str = "fail"  # fail (a one-line error naming the batch size) | halve (halve the batch, record it)
-    warmup: int = 5
-    warmup_seconds: float = 0.0
-    iters: int = 20
-    repeats: int = 3
+    min_seconds: Seconds = 0.0  # keep timing blocks of iters until at least this much time is timed
+    oom: Literal["fail", "halve"] = "fail"  # fail (one line naming the batch size) | halve (halve it, recorded)
+    warmup: integer(ge=0, le=10**6) = 5
+    warmup_seconds: Seconds = 0.0
+    iters: integer(gt=0, le=10**6) = 20
+    repeats: integer(gt=0, le=1000) = 3
 
 
-@dataclass
+@dataclass(config=SECTION)
 class TrackingConfig:
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
 
 
-@dataclass
+@dataclass(config=SECTION)
 class SuiteConfig:
-    name: str = DEFAULT_SUITE
+    name: Name = DEFAULT_SUITE
     description: str = ""
-    models: list[str] = field(default_factory=list)
+    models: list[Name] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local checkpoint (file or folder)
     backbone_weights: dict[str, str] = field(default_factory=dict)  # timm backbone -> local weights file, or timm
     backbone_key_map: dict[str, dict[str, str]] = field(default_factory=dict)  # backbone -> {regex: replacement}
@@ -142,11 +188,13 @@ class SuiteConfig:
     # {mean: [R, G, B], std: [R, G, B], input_range: [LOW, HIGH]} (see segbench.models.normalisation)
     normalisation: dict[str, Any] = field(default_factory=dict)
     accept_uninitialised: list[str] = field(default_factory=list)  # models whose weights may leave tensors random
-    seed: int = 0
-    device: str = "auto"
+    seed: integer(ge=0, le=2**32 - 1) = 0  # numpy's seed range
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"),
+                      Expect("auto, cpu, cuda, cuda:N or mps")] = "auto"
     output_dir: str | None = None
     shard: str | None = None  # I/N: run shard I (from 0) of N of the suite's models; auto: from the job array
     progress: bool = True
+    imports: list[Name] = field(default_factory=list)  # Python modules to import first (user plugins)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -154,8 +202,13 @@ class SuiteConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+SUITE = TypeAdapter(SuiteConfig)
+
+
 # Keys that do not change the numbers a suite produces; left out of its hash.
 UNHASHED = ("output_dir", "progress", "tracking", "description", "shard")
+# Keys added after suites were hashed: left out while empty, so that a suite's hash stays what it was.
+HASHED_WHEN_SET = ("imports", "normalisation", "accept_uninitialised")
 
 
 def resource_dir(name: str) -> Path:
@@ -200,51 +253,51 @@ _REPLACED = {"bench.compile": "bench.compile was replaced by bench.backends: use
                                 "(or [eager,compile] to time both)"}
 
 
-def _check_key(key: str) -> None:
-    """Raise a UserError for a dotted key the schema does not have (free-form dict fields accept any child)."""
-    if key in _REPLACED:
-        raise UserError(_REPLACED[key])
-    schema: Any = SuiteConfig
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
+def _unknown_key(key: str) -> UserError:
+    valid = valid_keys()
+    hints = closest(key, valid) or closest(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in valid])
+    hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
+    return UserError(f"unknown config key '{key}'{hint}")
+
+
+def _problem(exc: ValidationError, schema: Any) -> str:
+    """The first error of a suite's values in one line, the way a user wrote them (dotted keys)."""
+    first = sorted(errors(exc), key=lambda e: e["type"] != "unexpected_keyword_argument")[0]
+    loc = tuple(str(part) for part in first["loc"] if part != "[key]")
+    key, value = ".".join(loc), first.get("input")
+    if first["type"] == "unexpected_keyword_argument":
+        while isinstance(value, dict) and value:  # the first key the user wrote below it: 'trian.iters'
+            child = next(iter(value))
+            key, value = f"{key}.{child}", value[child]
+        return str(_REPLACED.get(key) or _unknown_key(key))
+    hint = _section_at(schema, loc)
+    if first["type"] == "dataclass_type" and hint is not None:
+        example = dataclasses.fields(hint)[0].name
+        return (f"config key '{key}' is a section, not a value (got {value!r}); set one of its keys, e.g. "
+                f"{key}.{example}=...")
+    if isinstance(value, dict) and value and hint is None and first["type"] not in ("dict_type", "value_error"):
+        return f"config key '{key}' is a value, not a section: '{key}.{next(iter(value))}'"
+    return error_line(first, schema)
+
+
+def _section_at(schema: Any, loc: tuple[str, ...]) -> Any:
+    """The section (a config dataclass) at ``loc``, or None where ``loc`` names a value."""
+    for part in loc:
         fields = {f.name: f for f in dataclasses.fields(schema)}
-        if part not in fields:
-            valid = valid_keys()
-            hints = closest(key, valid) or closest(part, [k.rsplit(".", 1)[-1] for k in valid])
-            hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
-            raise UserError(f"unknown config key '{key}'{hint}")
-        factory = fields[part].default_factory
-        if dataclasses.is_dataclass(factory):
-            schema = factory
-            continue
-        free_form = callable(factory) and isinstance(factory(), dict)
-        if depth < len(parts) - 1 and not free_form:
-            raise UserError(f"config key '{'.'.join(parts[: depth + 1])}' is a value, not a section: '{key}'")
-        return
-
-
-def _flatten(node: Any, prefix: str = "") -> list[str]:
-    if isinstance(node, dict) and node:
-        keys = []
-        for k, v in node.items():
-            keys += _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-        return keys
-    return [prefix.rstrip(".")] if prefix else []
-
-
-def _check_sections(values: dict[str, Any], schema: Any = None, prefix: str = "") -> None:
-    """Raise a UserError where a value is given for a whole section (``train=5`` instead of ``train.iters=5``)."""
-    schema = schema or SuiteConfig
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key, value in values.items():
-        factory = fields[key].default_factory if key in fields else None
+        factory = fields[part].default_factory if part in fields else None
         if not dataclasses.is_dataclass(factory):
-            continue
-        if not isinstance(value, dict):
-            example = dataclasses.fields(factory)[0].name
-            raise UserError(f"config key '{prefix}{key}' is a section, not a value (got {value!r}); "
-                            f"set one of its keys, e.g. {prefix}{key}.{example}=...")
-        _check_sections(value, factory, f"{prefix}{key}.")
+            return None
+        schema = factory
+    return schema
+
+
+def from_dict(values: Any, schema: Any = SuiteConfig, where: str = "") -> Any:
+    """``values`` (plain data: a suite, or one of its sections) as a checked config object; a UserError names the
+    key and what it expects, after ``where``."""
+    try:
+        return (SUITE if schema is SuiteConfig else TypeAdapter(schema)).validate_python(values)
+    except ValidationError as exc:
+        raise UserError(f"{where}{_problem(exc, schema)}") from None
 
 
 def parse_overrides(overrides: list[str]) -> tuple[str, dict[str, Any]]:
@@ -259,50 +312,56 @@ def parse_overrides(overrides: list[str]) -> tuple[str, dict[str, Any]]:
             raise UserError(f"override '{item}' is not of the form key=value")
         if key.startswith(("+", "~")):
             raise UserError(f"override '{item}': adding or deleting keys is not supported; set an existing key")
+        if key in _REPLACED:
+            raise UserError(_REPLACED[key])
         if key == "suite":
             suite = value
             continue
-        _check_key(key)
         rest.append(item)
-    try:
-        values = OmegaConf.to_container(OmegaConf.from_dotlist(rest))
-    except Exception as exc:  # omegaconf's grammar errors
-        raise UserError(f"cannot parse overrides {rest}: {exc}".splitlines()[0]) from None
-    _check_sections(values)
+    values: dict[str, Any] = {}
+    for item in rest:  # one by one: a later override of a key replaces an earlier one, whatever their types
+        try:
+            values = _merged(values, OmegaConf.to_container(OmegaConf.from_dotlist([item])))
+        except Exception as exc:  # omegaconf's grammar errors
+            raise UserError(f"cannot parse override '{item}': {exc}".splitlines()[0]) from None
     return suite, values
 
 
 def read_config(overrides: list[str] | None = None) -> SuiteConfig:
-    """Read the suite named by ``suite=`` (the embedded default otherwise) and apply the overrides; every key and
-    type is checked here, every name (models, losses, data sets) by ``segbench.pipeline.validation``."""
+    """Read the suite named by ``suite=`` (the embedded default otherwise) and apply the overrides; every key, type
+    and range is checked here (declared on the fields above), every name by ``segbench.pipeline.validation``."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     suite, values = parse_overrides(list(overrides or []))
     path = resolve_suite(suite)
     try:
-        file_values = OmegaConf.to_container(OmegaConf.load(path))
+        file_config = OmegaConf.load(path)
     except Exception as exc:
         raise UserError(f"suite file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(file_values, dict):
+    if not OmegaConf.is_dict(file_config):
         raise UserError(f"suite file '{path}' must hold a mapping of config keys")
-    for key in _flatten(file_values):
-        try:
-            _check_key(key)
-        except UserError as exc:
-            raise UserError(f"{path.name}: {exc}") from None
+    file_config.setdefault("name", path.stem)
+    file_values = _resolved(file_config, f"{path.name}: ")
+    from_dict(file_values, where=f"{path.name}: ")  # the file's own mistakes name the file
+    return from_dict(_merged(file_values, _resolved(OmegaConf.create(values), "")))
+
+
+def _merged(base: Any, override: Any) -> Any:
+    """``override`` over ``base``: mappings key by key, anything else replaced (a list, or a value for a section,
+    which the types then refuse with its key)."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    return {**base, **{key: _merged(base.get(key), value) for key, value in override.items()}}
+
+
+def _resolved(config: Any, where: str) -> Any:
+    """Plain data with the interpolations (``${oc.env:VAR,null}``) resolved."""
+    from omegaconf import OmegaConf
+
     try:
-        _check_sections(file_values)
-    except UserError as exc:
-        raise UserError(f"{path.name}: {exc}") from None
-    file_values.setdefault("name", path.stem)
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(SuiteConfig), file_values, values)
-        cfg: SuiteConfig = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "config"
-        raise UserError(f"{key}: {exc.msg if hasattr(exc, 'msg') else exc}".splitlines()[0]) from None
-    return cfg
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception as exc:  # an interpolation that cannot be resolved
+        raise UserError(f"{where}cannot resolve {str(exc).splitlines()[0]}") from None
 
 
 def to_dict(cfg: SuiteConfig) -> dict[str, Any]:
@@ -311,5 +370,5 @@ def to_dict(cfg: SuiteConfig) -> dict[str, Any]:
 
 def config_hash(cfg: SuiteConfig) -> str:
     """A short, stable hash of everything in ``cfg`` that changes the numbers."""
-    values = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED}
+    values = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED and (k not in HASHED_WHEN_SET or v)}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]

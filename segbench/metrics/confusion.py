@@ -9,15 +9,18 @@ left out of the mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from segbench.metrics.protocol import Accumulator, Batch, Split
 from segbench.metrics.registry import REGISTRY, MetricEntry, definitions, register_metric
 
 __all__ = ["METRICS", "REGISTRY", "ConfusionMatrix", "SegMetrics", "category_iou", "compute_metrics", "convention",
            "definitions", "nanmean"]
+
+if TYPE_CHECKING:  # torch is imported where a matrix is built: reading results (report, gate) needs no torch
+    import torch
 
 METRICS = {
     "mIoU": "mean over classes of TP / (TP + FP + FN)",
@@ -64,6 +67,8 @@ class ConfusionMatrix(Accumulator):
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
                  per_image: bool = False) -> None:
+        import torch
+
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -72,9 +77,11 @@ class ConfusionMatrix(Accumulator):
         self._intersections: list[torch.Tensor] = []
         self._unions: list[torch.Tensor] = []
 
-    @torch.no_grad()
     def update(self, batch: Batch | torch.Tensor, target: torch.Tensor | None = None) -> None:
-        """Add a Batch (or predicted and ground-truth label maps: NxHxW, or any equal shapes if not per image)."""
+        """Add a Batch (or predicted and ground-truth label maps: NxHxW, or any equal shapes if not per image);
+        integer label maps, which autograd never tracks."""
+        import torch
+
         pred, target = (batch.pred, batch.target) if isinstance(batch, Batch) else (batch, target)
         k = self.num_classes
         bins = k * k + 1
@@ -101,6 +108,8 @@ class ConfusionMatrix(Accumulator):
         if not self._intersections:
             empty = np.zeros((0, self.num_classes), np.int64)
             return empty, empty
+        import torch
+
         return (torch.cat(self._intersections).cpu().numpy(), torch.cat(self._unions).cpu().numpy())
 
     def merge(self) -> None:

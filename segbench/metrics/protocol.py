@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading results needs no torch
+    import torch
     from torch.utils.data import Dataset
 
     from segbench.config.schema import DataConfig, EvalConfig

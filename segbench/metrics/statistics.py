@@ -9,10 +9,12 @@ intervals; seeded; vectorised as (resample counts) @ (per-image sums).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
 RESAMPLES = 1000
+CHUNK_BYTES = 32 * 2**20  # resample counts held at once (resamples x images float64)
 LEVEL = 0.95
 STATISTICS = ("mIoU", "mDice")  # the scores per-image intersections and unions determine
 
@@ -74,12 +76,37 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+@lru_cache(maxsize=2)
+def _seeded_counts(images: int, resamples: int, seed: int) -> np.ndarray | None:
+    """``_counts`` of a fresh ``default_rng(seed)``, kept for the next model with as many images (read-only);
+    None when the matrix would exceed CHUNK_BYTES."""
+    if images * resamples * 8 > CHUNK_BYTES:
+        return None
+    counts = _counts(np.random.default_rng(seed), images, resamples)
+    counts.flags.writeable = False
+    return counts
+
+
+def _draws(intersection: np.ndarray, union: np.ndarray, statistic: str, resamples: int, seed: int) -> np.ndarray:
+    """The statistic of each resample; the counts drawn in blocks of at most CHUNK_BYTES (the same numbers as
+    one draw: the generator's stream is consumed row by row)."""
+    images = len(intersection)
+    counts = _seeded_counts(images, resamples, seed)
+    if counts is not None:
+        return score(counts @ intersection, counts @ union, statistic)
+    rng, rows = np.random.default_rng(seed), max(1, CHUNK_BYTES // (8 * images))
+    blocks = []
+    for start in range(0, resamples, rows):
+        block = _counts(rng, images, min(rows, resamples - start))
+        blocks.append(score(block @ intersection, block @ union, statistic))
+    return np.concatenate(blocks)
+
+
 def bootstrap(intersection, union, statistic: str = "mIoU", resamples: int = RESAMPLES, level: float = LEVEL,
               seed: int = 0) -> Interval:
     """Percentile bootstrap interval of mIoU (or mDice) over images, from images x classes arrays."""
     intersection, union = _arrays(intersection, union)
-    counts = _counts(np.random.default_rng(seed), len(intersection), resamples)
-    draws = score(counts @ intersection, counts @ union, statistic)
+    draws = _draws(intersection, union, statistic, resamples, seed)
     estimate = float(score(intersection.sum(0), union.sum(0), statistic))
     return Interval(estimate, *_percentiles(draws, level), level, resamples)
 

@@ -1,14 +1,18 @@
-"""A suite's configuration, checked against every registry before any work starts (``load_config``)."""
+"""A suite's configuration, checked against every registry before any work starts (``load_config``). Types and
+ranges are declared on the fields (``segbench.config.schema``) and checked when the suite is read; what is left here
+needs a registry, the data set or the machine: names, files, one value per class, memory."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from segbench.config.schema import OPTIMIZERS, SuiteConfig, read_config
+from segbench.config.schema import PER_CLASS, SuiteConfig, read_config
+from segbench.config.typed import field_hints
+from segbench.core.environment import resolve_device
 from segbench.data import registry as datasets
-from segbench.deploy.backends import BACKENDS, PRECISIONS
-from segbench.deploy.timing import OOM_POLICIES
+from segbench.deploy.backends import BACKENDS
 from segbench.errors import UserError, unknown
 from segbench.evaluation.modes import check_eval_config
 from segbench.metrics import confusion as metrics
@@ -19,6 +23,10 @@ from segbench.models.suite import check_models
 from segbench.pipeline.sweep import parse_shard
 from segbench.train import losses as losses
 
+# Bytes a forward pass holds per input byte (activations of a segmentation network, inference and training); an
+# estimate above the memory available is refused before anything is allocated.
+ACTIVATION_FACTOR = {"inference": 16, "training": 64}
+
 
 def load_config(overrides: list[str] | None = None) -> SuiteConfig:
     """Load the suite named by ``suite=`` (the embedded default otherwise), apply the overrides and validate."""
@@ -28,21 +36,41 @@ def load_config(overrides: list[str] | None = None) -> SuiteConfig:
 
 
 def validate(cfg: SuiteConfig) -> None:
-    """Check every name and number in ``cfg`` before any work starts."""
+    """Check every name in ``cfg`` against its registry, and what its values need of the data set and the machine,
+    before any work starts."""
     if not cfg.models:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
-    if cfg.data.ignore_index < 0:
-        raise UserError(f"data.ignore_index: expected a non-negative label, got {cfg.data.ignore_index}")
     splits = (cfg.data.train_split, cfg.data.val_split) if cfg.train.enabled else (cfg.data.val_split,)
     datasets.check_available(cfg.data, splits)  # first: a missing data root is the likeliest mistake
     specs = [models.parse_spec(spec, check=True) for spec in cfg.models]
+    _check_files(cfg, {s.backbone for s in specs})
+    classes = datasets.dataset_info(cfg.data).classes
+    _check_per_class(cfg, len(classes))
+    # published models: weights found and classes matched to the suite's by name (eval.class_map)
+    # every model: weights found and checked on the meta device, classes matched by name, normalisation read
+    check_models(cfg, classes)
+    parse_shard(cfg.shard, "")  # the form of shard=, and the job array's variables for shard=auto
+    if not cfg.train.loss:
+        raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
+    for name in cfg.train.loss:
+        losses.LOSSES.get(name)
+    for name in cfg.eval.metrics:
+        metrics.REGISTRY.get(name)
+    check_passport_config(cfg.eval, cfg.data, len(classes))
+    check_eval_config(cfg.eval)
+    _check_backends(cfg)
+    _check_memory(cfg)
+
+
+def _check_files(cfg: SuiteConfig, backbones: set[str]) -> None:
+    """Weights files that exist, for models and backbones of the suite; key maps that are regular expressions."""
     for name, path in cfg.weights.items():
         if name not in cfg.models:
-            raise unknown("model", name, cfg.models) if cfg.models else UserError(f"weights: no model '{name}'")
+            raise unknown("model", name, cfg.models)
         if not Path(path).exists():
             raise UserError(f"weights.{name}: checkpoint '{path}' does not exist")
     for name, path in cfg.backbone_weights.items():
-        if name not in {s.backbone for s in specs}:
+        if name not in backbones:
             raise UserError(f"backbone_weights.{name}: no model of the suite uses backbone '{name}'")
         if path == TIMM:
             published_backbone(name)  # in the cache, or fetched now, or a refusal when offline
@@ -57,51 +85,29 @@ def validate(cfg: SuiteConfig) -> None:
                 re.compile(pattern)
             except re.error as exc:
                 raise UserError(f"backbone_key_map.{name}: '{pattern}' is not a regular expression ({exc})") from None
-    for raw, cls in cfg.data.label_map.items():
-        if not 0 <= raw <= 255 or not 0 <= cls <= 255:
-            raise UserError(f"data.label_map: expected 8-bit mask values mapped to class indices, got {raw}: {cls}")
-    # every model: weights found and checked on the meta device, classes matched by name, normalisation read
-    check_models(cfg, datasets.dataset_info(cfg.data).classes)
-    parse_shard(cfg.shard, "")  # the form of shard=, and the job array's variables for shard=auto
-    if not cfg.train.loss:
-        raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
-    for name in cfg.train.loss:
-        losses.LOSSES.get(name)
-    for name in cfg.eval.metrics:
-        metrics.REGISTRY.get(name)
-    check_passport_config(cfg.eval, cfg.data, len(datasets.dataset_info(cfg.data).classes))
-    if cfg.train.optimizer not in OPTIMIZERS:
-        raise unknown("optimizer", cfg.train.optimizer, OPTIMIZERS)
-    if cfg.device != "auto" and not cfg.device.startswith(("cpu", "cuda", "mps")):
-        raise UserError(f"device: expected auto, cpu, cuda, cuda:N or mps, got '{cfg.device}'")
-    positive = {
-        "train.iters": cfg.train.iters,
-        "train.batch_size": cfg.train.batch_size,
-        "eval.batch_size": cfg.eval.batch_size,
-        "bench.iters": cfg.bench.iters,
-        "bench.repeats": cfg.bench.repeats,
-        "data.image_size": cfg.data.image_size,
-        "data.train_samples": cfg.data.train_samples,
-        "data.val_samples": cfg.data.val_samples,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{key}: expected a positive integer, got {value}")
-    if not cfg.bench.batch_sizes or min(cfg.bench.batch_sizes) <= 0:
-        raise UserError(f"bench.batch_sizes: expected a list of positive integers, got {cfg.bench.batch_sizes}")
-    if cfg.bench.precision not in PRECISIONS:
-        raise unknown("precision", cfg.bench.precision, PRECISIONS)
-    if cfg.bench.input_size is not None and (len(cfg.bench.input_size) != 2 or min(cfg.bench.input_size) <= 0):
-        raise UserError(f"bench.input_size: expected [height, width], got {cfg.bench.input_size}")
-    check_eval_config(cfg.eval)
-    if cfg.train.lr <= 0:
-        raise UserError(f"train.lr: expected a positive number, got {cfg.train.lr}")
-    _check_backends(cfg)
+
+
+def _check_per_class(cfg: SuiteConfig, num_classes: int) -> None:
+    """Every list declared with one value per class (``PER_CLASS``) holds ``num_classes`` values."""
+    for section_name in ("data", "train", "eval", "bench"):
+        section = getattr(cfg, section_name)
+        for name, hint in field_hints(type(section)).items():
+            value = getattr(section, name)
+            if PER_CLASS in getattr(_unwrap(hint), "__metadata__", ()) and value is not None \
+                    and len(value) != num_classes:
+                raise UserError(f"{section_name}.{name}: expected one number per class ({num_classes} for "
+                                f"{cfg.data.name}), got {len(value)}")
+
+
+def _unwrap(hint: object) -> object:
+    """``X | None`` as X (the Annotated list that carries the per-class mark)."""
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 and not hasattr(hint, "__metadata__") else hint
 
 
 def _check_backends(cfg: SuiteConfig) -> None:
-    """Backend names known and listed once, the timing settings usable. A known backend that cannot run here
-    (TensorRT without CUDA) is not an error: it is recorded as skipped, with its reason."""
+    """Backend names known and listed once. A known backend that cannot run here (TensorRT without CUDA) is not an
+    error: it is recorded as skipped, with its reason."""
     for key, names in (("bench.backends", cfg.bench.backends), ("eval.backends", cfg.eval.backends)):
         if not names:
             raise UserError(f"{key}: name at least one backend, e.g. {key}=[eager]")
@@ -112,7 +118,48 @@ def _check_backends(cfg: SuiteConfig) -> None:
                 raise UserError(f"{key}: {exc}") from None
             if names.count(name) > 1:
                 raise UserError(f"{key}: backend '{name}' is listed twice")
-    if cfg.bench.oom not in OOM_POLICIES:
-        raise UserError(f"bench.oom: expected one of {', '.join(OOM_POLICIES)}, got '{cfg.bench.oom}'")
-    if not cfg.bench.min_seconds >= 0:
-        raise UserError(f"bench.min_seconds: expected a non-negative number of seconds, got {cfg.bench.min_seconds}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give a new allocation (Linux's MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(cfg: SuiteConfig) -> None:
+    """On the CPU, refuse a batch whose estimated memory (batch x 3 x H x W x 4 bytes x ACTIVATION_FACTOR) exceeds
+    the memory available, before anything is allocated: the CPU has no out-of-memory error to recover from."""
+    device = resolve_device(cfg.device)  # also refuses cuda or mps where there is none
+    if device.type == "cuda":
+        import torch
+
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device: '{cfg.device}' names no GPU of this machine (it has "
+                            f"{torch.cuda.device_count()}: cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    available = available_memory()
+    if device.type != "cpu" or available is None:
+        return
+    synthetic = (cfg.data.image_size, cfg.data.image_size) if cfg.data.name == "synthetic" else None
+    scale = max(cfg.eval.scales)
+    eval_size = synthetic and (round(synthetic[0] * scale), round(synthetic[1] * scale))
+    demands = [(f"bench.batch_sizes={batch}", batch, cfg.bench.input_size or (cfg.data.image_size,) * 2, "inference")
+               for batch in (cfg.bench.batch_sizes if cfg.bench.enabled else [])]
+    demands.append(("eval.batch_size", cfg.eval.batch_size, eval_size, "inference"))
+    if cfg.train.enabled:
+        demands.append(("train.batch_size", cfg.train.batch_size, cfg.data.crop_size or synthetic, "training"))
+    for key, batch, size, kind in demands:
+        if size is None:
+            continue
+        need = batch * 3 * size[0] * size[1] * 4 * ACTIVATION_FACTOR[kind]
+        if need > available:
+            raise UserError(f"{key.split('=')[0]}: a batch of {batch} at {size[0]}x{size[1]} would need about "
+                            f"{need / 2**30:.1f} GiB for {kind} on the CPU, and {available / 2**30:.1f} GiB are "
+                            "available; use a smaller batch or input size")

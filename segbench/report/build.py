@@ -6,12 +6,16 @@ Rows come from report_rows, tables from report_tables, pages from report_html (p
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from segbench.core.files import atomic_write
+from segbench.errors import UserError
 from segbench.report.html import index_html, to_html
 from segbench.report.rows import collect
 from segbench.report.tables import to_csv, to_markdown
@@ -24,6 +28,18 @@ def _folder(suite: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", suite).strip("._") or "suite"
 
 
+def _check_out(root: Path) -> None:
+    """Refuse an output folder that cannot be one: a file, under a file, or in a folder that cannot be written."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"is under the file '{existing}'"
+        raise UserError(f"--out: '{root}' {where}; expected a folder for the report")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write in '{existing}' (permission denied); choose another folder")
+
+
 def by_suite(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The rows of each suite, without the per-class columns of other suites' classes."""
     frames = {}
@@ -33,18 +49,29 @@ def by_suite(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return frames
 
 
+@dataclass
+class Report:
+    """What ``build_report`` wrote, and per suite what it left out and why."""
+
+    written: list[Path]
+    notes: dict[str, list[str]]
+
+
 def build_report(sources: list[Path | str], out_dir: Path | str | None = None, tracking_uri: str | None = None,
-                 use_mlflow: bool = False) -> list[Path]:
+                 use_mlflow: bool = False) -> Report:
     """Write the leaderboards of ``sources`` (and of the MLflow store when ``use_mlflow`` or ``tracking_uri``)
-    into ``out_dir`` (default reports/); return the files written."""
-    frames = by_suite(collect(sources, tracking_uri, use_mlflow))
+    into ``out_dir`` (default reports/)."""
     root = Path(out_dir) if out_dir is not None else REPORT_DIR
-    folders = {suite: _folder(suite) for suite in frames}
-    written = []
-    for suite, group in frames.items():
-        folder = root / folders[suite]
-        written += [atomic_write(folder / "leaderboard.md", to_markdown(group, suite)),
-                    to_csv(group, folder / "leaderboard.csv"),
-                    atomic_write(folder / "index.html", to_html(group, suite))]
-    written.append(atomic_write(root / "index.html", index_html(frames, folders)))
-    return written
+    _check_out(root)
+    with tempfile.TemporaryDirectory(prefix="segbench-report-") as workspace:  # MLflow artifacts, while rendering
+        collected = collect(sources, tracking_uri, use_mlflow, Path(workspace))
+        frames = by_suite(collected.frame)
+        folders = {suite: _folder(suite) for suite in frames}
+        written = []
+        for suite, group in frames.items():
+            folder, notes = root / folders[suite], collected.notes.get(suite, [])
+            written += [atomic_write(folder / "leaderboard.md", to_markdown(group, suite, notes)),
+                        to_csv(group, folder / "leaderboard.csv"),
+                        atomic_write(folder / "index.html", to_html(group, suite, notes))]
+        written.append(atomic_write(root / "index.html", index_html(frames, folders)))
+    return Report(written, collected.notes)

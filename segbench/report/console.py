@@ -8,10 +8,12 @@ import pandas as pd
 
 from segbench.metrics.confusion import METRICS
 from segbench.results.schema import ModelRecord, Results, to_model, to_results
+from segbench.results.speed import Speed
 
 
 def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd.DataFrame:
-    """Models of a run as rows (quality as fractions), best mIoU first."""
+    """Models of a run as rows (quality as fractions), best mIoU first; with eval.backends, each other backend's
+    parity with eager."""
     results = to_results(results)
     columns = columns or list(METRICS)
     rows = []
@@ -22,9 +24,31 @@ def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd
         row["img/s"] = speed.images_per_second if speed else None
         row["params (M)"] = record.params / 1e6 if record.params else None
         rows.append(row)
+        row.update(parity(record))
     frame = pd.DataFrame(rows)
     sort_key = "mIoU" if "mIoU" in frame else columns[0]
     return frame.sort_values(sort_key, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def parity(record: ModelRecord) -> dict[str, str]:
+    """What eval.backends measured against eager, per other backend: the mIoU difference in points and the share
+    of pixels whose class agrees with eager's (or why the backend was skipped)."""
+    cells = {}
+    for backend in (record.evaluation.backends or []) if record.evaluation else []:
+        if backend.status == "reference":
+            continue
+        difference, agreement = backend.difference.get("mIoU"), backend.prediction_agreement
+        cells[f"{backend.backend} ΔmIoU pts"] = ("skipped" if backend.status == "skipped" else
+                                                 f"{100 * difference:+.3f}" if difference is not None else "-")
+        cells[f"{backend.backend} agree %"] = f"{100 * agreement:.2f}" if agreement is not None else "-"
+    return cells
+
+
+def peak_memory_mb(speed: Speed) -> float | None:
+    """The forward pass's peak memory where it was measured (CUDA's peak allocation); None on the CPU, whose
+    record holds the growth of the process's peak RSS: 0 whenever an earlier phase (training, the FLOP count)
+    set that peak, whatever the model needs."""
+    return speed.peak_memory_mb if speed.memory_measure == "cuda_max_allocated" else None
 
 
 def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
@@ -71,7 +95,7 @@ def speed_table(records: list[ModelRecord | dict]) -> pd.DataFrame:
                 "p90 ms": speed.latency_ms_p90,
                 "p99 ms": speed.latency_ms_p99,
                 "GFLOPs/img": speed.gflops_per_image,
-                "peak MB": speed.peak_memory_mb,
+                "peak MB": peak_memory_mb(speed),
                 "params (M)": speed.params / 1e6 if speed.params is not None else None,
                 "precision": speed.precision,
                 "format": speed.memory_format,

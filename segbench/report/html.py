@@ -19,6 +19,7 @@ from segbench.report.plots import confusion_svg, pareto_svg
 from segbench.report.rows import SETTINGS, labels, setting_groups
 from segbench.report.tables import TABLE, cell
 
+DETAILS = 12  # rows (best mIoU first) whose confusion matrix and predictions the page shows
 ABSENT_NOTE = "-: class absent from ground truth and prediction (NaN, left out of the mean)"
 
 
@@ -75,7 +76,7 @@ def confusions(frame: pd.DataFrame) -> list[Markup]:
     """One confusion-matrix plot per row that holds a matrix."""
     plots = []
     for i, (_, row) in enumerate(frame.iterrows()):
-        if row.get("confusion"):
+        if row.get("confusion") is not None:
             plots.append(Markup(confusion_svg(row["confusion"], row["classes"], str(row["label"]), f"cm{i}")))
     return plots
 
@@ -84,16 +85,18 @@ def overlay_strips(frame: pd.DataFrame) -> list[dict]:
     """Per model that saved predictions, its overlay PNGs embedded as data URIs (the page stays one file)."""
     strips = []
     for _, row in frame.iterrows():
-        images = [f"data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"
-                  for p in row.get("overlays") or [] if Path(p).is_file()]
+        images = [{"src": f"data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}",
+                   "caption": Path(p).stem} for p in row.get("overlays") or [] if Path(p).is_file()]
         if images:
             strips.append({"label": str(row["label"]), "images": images})
     return strips
 
 
-def to_html(frame: pd.DataFrame, suite: str) -> str:
-    """The suite's self-contained page: leaderboard, per-class IoU, speed against accuracy, settings."""
+def to_html(frame: pd.DataFrame, suite: str, notes: list[str] = ()) -> str:
+    """The suite's self-contained page: leaderboard, per-class IoU, speed against accuracy, confusion matrices
+    and predictions of the DETAILS best rows, settings, and what was left out."""
     frame = frame.assign(label=labels(frame))
+    best = frame.head(DETAILS)
     columns, rows = leaderboard_cells(frame)
     groups = setting_groups(frame)
     settings = [{"label": label, "values": list(groups[key]), "differ": groups[key].nunique() > 1}
@@ -102,8 +105,9 @@ def to_html(frame: pd.DataFrame, suite: str) -> str:
     return _templates().get_template("suite.html.j2").render(
         title=f"segbench: {suite}", suite=suite, models=len(frame), stamp=_stamp(), level=f"{LEVEL:.0%}",
         columns=columns, rows=rows, heatmap=heatmap(frame), hardware=frame["hardware"].dropna().nunique(),
-        pareto=Markup(pareto) if pareto else None, confusions=confusions(frame), overlays=overlay_strips(frame),
-        groups=len(groups), robustness=robustness.section(frame, _templates()),
+        pareto=Markup(pareto) if pareto else None, confusions=confusions(best), overlays=overlay_strips(best),
+        details=DETAILS if len(frame) > DETAILS else None, groups=len(groups), notes=list(notes),
+        robustness=robustness.section(frame, _templates()),
         settings=settings, sources=list(frame["source"].unique()))
 
 

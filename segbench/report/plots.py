@@ -11,6 +11,7 @@ import pandas as pd
 
 from segbench.metrics.statistics import LEVEL
 
+NAMED = 30  # up to this many points, every point is named in the speed plot
 FRONT, POINT, INTERVAL = "#e0662a", "#7d8aa5", "#9aa4b8"
 STYLE = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.spines.top": False,
          "axes.spines.right": False, "axes.grid": True, "grid.color": "#eceff4"}
@@ -48,8 +49,10 @@ def _figure(width: float, height: float):
 
 def pareto_svg(frame: pd.DataFrame) -> str | None:
     """Images/s (log scale when they span more than 10x) against mIoU %, Pareto front highlighted, with each
-    model's mIoU interval; labels from ``frame["label"]``. None when no row has both numbers."""
+    model's mIoU interval; labels from ``frame["label"]`` (the front's only, past NAMED points). None when no
+    row has both numbers."""
     import matplotlib
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     data = frame[frame["images_per_second"].notna() & frame["mIoU"].notna()]
     if data.empty:
@@ -61,18 +64,23 @@ def pareto_svg(frame: pd.DataFrame) -> str | None:
     with matplotlib.rc_context(STYLE):
         figure, axes = _figure(7.6, 4.2)
         log = speed.max() / max(speed.min(), 1e-9) > 10
-        if log:
+        if log:  # ticks at 1, 2, 5 x 10^k written as plain numbers (no mathtext: text.parse_math is off)
             axes.set_xscale("log")
+            axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axes.xaxis.set_minor_formatter(NullFormatter())
         has_ci = ~np.isnan(low)
-        axes.errorbar(speed[has_ci], quality[has_ci], yerr=[quality[has_ci] - low[has_ci],
-                                                            high[has_ci] - quality[has_ci]],
-                      fmt="none", ecolor=INTERVAL, elinewidth=1.5, label=f"{LEVEL:.0%} CI")
+        if has_ci.any():  # the legend names an interval only when one is drawn
+            axes.errorbar(speed[has_ci], quality[has_ci], yerr=[quality[has_ci] - low[has_ci],
+                                                                high[has_ci] - quality[has_ci]],
+                          fmt="none", ecolor=INTERVAL, elinewidth=1.5, label=f"{LEVEL:.0%} CI")
         order = np.argsort(-speed[front])
         axes.plot(speed[front][order], quality[front][order], "--", color=FRONT, linewidth=2)
         axes.scatter(speed[~front], quality[~front], s=30, color=POINT, zorder=3, label="other models")
         axes.scatter(speed[front], quality[front], s=50, color=FRONT, edgecolors="white", zorder=4,
                      label="Pareto front")
-        for x, y, label in zip(speed, quality, data["label"]):
+        named = front | (len(speed) <= NAMED)  # many points: only the front's are named
+        for x, y, label in zip(speed[named], quality[named], data["label"][named]):
             axes.annotate(str(label), (x, y), xytext=(6, 5), textcoords="offset points")
         axes.set_xlabel(f"images/s{' (log scale)' if log else ''}, higher is faster")
         axes.set_ylabel("mIoU %")

@@ -53,8 +53,8 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     table.insert(1, "rank clean", table["clean mIoU %"].rank(ascending=False, method="min").astype("Int64"))
     table.insert(3, "rank mPC", table["mPC %"].rank(ascending=False, method="min").astype("Int64"))
     table = table.sort_values("mPC %", ascending=False, na_position="last")
-    for column in ("clean mIoU %", "mPC %", "rPC %", "corrupting share %"):
-        table[column] = table[column].map(lambda v: _pct(v, 2 if column != "corrupting share %" else 1))
+    for column, digits in (("clean mIoU %", 2), ("mPC %", 2), ("rPC %", 2), ("corrupting share %", 1)):
+        table[column] = [_pct(v, digits) for v in table[column]]
     return table.astype(str).reset_index(drop=True)
 
 

@@ -1,24 +1,27 @@
 """Leaderboard rows: one per model, from results.json files or MLflow runs, with the settings behind them.
 
 Quality stays in fractions, as in results.json. Within a suite, the newest row per (model, config hash,
-hardware) is kept, so rows with different settings or hardware stay apart.
+hardware) is kept, so rows with different settings or hardware stay apart; the older ones are named in the
+notes. Each results.json is read, summarised into rows and let go before the next one: memory grows with the
+rows, not with the per-image data.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from segbench.errors import UserError
-from segbench.metrics.confusion import METRICS, convention
+from segbench.metrics.confusion import METRICS
 from segbench.metrics.statistics import bootstrap
-from segbench.results.find import find_results, mlflow_frame
-from segbench.results.schema import ModelRecord, Results, read_results
-from segbench.results.tracking import PARENT_TAG
-from segbench.results.typed import plain
+from segbench.results.find import download_artifact, find_results, store_client, stored_runs
+from segbench.results.schema import RESULTS_NAME, ModelRecord, Results, read_results
 
 SETTINGS = {  # settings that make numbers comparable: row column -> label
     "config_hash": "config hash",
@@ -41,6 +44,7 @@ SETTINGS = {  # settings that make numbers comparable: row column -> label
     "git_commit": "git commit",
 }
 NOT_IN_CSV = ("time", "confusion", "classes", "overlays", "robustness")  # row columns for the page only
+KEEP_NEWEST = ["suite", "model", "config_hash", "hardware"]  # of rows equal in these, the newest is reported
 
 
 def _number(value) -> float:
@@ -48,21 +52,16 @@ def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _get(run: pd.Series, key: str):
-    """A value of an MLflow search row, None when absent or NaN."""
-    value = run.get(key)
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-def _overlays(record: ModelRecord, source: str) -> list[str]:
-    """The overlay PNGs saved with a model's predictions (eval.save_predictions), as paths beside ``source``."""
+def _overlays(record: ModelRecord, folder: Path) -> list[str]:
+    """The overlay PNGs saved with a model's predictions (eval.save_predictions), as paths under ``folder``."""
     saved = record.passport.predictions if record.passport else None
-    folder = Path(source).parent
     return [str(folder / name) for name in saved.overlays] if saved else []
 
 
-def model_rows(results: Results, source: str, time: float = math.nan) -> list[dict]:
-    """One leaderboard row per model of a results.json, with its settings and per-class IoU."""
+def model_rows(results: Results, source: str, time: float = math.nan, folder: Path | None = None) -> list[dict]:
+    """One leaderboard row per model of a results.json, with its settings, per-class IoU and mIoU interval
+    (the per-image data summarised here, once); overlays are looked for under ``folder`` (default: beside
+    ``source``)."""
     env = results.environment
     conv = results.convention
     classes = results.dataset.classes if results.dataset else []
@@ -103,10 +102,10 @@ def model_rows(results: Results, source: str, time: float = math.nan) -> list[di
             "mlflow_run_id": record.mlflow_run_id,
             "source": source,
             "time": time,
-            "confusion": record.confusion_matrix,
+            "confusion": np.asarray(record.confusion_matrix, np.int64) if record.confusion_matrix else None,
             "classes": list(classes),
-            "overlays": _overlays(record, source),
-            "robustness": plain(record.robustness) if record.robustness else None,
+            "overlays": _overlays(record, Path(source).parent if folder is None else folder),
+            "robustness": record.robustness.model_dump() if record.robustness else None,
         })
         iou = {scores.name: scores.IoU for scores in record.per_class}
         row.update({f"IoU.{name}": _number(iou.get(name)) for name in classes})
@@ -114,71 +113,98 @@ def model_rows(results: Results, source: str, time: float = math.nan) -> list[di
     return rows
 
 
-def frame_rows(frame: pd.DataFrame) -> list[dict]:
-    """Leaderboard rows from ``sources.mlflow_frame``: what MLflow holds (no per-image data, so no interval)."""
+def _cap(items: list[str], shown: int = 5) -> str:
+    """The first ``shown`` items, then how many more."""
+    more = len(items) - shown
+    return "; ".join(items[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
+@dataclass
+class Collected:
+    """The rows to report, and per suite what was left out and why (said on the page and the console)."""
+
+    frame: pd.DataFrame
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def file_rows(source: Path | str) -> list[dict]:
+    """The rows of every results.json of ``source``, read one file at a time (its per-image data summarised
+    into the rows' intervals and then dropped)."""
     rows = []
-    for _, run in frame.iterrows():
-        get = partial(_get, run)
-        classes = sorted(key[len("metrics.IoU."):] for key in frame.columns
-                         if key.startswith("metrics.IoU.") and get(key) is not None)
-        ignore_index = int(get("parent.params.data.ignore_index") or 255)
-        dataset = get("parent.params.data.name") or "?"
-        conv = convention(len(classes), ignore_index, f"{dataset}-{len(classes)}")
-        start = get("start_time")
-        row = {"suite": get("parent.tags.segbench.suite"), "model": get("params.model"), "arch": get("params.arch"),
-               "backbone": get("params.backbone")}
-        row.update({name: _number(get(f"metrics.{name}")) for name in METRICS})
-        row.update({
-            "mIoU_low": math.nan, "mIoU_high": math.nan,
-            "images_per_second": _number(get("metrics.images_per_second")),
-            "latency_ms_p50": _number(get("metrics.latency_ms_p50")),
-            "params": float(get("params.params") or "nan"),
-            "gflops_per_image": math.nan,
-            "config_hash": get("parent.tags.segbench.suite_hash"),
-            "accumulation": conv["accumulation"], "absent_class": conv["absent_class"],
-            "ignore_index": ignore_index, "label_space": conv["label_space"],
-            "eval_mode": get("parent.params.eval.mode"), "eval_images": None,
-            "precision": get("parent.params.bench.precision"), "memory_format": None, "compile": None,
-            "batch_size": None, "input_shape": None,
-            "hardware": get("parent.tags.segbench.hardware"), "device": get("parent.tags.segbench.device"),
-            "threads": None, "torch": None, "segbench": get("parent.tags.segbench.version"),
-            "git_commit": (get("parent.tags.mlflow.source.git.commit") or "")[:12] or None,
-            "mlflow_run_id": get("run_id"),
-            "source": f"MLflow run {get(f'tags.{PARENT_TAG}')}",
-            "time": start.timestamp() if start is not None else math.nan,
-            "confusion": None, "classes": classes, "overlays": [], "robustness": None,
-        })
-        row.update({f"IoU.{name}": _number(get(f"metrics.IoU.{name}")) for name in classes})
-        rows.append(row)
+    for path in find_results(source):
+        rows += model_rows(read_results(path), str(path), path.stat().st_mtime)
     return rows
 
 
-def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlflow: bool = False) -> pd.DataFrame:
-    """All rows from results.json files (and MLflow when asked), newest per model, config and hardware kept."""
-    rows = []
+def _download_overlays(client, results: Results, folder: Path) -> None:
+    """The overlay PNGs its models logged to their MLflow runs, into ``folder`` at their results.json paths."""
+    for record in results.models:
+        saved = record.passport.predictions if record.passport else None
+        for name in (saved.overlays if saved and record.mlflow_run_id else []):
+            download_artifact(client, record.mlflow_run_id, Path(name).name, folder / Path(name).parent)
+
+
+def mlflow_rows(uri: str | None, workspace: Path, notes: dict[str, list[str]]) -> list[dict]:
+    """The rows of every FINISHED run or score in the MLflow store, from the results.json each logged (the same
+    rows as from the file); runs that did not finish, or logged no results.json, are left out with a note."""
+    client = store_client(uri)
+    rows, unfinished = [], {}
+    for run in stored_runs(client):
+        if run.status != "FINISHED":
+            unfinished.setdefault(run.suite, []).append(f"{run.run_id} ({run.status})")
+            continue
+        folder = workspace / run.run_id
+        path = download_artifact(client, run.run_id, RESULTS_NAME, folder)
+        if path is None:
+            notes.setdefault(run.suite, []).append(f"MLflow run {run.run_id} finished without a {RESULTS_NAME} "
+                                                   "artifact: left out")
+            continue
+        results = read_results(path)
+        path.unlink()
+        _download_overlays(client, results, folder)
+        rows += model_rows(results, f"MLflow run {run.run_id}", run.start_time, folder)
+    for suite, runs in unfinished.items():
+        notes.setdefault(suite, []).append(f"{len(runs)} MLflow run(s) that did not finish left out: {_cap(runs)}")
+    return rows
+
+
+def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlflow: bool = False,
+            workspace: Path | None = None) -> Collected:
+    """All rows from results.json files (and from MLflow when asked; its artifacts downloaded into
+    ``workspace``), the newest per model, config and hardware kept and the older ones named in the notes."""
+    rows, notes = [], {}
     for source in sources:
-        for path in find_results(source):
-            rows += model_rows(read_results(path), str(path), path.stat().st_mtime)
+        rows += file_rows(source)
     if use_mlflow or tracking_uri:
-        rows += frame_rows(mlflow_frame(tracking_uri))
+        with tempfile.TemporaryDirectory() if workspace is None else nullcontext(workspace) as folder:
+            rows += mlflow_rows(tracking_uri, Path(folder), notes)
     if not rows:
-        raise UserError("no results to report: name results.json files or folders, or a tracking URI")
+        raise UserError("no results to report: name results.json files or folders, or a tracking URI"
+                        + (f" ({'; '.join(n for ns in notes.values() for n in ns)})" if notes else ""))
     frame = pd.DataFrame(rows)
-    # The same MLflow run from a results.json and from MLflow: keep the file's richer row.
+    # The same MLflow run from a results.json and from MLflow: keep the file's row (its overlays are beside it).
     known = frame["mlflow_run_id"].notna()
     frame = pd.concat([frame[~known], frame[known].drop_duplicates("mlflow_run_id", keep="first")])
-    frame = frame.sort_values("time", na_position="first")
-    frame = frame.drop_duplicates(["suite", "model", "config_hash", "hardware"], keep="last")
-    return frame.sort_values(["suite", "mIoU"], ascending=[True, False], na_position="last").reset_index(drop=True)
+    frame = frame.sort_values("time", na_position="first", kind="stable")
+    older = frame.duplicated(KEEP_NEWEST, keep="last")
+    for suite, group in frame[older].groupby("suite", sort=True):
+        listed = [f"{row.model} from {row.source}" for row in group.itertuples()]
+        notes.setdefault(str(suite), []).append(
+            f"{len(listed)} older result(s) of a model with the same config hash and hardware left out (the newest "
+            f"is shown): {_cap(listed)}")
+    frame = frame[~older]
+    frame = frame.sort_values(["suite", "mIoU"], ascending=[True, False], na_position="last").reset_index(drop=True)
+    return Collected(frame, notes)
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:
-    """Model names, with the config hash and hardware appended where a suite's rows have several."""
+    """Model names, with the config hash and hardware appended where a suite's rows have several; unique."""
     label = frame["model"].astype(str)
     for column, width in (("config_hash", 6), ("hardware", 24)):
         if frame[column].nunique(dropna=False) > 1:
             label = label + " @" + frame[column].astype(str).str[:width]
-    return label
+    repeat = label.groupby(label).cumcount()  # labels still equal (hash or hardware prefixes): numbered
+    return label.where(repeat == 0, label + " (" + (repeat + 1).astype(str) + ")")
 
 
 def setting_groups(frame: pd.DataFrame) -> pd.DataFrame:

@@ -56,8 +56,9 @@ def display(frame: pd.DataFrame) -> pd.DataFrame:
                          for _, row in frame.iterrows()], columns=[header for header, _ in TABLE.values()])
 
 
-def to_markdown(frame: pd.DataFrame, suite: str) -> str:
-    """The leaderboard as a GitHub Markdown table, metrics in percent, then the settings behind it."""
+def to_markdown(frame: pd.DataFrame, suite: str, notes: list[str] = ()) -> str:
+    """The leaderboard as a GitHub Markdown table, metrics in percent, then the settings behind it and what was
+    left out."""
     table = display(frame).map(markdown_cell)
     table.index = pd.RangeIndex(1, len(table) + 1, name="#")
     align = ["right"] + ["left" if kind == "text" else "right" for _, kind in TABLE.values()]
@@ -66,6 +67,8 @@ def to_markdown(frame: pd.DataFrame, suite: str) -> str:
              f"mIoU CI: {LEVEL:.0%} bootstrap percentile interval over images. Settings:", ""]
     for _, group in setting_groups(frame).iterrows():
         lines.append("- " + "; ".join(f"{label} {markdown_cell(group[key])}" for key, label in SETTINGS.items()))
+    if notes:
+        lines += ["", "Left out:", ""] + [f"- {markdown_cell(note)}" for note in notes]
     robust = robustness.to_markdown(frame.assign(label=labels(frame)))
     return "\n".join(lines) + "\n" + (f"\n{robust}" if robust else "")
 

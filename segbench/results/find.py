@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
-
-import pandas as pd
 
 from segbench.config.schema import TrackingConfig
 from segbench.errors import UserError
 from segbench.results.schema import RESULTS_NAME, Results, read_results
-from segbench.results.tracking import PARENT_TAG, tracking_uri
+from segbench.results.tracking import PARENT_TAG, check_store, tracking_uri
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+RESULTS_KINDS = ("run", "score")  # parent runs whose artifact is a results.json
 
 
 def find_results(source: Path | str) -> list[Path]:
@@ -46,16 +46,20 @@ def _local_store(uri: str) -> Path | None:
 
 
 def store_uri(uri: str | None = None) -> str:
-    """The MLflow store to read: ``uri``, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; it must exist."""
+    """The MLflow store to read: ``uri``, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; it must exist
+    (and a server or database answer within tracking's connect timeout)."""
     uri = tracking_uri(TrackingConfig(uri=uri))
     local = _local_store(uri)
     if local is not None and not local.exists():
         raise UserError(f"no MLflow store at {uri} ({local.resolve()} does not exist): run `segbench run` first, "
                         "name results.json files, or point --tracking-uri at a store")
+    if local is None:  # a server or database: it answers within seconds, or one line says so
+        check_store(uri)
     return uri
 
 
-def _client(uri: str | None):
+def store_client(uri: str | None = None):
+    """An ``MlflowClient`` of the store ``store_uri(uri)`` names."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=store_uri(uri))
@@ -66,7 +70,7 @@ def mlflow_results(run_id: str, uri: str | None = None) -> Results:
     from mlflow.exceptions import MlflowException
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
-    client = _client(uri)
+    client = store_client(uri)
     try:
         run = client.get_run(run_id)
         parent = run.data.tags.get(PARENT_TAG, run_id)
@@ -78,7 +82,7 @@ def mlflow_results(run_id: str, uri: str | None = None) -> Results:
 
 def latest_run(suite: str | None, uri: str | None = None) -> str:
     """The id of the newest finished ``segbench run`` of ``suite`` (of any suite when None) in the tracking store."""
-    client = _client(uri)
+    client = store_client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     query = "tags.`segbench.kind` = 'run' and attributes.status = 'FINISHED'"
     query += f" and tags.`segbench.suite` = '{suite}'" if suite is not None else ""
@@ -101,19 +105,41 @@ def load_results(source: Path | str, uri: str | None = None, suite: str | None =
     return read_results(source), text
 
 
-def mlflow_frame(uri: str | None = None) -> pd.DataFrame:
-    """``mlflow.search_runs`` of every model's child run, with its parent's tags and params as ``parent.*``."""
-    import mlflow
+@dataclass
+class StoredRun:
+    """A ``segbench run`` or ``segbench score`` invocation in the tracking store (its parent run)."""
 
-    store = store_uri(uri)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store)
+    run_id: str
+    suite: str
+    status: str  # FINISHED, FAILED, KILLED or RUNNING
+    start_time: float  # seconds since the epoch
+
+
+def stored_runs(client) -> list[StoredRun]:
+    """Every parent run in ``client``'s store that writes a results.json (run, score), oldest first."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while experiments:
+        page = client.search_runs(experiments, "tags.`segbench.kind` != 'bench'", max_results=1000,
+                                  page_token=token)
+        runs += [StoredRun(run.info.run_id, run.data.tags.get("segbench.suite", "?"), run.info.status,
+                           (run.info.start_time or 0) / 1000) for run in page
+                 if run.data.tags.get("segbench.kind") in RESULTS_KINDS and PARENT_TAG not in run.data.tags]
+        token = page.token
+        if not token:
+            break
+    return sorted(runs, key=lambda run: run.start_time)
+
+
+def download_artifact(client, run_id: str, name: str, folder: Path) -> Path | None:
+    """The top-level artifact ``name`` of MLflow run ``run_id`` copied into ``folder``; None when it has none."""
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if name not in {item.path for item in client.list_artifacts(run_id)}:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        frame = mlflow.search_runs(search_all_experiments=True)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    if frame.empty or f"tags.{PARENT_TAG}" not in frame or "tags.segbench.kind" not in frame:
-        return pd.DataFrame()
-    parents = frame[frame["tags.segbench.kind"] == "run"].set_index("run_id").add_prefix("parent.")
-    children = frame[frame[f"tags.{PARENT_TAG}"].isin(parents.index)]
-    return children.join(parents, on=f"tags.{PARENT_TAG}")
+        return Path(client.download_artifacts(run_id, name, str(folder)))
+    except MlflowException as exc:
+        raise UserError(f"MLflow run {run_id} at {client.tracking_uri}: {exc.message.splitlines()[0]}") from None

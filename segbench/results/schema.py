@@ -2,75 +2,72 @@
 
 Version 2 is written: version 1 plus ``kind``, with every field below present (null where it does not apply).
 Version 1 files (segbench 0.1) are read and upgraded (``kind`` inferred). Fractions for quality, NaN as null.
-Keys not listed here are kept (``extra_fields``) so that a newer file survives a read and a write. A file of
+Every record is a pydantic model (``segbench.config.typed.Record``): types and the sets of values (``Literal``) are
+declared here once; ``schemas/results.schema.json`` is generated from them. Keys not listed here are kept
+(``model_extra``) so that a newer file survives a read and a write. A file of
 the wrong structure is a UserError naming the first offending field and what was expected there.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+from pydantic import Field, ValidationError
 
+from segbench.config.typed import ABSENT, Record, describe, error_line, errors, plain
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
 from segbench.results.passport import MetricDefinition, PassportDetails
 from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
-from segbench.results.typed import ABSENT, Invalid, build, describe, extra_fields, json_field, plain
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-KINDS = ("run", "bench", "score")  # segbench run / eval, segbench bench (bench.json), segbench score
+Kind = Literal["run", "bench", "score"]  # segbench run / eval, segbench bench (bench.json), segbench score
+KINDS = get_args(Kind)
 RESULTS_NAME = "results.json"
+# A finished model's headline metrics: a NaN (or null) in one of them needs the record's ``invalid_reason``.
+HEADLINE_METRICS = ("mIoU", "mDice", "aAcc")
 
 
-@dataclass
-class Shard:
+class Shard(Record):
     index: int  # this run's shard, from 0
     count: int  # shards of the sweep
     sweep: str  # the id every shard of one sweep shares
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Suite:
+class Suite(Record):
     name: str  # the suite's name (suites/NAME.yaml, or the name inside a suite file)
     config_hash: str | None = None  # sha256 prefix of every setting that changes the numbers
-    config: dict[str, Any] = field(default_factory=dict)  # the resolved suite configuration
+    config: dict[str, Any] = {}  # the resolved suite configuration
     shard: Shard | None = None  # shard=I/N: which share of the suite's models this run holds
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Dataset:
+class Dataset(Record):
     name: str  # registry name of the data set
     classes: list[str]  # class names, in label order
     split: str | None = None  # the evaluated split
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Convention:
+class Convention(Record):
     accumulation: str = "dataset"  # confusion matrix summed over the whole split, then scored
     absent_class: str = "nan_excluded"  # a class absent from ground truth and prediction: NaN, out of the mean
     ignore_index: int = 255  # label value whose pixels are dropped
     label_space: str | None = None  # which label space the classes come from, e.g. cityscapes-19
     num_classes: int | None = None  # number of evaluated classes
     void_prediction: str | None = None  # score only: how a prediction outside the classes counts
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Environment:
+class Environment(Record):
     segbench: str | None = None  # segbench version
     git_commit: str | None = None  # commit of the segbench source tree, null outside a clone
     python: str | None = None  # Python version
     platform: str | None = None  # platform.platform()
-    packages: dict[str, str | None] = field(default_factory=dict)  # versions of torch, timm, smp, mlflow, ...
+    packages: dict[str, str | None] = {}  # versions of torch, timm, smp, mlflow, ...
     device: str | None = None  # torch device, e.g. cpu or cuda:0
     device_name: str | None = None  # GPU name, or the CPU model on the CPU: the hardware speeds belong to
     cpu: str | None = None  # CPU model
@@ -81,76 +78,60 @@ class Environment:
     cudnn_benchmark: bool | None = None  # torch.backends.cudnn.benchmark when the run started
     gpu_driver: str | None = None  # NVIDIA driver version (nvidia-smi or pynvml); null without a CUDA device
     gpu_clocks: dict[str, Any] | None = None  # current and max SM/memory clocks (MHz), power limit, pstate, ...
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Mlflow:
+class Mlflow(Record):
     tracking_uri: str | None = None  # the store the run was logged to (null when tracking was off)
     experiment_id: str | None = None  # its experiment
     parent_run_id: str | None = None  # the invocation's parent run, which holds this file as an artifact
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Training:
+class Training(Record):
     iters: int  # optimiser steps
     seconds: float  # wall time of training
     final_loss: float | None = None  # loss of the last logged step
     data_wait_share: float | None = None  # share of the training time spent waiting for data
     batch_size: int | None = None  # the global batch (split across the ranks of a torchrun job)
     world_size: int | None = None  # processes that trained (torchrun), 1 otherwise
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Checkpoint:
+class Checkpoint(Record):
     path: str  # folder of the saved weights, relative to the output folder
     sha256: str  # of the weights file
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class WeightsFile:
+class WeightsFile(Record):
     file: str  # the weights file that was loaded
     sha256: str | None = None  # of that file (null in version-1 files)
     loaded: int | None = None  # backbone weights: tensors of the backbone they filled
     total: int | None = None  # backbone weights: tensors the backbone has
     coverage: float | None = None  # backbone weights: loaded / total
     normalisation: dict[str, Any] | None = None  # backbone weights: the input normalisation they were trained with
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Weights:
+class Weights(Record):
     model: WeightsFile | None = None  # a checkpoint of the whole model (weights.MODEL); null: none loaded
     backbone: WeightsFile | None = None  # backbone weights (backbone_weights.BACKBONE); null: random
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Origin:
+class Origin(Record):
     source: str  # segbench (built here on timm), torchvision, hf or smp
-    weights: dict[str, Any] = field(default_factory=dict)  # where the weights come from (kind, path, url, ...)
-    normalisation: dict[str, Any] = field(default_factory=dict)  # mean, std, input scale the model expects
-    label_mapping: dict[str, Any] = field(default_factory=dict)  # how the model's classes map to the suite's
-    notes: list[str] = field(default_factory=list)  # what the user was told (e.g. classes assumed)
-    extra_fields: dict[str, Any] = extra_fields()
+    weights: dict[str, Any] = {}  # where the weights come from (kind, path, url, ...)
+    normalisation: dict[str, Any] = {}  # mean, std, input scale the model expects
+    label_mapping: dict[str, Any] = {}  # how the model's classes map to the suite's
+    notes: list[str] = []  # what the user was told (e.g. classes assumed)
 
 
-@dataclass
-class ClassScores:
-    name: str = json_field("class")  # class name (JSON key "class")
+class ClassScores(Record):
+    name: str = Field(alias="class")  # class name (JSON key "class")
     IoU: float | None = None  # intersection over union; null when the class is absent
     Dice: float | None = None  # 2 TP / (2 TP + FP + FN)
     Acc: float | None = None  # per-class recall TP / (TP + FN)
     support: int | None = None  # ground-truth pixels of the class
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class Evaluation:
-    mode: str | None = None  # whole, slide, resize, or predictions (segbench score)
+class Evaluation(Record):
+    mode: Literal["whole", "slide", "resize", "predictions"] | None = None  # predictions: segbench score
     split: str | None = None  # evaluated split
     images: int | None = None  # evaluated images
     seconds: float | None = None  # wall time of the evaluation
@@ -165,7 +146,7 @@ class Evaluation:
     resize: list[int] | None = None  # resize mode: the size images are resized to
     scales: list[float] | None = None  # test-time scales
     flip: bool | None = None  # test-time horizontal flip
-    merge: str | None = None  # how several views are merged: logits or mean_softmax
+    merge: Literal["logits", "mean_softmax"] | None = None  # how several views are merged
     crf: bool | None = None  # CRF post-processing
     pred_dir: str | None = None  # score only: the folder of prediction PNGs
     label_space: str | None = None  # score only: train or dataset ids in the PNGs
@@ -173,26 +154,20 @@ class Evaluation:
     void_pixels: int | None = None  # score only: pixels predicted outside the classes
     skipped: int | None = None  # score only: unreadable ground-truth files skipped
     backends: list[BackendEvaluation] | None = None  # eval.backends: each backend's metrics and difference
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class DataIssues:
+class DataIssues(Record):
     skipped: int = 0  # unreadable samples skipped (data.skip_bad)
-    problems: list[str] = field(default_factory=list)  # the first problems found
-    classes_without_pixels: list[str] = field(default_factory=list)  # classes with no pixel in the evaluated split
-    extra_fields: dict[str, Any] = extra_fields()
+    problems: list[str] = []  # the first problems found
+    classes_without_pixels: list[str] = []  # classes with no pixel in the evaluated split
 
 
-@dataclass
-class PerImage:
+class PerImage(Record):
     intersection: list[list[int]]  # images x classes intersections (TP), for bootstrap intervals
     union: list[list[int]]  # images x classes unions (TP + FP + FN)
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class ModelRecord:
+class ModelRecord(Record):
     name: str  # ARCH-BACKBONE or SOURCE:NAME; for segbench score, the predictions folder's name
     arch: str | None = None  # architecture registry name
     backbone: str | None = None  # timm backbone
@@ -202,8 +177,8 @@ class ModelRecord:
     source: str | None = None  # "predictions" for segbench score
     train: Training | None = None  # null when not trained
     checkpoint: Checkpoint | None = None  # the weights saved after training
-    metrics: dict[str, float | None] = field(default_factory=dict)  # mIoU, mDice, aAcc, mAcc, fwIoU (fractions)
-    per_class: list[ClassScores] = field(default_factory=list)  # one entry per class
+    metrics: dict[str, float | None] = {}  # mIoU, mDice, aAcc, mAcc, fwIoU (fractions)
+    per_class: list[ClassScores] = []  # one entry per class
     categories: dict[str, Any] | None = None  # category IoU where the data set groups its classes
     evaluation: Evaluation | None = None  # how it was evaluated
     confusion_matrix: list[list[int]] | None = None  # rows ground truth, columns prediction (score: + void)
@@ -211,10 +186,12 @@ class ModelRecord:
     per_image: PerImage | None = None  # per-image intersections and unions
     passport: PassportDetails | None = None  # metric-passport details (boundary, calibration, iIoU, per case)
     robustness: Robustness | None = None  # eval.corruptions: scores under corruption, mPC, rPC; ACDC: per condition
-    speed: list[Speed] = field(default_factory=list)  # one record per bench backend and batch size
-    speed_skipped: list[SkippedBackend] = field(default_factory=list)  # bench backends that could not run here
+    speed: list[Speed] = []  # one record per bench backend and batch size
+    speed_skipped: list[SkippedBackend] = []  # bench backends that could not run here
     mlflow_run_id: str | None = None  # the model's MLflow child run
-    extra_fields: dict[str, Any] = extra_fields()
+    # why a headline metric (mIoU, mDice, aAcc) is not a number: training diverged, non-finite logits, ...; null: the
+    # metrics are valid. The writer refuses a NaN headline metric without it.
+    invalid_reason: str | None = None
 
     @property
     def first_speed(self) -> Speed | None:
@@ -222,18 +199,16 @@ class ModelRecord:
         return self.speed[0] if self.speed else None
 
 
-@dataclass
-class Results:
+class Results(Record):
     schema_version: int  # 2 written; 1 read
-    kind: str  # run, bench or score
+    kind: Kind
     suite: Suite  # what was run
     dataset: Dataset | None = None  # the evaluated data set; null for bench
     convention: Convention | None = None  # the metric convention; null for bench
     environment: Environment | None = None  # the hardware and software fingerprint
     mlflow: Mlflow | None = None  # where the run was logged
-    models: list[ModelRecord] = field(default_factory=list)  # one record per model
-    metric_definitions: dict[str, MetricDefinition] = field(default_factory=dict)  # every metric in ``metrics``
-    extra_fields: dict[str, Any] = extra_fields()
+    models: list[ModelRecord] = []  # one record per model
+    metric_definitions: dict[str, MetricDefinition] = {}  # every metric in ``metrics``
 
     def to_dict(self) -> dict:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
@@ -261,12 +236,7 @@ def parse_results(data: Any, source: str = "results") -> Results:
                         f"got {describe(version)}")
     if version == 1:
         data = {**data, "kind": infer_kind(data), "models": [_upgrade_model(m) for m in data["models"]]}
-    try:
-        results = build(Results, data, "")
-    except Invalid as exc:
-        raise UserError(f"{source}: {exc}") from None
-    if results.kind not in KINDS:
-        raise UserError(f"{source}: kind: expected one of {', '.join(KINDS)}, got {describe(results.kind)}")
+    results = _typed(Results, data, source)
     for i, record in enumerate(results.models):
         pairs = record.per_image
         if pairs and np.shape(pairs.intersection) != np.shape(pairs.union):
@@ -274,6 +244,14 @@ def parse_results(data: Any, source: str = "results") -> Results:
                             f"got {np.shape(pairs.intersection)} and {np.shape(pairs.union)}")
     results.schema_version = SCHEMA_VERSION
     return results
+
+
+def _typed(cls: type[Record], data: Any, source: str) -> Any:
+    """``data`` (numpy values and tuples allowed, NaN kept) as a ``cls``; a UserError names the field."""
+    try:
+        return cls.model_validate(plain(data, nan_as_null=False))
+    except ValidationError as exc:
+        raise UserError(f"{source}: {error_line(errors(exc)[0], cls)}") from None
 
 
 def _upgrade_model(record: Any) -> Any:
@@ -311,17 +289,28 @@ def to_model(data: ModelRecord | dict) -> ModelRecord:
     """``data`` as a ModelRecord: a dict as runner builds one."""
     if isinstance(data, ModelRecord):
         return data
-    try:
-        return build(ModelRecord, data, "model record")
-    except Invalid as exc:
-        raise UserError(str(exc)) from None
+    return _typed(ModelRecord, data, "model record")
 
 
 def write_results(path: Path | str, data: Results | dict, compact: bool = False) -> Path:
-    """Validate ``data`` and write it as version-2 JSON, atomically; ``compact`` puts innermost arrays on one line."""
-    plain_data = to_results(data).to_dict()
+    """Validate ``data`` and write it as version-2 JSON, atomically; ``compact`` puts innermost arrays on one line.
+    A finished model whose headline metric is NaN without an ``invalid_reason`` is refused."""
+    results = to_results(data)
+    check_headlines(results)
+    plain_data = results.to_dict()
     return atomic_write(path, (_compact(plain_data) if compact else json.dumps(plain_data, indent=2, allow_nan=False))
                         + "\n")
+
+
+def check_headlines(results: Results, source: str = "results to write") -> None:
+    """Refuse a model record whose headline metric (``HEADLINE_METRICS``) is NaN or null without a reason."""
+    for i, record in enumerate(results.models):
+        for name in HEADLINE_METRICS:
+            value = record.metrics.get(name, 0.0)
+            if (value is None or not math.isfinite(value)) and not record.invalid_reason:
+                raise UserError(f"{source}: models[{i}].metrics.{name}: expected a finite number for the finished "
+                                f"model '{record.name}', got {describe(value)}; a record whose metrics are not valid "
+                                "says why in invalid_reason")
 
 
 def _compact(value: Any, level: int = 0) -> str:

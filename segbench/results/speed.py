@@ -3,31 +3,30 @@ them; read and written only through it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from segbench.results.typed import extra_fields
+from segbench.config.typed import Record
+
+Precision = Literal["fp32", "bf16", "fp16"]  # fp32, or bf16 / fp16 autocast
 
 
-@dataclass
-class BackendEvaluation:
+class BackendEvaluation(Record):
     backend: str  # eager, compile, onnxruntime or tensorrt (segbench.deploy.backends)
-    status: str = "ok"  # ok; reference (eager: the record's own evaluation); skipped (cannot run here)
+    # ok; reference (eager: the record's own evaluation); skipped (cannot run here)
+    status: Literal["ok", "reference", "skipped"] = "ok"
     reason: str | None = None  # skipped: why
-    precision: str | None = None  # fp32, ...
+    precision: Precision | None = None
     provider: str | None = None  # torch, an ONNX Runtime execution provider, TensorRT
-    metrics: dict[str, float | None] = field(default_factory=dict)  # mIoU, ... (fractions) under this backend
-    difference: dict[str, float | None] = field(default_factory=dict)  # this backend minus eager (fractions)
+    metrics: dict[str, float | None] = {}  # mIoU, ... (fractions) under this backend
+    difference: dict[str, float | None] = {}  # this backend minus eager (fractions)
     max_abs_logit_difference: float | None = None  # against eager, over the first evaluated batch
     prediction_agreement: float | None = None  # share of the first batch's pixels with eager's argmax
     images: int | None = None  # evaluated images
     seconds: float | None = None  # wall time of this backend's evaluation (building it included)
-    details: dict[str, Any] = field(default_factory=dict)  # what ran: exporter, opset, input shapes, ...
-    extra_fields: dict[str, Any] = extra_fields()
+    details: dict[str, Any] = {}  # what ran: exporter, opset, input shapes, ...
 
 
-@dataclass
-class Speed:
+class Speed(Record):
     images_per_second: float  # samples per second: median over the timed repeats
     images_per_second_repeats: list[float] | None = None  # one figure per timed repeat
     spread: float | None = None  # (max - min) / median over the repeats
@@ -44,29 +43,27 @@ class Speed:
     params: int | None = None  # parameters of the model
     gflops_per_image: float | None = None  # forward FLOPs per image / 1e9 (a multiply-add is 2)
     peak_memory_mb: float | None = None  # peak memory of the forward pass
-    memory_measure: str | None = None  # cuda_max_allocated or cpu_peak_rss_growth
+    # not_measured: the backend allocates outside torch's allocator
+    memory_measure: Literal["cuda_max_allocated", "cpu_peak_rss_growth", "not_measured"] | None = None
     device: str | None = None  # torch device
-    precision: str | None = None  # fp32, or bf16 / fp16 autocast
-    memory_format: str | None = None  # contiguous or channels_last
+    precision: Precision | None = None
+    memory_format: Literal["contiguous", "channels_last"] | None = None
     compile: bool | None = None  # torch.compile (backend compile)
-    timer: str | None = None  # perf_counter or cuda_events
+    timer: Literal["perf_counter", "cuda_event"] | None = None  # the host clock, or CUDA events on the GPU
     backend: str | None = None  # eager, compile, onnxruntime or tensorrt; null in older files: eager (or compile)
     provider: str | None = None  # torch, an ONNX Runtime execution provider (CPUExecutionProvider, ...), TensorRT
-    backend_details: dict[str, Any] = field(default_factory=dict)  # exporter, opset, input shapes, threads, ...
+    backend_details: dict[str, Any] = {}  # exporter, opset, input shapes, threads, ...
     min_seconds: float | None = None  # the minimum timed duration asked for
     timed_seconds: float | None = None  # the timed duration measured, all blocks
     isolated: bool | None = None  # measured in a fresh process of its own (segbench bench)
-    extra: dict[str, Any] = field(default_factory=dict)  # anything else the measurement recorded
+    extra: dict[str, Any] = {}  # anything else the measurement recorded
     world_size: int | None = None  # torchrun: processes that each timed the model on their device
     images_per_second_per_rank: list[float] | None = None  # torchrun: each rank's images/s
     aggregate_images_per_second: float | None = None  # torchrun: their sum, the job's data-parallel throughput
     reference_model: str | None = None  # the suite's model timed alternately with this one, block by block
     reference_images_per_second_repeats: list[float] | None = None  # its images/s in the block after each repeat
-    extra_fields: dict[str, Any] = extra_fields()
 
 
-@dataclass
-class SkippedBackend:
+class SkippedBackend(Record):
     backend: str  # a backend of bench.backends that was not timed
     reason: str  # why: cannot run here (TensorRT without CUDA, ...), or its export failed
-    extra_fields: dict[str, Any] = extra_fields()

@@ -1,60 +1,98 @@
-"""Model cards: the typed schema of ``zoo/*.yaml`` (or ``$SEGBENCH_ZOO``), each file read and checked field by field.
+"""Model cards: the typed schema of ``zoo/*.yaml`` (or ``$SEGBENCH_ZOO``), declared once (pydantic) and published as
+``schemas/card.schema.json``; each file read and checked field by field.
 
 A malformed card is one line naming its file and field; it does not stop the other cards from working.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+from typing_extensions import TypedDict
 
 from segbench.config.schema import resource_dir
+from segbench.config.typed import Expect, NonNegativeFloat, Relation, describe, error_line, errors, hint_at
 from segbench.errors import UserError, closest, unknown
 
 CARD_SCHEMA_VERSION = 2
 ZOO_ENV = "SEGBENCH_ZOO"
+# A card refuses keys it does not declare; its numbers and flags are strict ("0.5" is not a number, "yes" not true).
+CARD = ConfigDict(extra="forbid")
+Name = Annotated[str, Field(min_length=1), Expect("a non-empty string")]
+Number = Annotated[float, Strict(), Expect("a number")]
+Flag = Annotated[bool, Strict(), Expect("true or false")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$"), Expect("the 64 hex digits of the file's sha256")]
 
 
-@dataclass
+@dataclass(config=CARD)
 class Weights:
-    sha256: str | None = None
+    sha256: Sha256 | None = None
     path: str | None = None  # relative to the card's folder, or absolute
     url: str | None = None  # fetched into the cache only when the user asks
-    published: bool = False  # the model source's own published weights (torchvision's, the Hugging Face hub's)
+    published: Flag = False  # the model source's own published weights (torchvision's, the Hugging Face hub's)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Weights:
+        sources = [k for k in ("path", "url") if getattr(self, k)] + (["published"] if self.published else [])
+        if len(sources) != 1:
+            raise Relation("", "exactly one of path, url or published: true", sources or "none")
+        if not self.published and self.sha256 is None:
+            raise Relation("sha256", "the 64 hex digits of the file's sha256", None)
+        return self
 
 
-@dataclass
+@dataclass(config=CARD)
 class Claimed:
     """The authors' figures, as they published them (metrics as fractions, like segbench's)."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, Number]
     source: str  # where the figures are published
     dataset: str  # what they were measured on
     protocol: str  # how: resize, crop, normalisation, ...
-    reproducible: bool = False  # True when the card's suite and eval_overrides run this very protocol
-    tolerance: float = 0.005  # allowed absolute difference per metric when reproduced
+    reproducible: Flag = False  # True when the card's suite and eval_overrides run this very protocol
+    tolerance: NonNegativeFloat = 0.005  # allowed absolute difference per metric when reproduced
     note: str = ""
 
 
-@dataclass
+class Verified(TypedDict, total=False):
+    """segbench's own measurement of the card's weights (a mapping, as results.json's parts are)."""
+
+    __pydantic_config__ = CARD  # type: ignore[misc]
+    metrics: dict[str, Annotated[float | None, Strict(), Expect("a number")]]  # fractions; null: not defined
+    evaluation: dict[str, Any]  # mode, split, images
+    convention: dict[str, Any]  # the metric convention of results.json
+    hardware: dict[str, Any]  # device, device_name, torch, segbench
+    suite_hash: str | None  # the suite's config hash when measured
+
+
+@dataclass(config=CARD)
 class Card:
-    name: str
-    model: str
-    suite: str
+    name: Name
+    model: Name
+    suite: Name
     weights: Weights
-    verified: dict[str, Any] | None = None  # segbench's measurement: metrics, evaluation, convention, hardware
+    verified: Verified | None = None  # segbench's measurement: metrics, evaluation, convention, hardware
     claimed: Claimed | None = None
     eval_overrides: list[str] = field(default_factory=list)  # key=value that rebuild the evaluation data
     training: dict[str, Any] = field(default_factory=dict)  # the training config, for the record
-    tolerance: float = 1e-6  # allowed absolute difference of each verified metric when verified again
+    tolerance: NonNegativeFloat = 1e-6  # allowed absolute difference of each verified metric when verified again
     description: str = ""
-    schema_version: int = CARD_SCHEMA_VERSION
-    source: Path | None = None  # the card's file (not stored)
+    schema_version: Literal[1, 2] = CARD_SCHEMA_VERSION
+    source: SkipJsonSchema[Path | None] = field(default=None, repr=False)  # the card's file (not stored)
+
+    @model_validator(mode="after")
+    def _has_results(self) -> Card:
+        if self.verified is None and self.claimed is None:
+            raise Relation("", "claimed nor verified results", None)
+        return self
 
     @property
     def results(self) -> dict[str, Any]:
@@ -67,6 +105,9 @@ class Card:
         return yaml.safe_dump(data, sort_keys=False)
 
 
+CARD_TYPE = TypeAdapter(Card)
+
+
 def zoo_dir() -> Path:
     """The zoo's folder: ``$SEGBENCH_ZOO`` when set, else the ``zoo/`` shipped with segbench."""
     return Path(os.environ[ZOO_ENV]) if os.environ.get(ZOO_ENV) else resource_dir("zoo")
@@ -76,74 +117,35 @@ class _CardError(UserError):
     pass
 
 
-def _fail(path: Path, key: str, problem: str) -> UserError:
-    return _CardError(f"model card '{path}': field '{key}' {problem}")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_keys(path: Path, data: dict, allowed: list[str], prefix: str = "") -> None:
-    for key in data:
-        if key not in allowed:
-            hints = closest(str(key), allowed)
-            hint = f"; did you mean '{hints[0]}'?" if hints else ""
-            what = "card key" if not prefix else f"key of '{prefix.rstrip('.')}'"
-            raise _CardError(f"model card '{path}': unknown {what} '{prefix}{key}'{hint} (expected "
-                             f"{', '.join(allowed)})")
-
-
-def _mapping(path: Path, key: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise _fail(path, key, f"must be a mapping, got {value!r}")
-    return value
-
-
-def _metrics(path: Path, key: str, value: Any) -> dict[str, float | None]:
-    for metric, number in _mapping(path, key, value).items():
-        if number is not None and not _number(number):
-            raise _fail(path, f"{key}.{metric}", f"must be a number, got {number!r}")
-    return value
-
-
-def _weights(path: Path, value: Any) -> Weights:
-    value = _mapping(path, "weights", value)
-    _check_keys(path, value, [f.name for f in fields(Weights)], "weights.")
-    weights = Weights(**value)
-    if weights.published is not True and weights.published is not False:
-        raise _fail(path, "weights.published", f"must be true or false, got {weights.published!r}")
-    sources = [k for k in ("path", "url") if getattr(weights, k)] + (["published"] if weights.published else [])
-    if len(sources) != 1:
-        raise _fail(path, "weights", f"needs exactly one of path, url or published: true (got {sources or 'none'})")
-    if not weights.published:
-        if not isinstance(weights.sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", weights.sha256):
-            raise _fail(path, "weights.sha256", f"must be the 64 hex digits of the file's sha256, got "
-                                                f"{weights.sha256!r}")
-    for key in ("path", "url"):
-        if getattr(weights, key) is not None and not isinstance(getattr(weights, key), str):
-            raise _fail(path, f"weights.{key}", f"must be a string, got {getattr(weights, key)!r}")
-    return weights
-
-
-def _claimed(path: Path, value: Any) -> Claimed | None:
-    if value is None:
-        return None
-    value = _mapping(path, "claimed", value)
-    names = [f.name for f in fields(Claimed)]
-    _check_keys(path, value, names, "claimed.")
-    for key in ("metrics", "source", "dataset", "protocol"):
-        if key not in value:
-            raise _fail(path, f"claimed.{key}", "is missing")
-    _metrics(path, "claimed.metrics", value["metrics"])
-    for key in ("source", "dataset", "protocol", "note"):
-        if key in value and not isinstance(value[key], str):
-            raise _fail(path, f"claimed.{key}", f"must be a string, got {value[key]!r}")
-    if not isinstance(value.get("reproducible", False), bool):
-        raise _fail(path, "claimed.reproducible", f"must be true or false, got {value['reproducible']!r}")
-    if not _number(value.get("tolerance", 0.0)) or value.get("tolerance", 0.0) < 0:
-        raise _fail(path, "claimed.tolerance", f"must be a non-negative number, got {value['tolerance']!r}")
-    return Claimed(**value)
+def _problem(path: Path, exc: ValidationError, version: int) -> str:
+    """The first error of a card in one line naming its file and field (``results`` for version 1's verified)."""
+    first = sorted(errors(exc), key=lambda e: e["type"] != "unexpected_keyword_argument")[0]
+    loc = tuple(part for part in first["loc"] if part != "[key]")
+    shown = ("results", *loc[1:]) if version == 1 and loc[:1] == ("verified",) else loc
+    key = ".".join(str(part) for part in shown)
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        section = hint_at(Card, loc[:-1]) if len(loc) > 1 else Card
+        allowed = [f.name for f in dataclasses.fields(section) if f.name != "source"] \
+            if dataclasses.is_dataclass(section) else []
+        hints = closest(str(loc[-1]), allowed)
+        what = "card key" if len(loc) == 1 else f"key of '{'.'.join(map(str, shown[:-1]))}'"
+        return (f"model card '{path}': unknown {what} '{key}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
+                + (f" (expected {', '.join(allowed)})" if allowed else ""))
+    if first["type"] == "missing":
+        return f"model card '{path}': field '{key}' is missing"
+    relation = (first.get("ctx") or {}).get("error")
+    if isinstance(relation, Relation):
+        target = ".".join(part for part in (key, relation.key) if part)
+        if not target:
+            return f"model card '{path}' has neither {relation.expected}"
+        if not relation.key:
+            return f"model card '{path}': field '{target}' needs {relation.expected} (got {relation.value})"
+        return f"model card '{path}': field '{target}' must be {relation.expected}, got {relation.value!r}"
+    line = error_line(first, Card)
+    what = line.split(": expected ", 1)[-1].rsplit(", got ", 1)[0].replace("an object", "a mapping")
+    what = what.removesuffix(" or null")  # where null is allowed, the card says so by leaving the field out
+    return f"model card '{path}': field '{key}' must be {what}, got {first['input']!r}" if ": expected " in line \
+        else f"model card '{path}': field '{key}' {line.split(': ', 1)[-1]}"
 
 
 def read_card(path: Path) -> Card:
@@ -155,33 +157,17 @@ def read_card(path: Path) -> Card:
     if not isinstance(data, dict):
         raise _CardError(f"model card '{path}' must hold a mapping")
     version = data.get("schema_version", 1)
-    if version not in (1, CARD_SCHEMA_VERSION):
-        raise _fail(path, "schema_version", f"must be 1 or {CARD_SCHEMA_VERSION}, got {version!r}")
-    if version == 1 and "results" in data:
-        data["verified"] = data.pop("results")
-    known = [f.name for f in fields(Card) if f.name != "source"]
-    _check_keys(path, data, known + (["results"] if version == 1 else []))
-    required = ("name", "model", "suite", "weights") + (("verified",) if version == 1 else ())
-    missing = [k if k != "verified" else "results" for k in required if k not in data]
-    if missing:
-        raise _CardError(f"model card '{path}' lacks {', '.join(missing)}")
-    for key in ("name", "model", "suite", "description"):
-        if key in data and (not isinstance(data[key], str) or (key != "description" and not data[key])):
-            raise _fail(path, key, f"must be a non-empty string, got {data[key]!r}")
-    verified = data.get("verified")
-    if verified is not None:
-        _mapping(path, "verified" if version > 1 else "results", verified)
-        _metrics(path, f"{'verified' if version > 1 else 'results'}.metrics", verified.get("metrics", {}))
-    claimed = _claimed(path, data.get("claimed"))
-    if verified is None and claimed is None:
-        raise _CardError(f"model card '{path}' has neither claimed nor verified results")
-    if not isinstance(data.get("eval_overrides", []), list) or \
-            not all(isinstance(o, str) for o in data.get("eval_overrides", [])):
-        raise _fail(path, "eval_overrides", f"must be a list of key=value strings, got {data['eval_overrides']!r}")
-    _mapping(path, "training", data.get("training", {}))
-    if not _number(data.get("tolerance", 0.0)) or data.get("tolerance", 0.0) < 0:
-        raise _fail(path, "tolerance", f"must be a non-negative number, got {data['tolerance']!r}")
-    return Card(**(data | {"weights": _weights(path, data["weights"]), "claimed": claimed, "source": path}))
+    if isinstance(version, bool) or version not in (1, CARD_SCHEMA_VERSION):
+        raise _CardError(f"model card '{path}': field 'schema_version' must be 1 or {CARD_SCHEMA_VERSION}, got "
+                         f"{describe(version)}")
+    if version == 1:
+        if "results" not in data:
+            raise _CardError(f"model card '{path}': field 'results' is missing")
+        data = {k: v for k, v in data.items() if k != "results"} | {"verified": data["results"]}
+    try:
+        return CARD_TYPE.validate_python(data | {"schema_version": version, "source": path})
+    except ValidationError as exc:
+        raise _CardError(_problem(path, exc, version)) from None
 
 
 @dataclass

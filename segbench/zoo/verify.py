@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from segbench.config.schema import SuiteConfig
+from segbench.config.typed import plain
 from segbench.errors import UserError, unknown
 from segbench.pipeline.validation import load_config
 from segbench.results.schema import read_results
-from segbench.results.typed import plain
 from segbench.zoo.cards import Card, Weights
 
 
