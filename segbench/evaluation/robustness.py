@@ -10,11 +10,12 @@ per corruption and per severity, and what producing the corrupted views cost. mP
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
 from segbench.config.schema import SuiteConfig
 from segbench.core.distributed import World, gather, shard
@@ -28,7 +29,6 @@ from segbench.data.corruptions import (
     resolve,
 )
 from segbench.data.layouts.acdc import condition_of
-from segbench.data.registry import make_loader
 from segbench.errors import UserError
 from segbench.evaluation.loop import evaluate
 from segbench.metrics.passport import Passport, passport_record
@@ -68,24 +68,60 @@ def check_corruptions(cfg: SuiteConfig, dataset: Dataset) -> None:
                         f"images (no {', '.join(missing)}), so it cannot be corrupted")
 
 
+class ViewBatches(Sampler):
+    """Batches of indices into the concatenation of parts of ``lengths``, in order, none crossing two parts."""
+
+    def __init__(self, lengths: list[int], batch_size: int) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        offset = 0
+        for length in self.lengths:
+            for start in range(0, length, self.batch_size):
+                yield list(range(offset + start, offset + min(start + self.batch_size, length)))
+            offset += length
+
+    def __len__(self) -> int:
+        return sum(-(-length // self.batch_size) for length in self.lengths)
+
+
+class Take:
+    """The next ``count`` batches of a shared iterator, as a loader for ``evaluate`` (with a length for its bar)."""
+
+    def __init__(self, batches: Iterator, count: int) -> None:
+        self.batches, self.count = batches, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator:
+        return islice(self.batches, self.count)
+
+
 def evaluate_corruptions(model: torch.nn.Module, val_set: Dataset, info: DatasetInfo, cfg: SuiteConfig,
                          world: World, device: torch.device, clean: dict, desc: str, progress: bool) -> dict:
     """The ``robustness`` record of ``model``: each corrupted view of ``val_set`` evaluated as the clean split was
     (each rank on its contiguous shard); ``clean`` is the clean evaluation's record (metrics, per_image,
-    evaluation seconds)."""
+    evaluation seconds). One loader serves every view in turn, so its workers start once and corrupt the next
+    view's first images while the model runs on the last ones of the current view."""
     pairs = conditions(cfg)
     store, meter = CorruptionCache(), CorruptionMeter()
+    views = [CorruptedView(val_set, name, severity, store, meter) for name, severity in pairs]
+    passports = [Passport.build(cfg.eval, cfg.data, info, view, device) for view in views]
+    parts = [passport.dataset(view) if passport else view for view, passport in zip(views, passports)]
+    if world.distributed:
+        parts = [Subset(part, shard(len(part), world)) for part in parts]
+    batch_size = cfg.eval.batch_size
+    loader = DataLoader(ConcatDataset(parts), batch_sampler=ViewBatches([len(p) for p in parts], batch_size),
+                        num_workers=cfg.data.num_workers, pin_memory=torch.device(device).type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    batches = iter(loader)
     scored: list[Condition] = []
     rows = []
     seconds = 0.0
-    for k, (name, severity) in enumerate(pairs, 1):
-        view = CorruptedView(val_set, name, severity, store, meter)
-        passport = Passport.build(cfg.eval, cfg.data, info, view, device)
-        data = passport.dataset(view) if passport else view
-        part = Subset(data, shard(len(view), world)) if world.distributed else data
-        loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
-        result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval,
-                          desc=f"{desc} {name} s{severity} [{k}/{len(pairs)}]", progress=progress,
+    for k, ((name, severity), view, passport, part) in enumerate(zip(pairs, views, passports, parts), 1):
+        result = evaluate(model, Take(batches, -(-len(part) // batch_size)), info.num_classes, info.ignore_index,
+                          device, cfg.eval, desc=f"{desc} {name} s{severity} [{k}/{len(pairs)}]", progress=progress,
                           passport=passport)
         intersection, union = result.confusion.per_image_stats()
         scores = result.confusion.compute()
