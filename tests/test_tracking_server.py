@@ -245,3 +245,101 @@ def test_four_runs_started_together_against_a_postgresql_backed_server_all_finis
     code, _, err = cli("report", "--tracking-uri", tracking_server, "--out", str(tmp_path / "report"))
     assert code == 0, err  # the README's `segbench report` over the team's server
     assert "unet-resnet10t" in (tmp_path / "report" / "synthetic" / "leaderboard.md").read_text()
+
+
+# ---------------------------------------------------------------- a server that dies mid-run loses nothing
+
+EXIT_BOUND_S = 180  # from the server's death to the run's exit, on a loaded 2-core machine (measured: see below)
+
+
+def _sqlite_server(store: Path, port: int, log: Path) -> subprocess.Popen:
+    """``mlflow server`` on a sqlite store, artifacts proxied to a folder beside it, in its own process group."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+             "--artifacts-destination", str(store.parent / "artifacts"), "--host", HOST, "--port", str(port),
+             "--workers", "1"],
+            cwd=store.parent, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | LOCAL)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while not _healthy(url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.skip(f"mlflow server did not start at {url}; its last log lines:\n{_tail(log)}")
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_training_loses_nothing_and_segbench_log_sends_the_runs_later(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from segbench.models.checkpoints import sha256_file
+    from segbench.results.schema import read_results
+
+    store = Path(mlflow_uri[len("sqlite:///"):])  # an already-migrated store: the server starts in seconds
+    port, log, out = _free_port(), tmp_path / "server.log", tmp_path / "out"
+    url = f"http://{HOST}:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | LOCAL
+    env |= {"SEGBENCH_CACHE_DIR": str(tmp_path / ".cache"), "PYTHONUNBUFFERED": "1"}
+    server = _sqlite_server(store, port, log)
+    run = None
+    try:
+        _wait_healthy(url, server, log)
+        run = subprocess.Popen([sys.executable, "-m", "segbench", "run", *TINY, "train.iters=40", "data.num_workers=0",
+                                f"tracking.uri={url}", f"output_dir={out}"], cwd=tmp_path, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = MlflowClient(tracking_uri=url)
+        deadline = time.monotonic() + RUNS_S
+        while run.poll() is None and time.monotonic() < deadline:  # the model's own run is open: it trains now
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if any("mlflow.parentRunId" in r.data.tags for r in runs):
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, run.communicate()[1][-2000:]
+        os.killpg(server.pid, signal.SIGKILL)  # the store goes away mid-training, without a word
+        server.wait(timeout=30)
+        killed = time.monotonic()
+        stdout, stderr = run.communicate(timeout=EXIT_BOUND_S)
+        seconds = time.monotonic() - killed
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
+        _stop_server(server)
+    print(f"run exited {seconds:.1f} s after the tracking server was killed")
+
+    assert run.returncode == 4, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("segbench: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"segbench: not logged: MLflow at {url}: "), stderr[-2000:]
+    assert f"segbench log {out}" in lines[0] and "Traceback" not in stderr
+    results = read_results(out / "results.json")  # complete, in its final folder, with the checkpoint
+    model = results.models[0]
+    assert model.checkpoint is not None and (out / model.checkpoint.path / "model.safetensors").is_file()
+    assert sha256_file(out / model.checkpoint.path / "model.safetensors") == model.checkpoint.sha256
+    assert not (tmp_path / "out.partial").exists()
+
+    server = _sqlite_server(store, port, log)  # the store comes back
+    try:
+        _wait_healthy(url, server, log)
+        done = subprocess.run([sys.executable, "-m", "segbench", "log", str(out)], cwd=tmp_path, env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUNS_S)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == f"logged 2 runs of {out / 'results.json'} to {url}"
+        client = MlflowClient(tracking_uri=url)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        logged = read_results(out / "results.json")
+        artifacts = {r.info.run_id: [a.path for a in client.list_artifacts(r.info.run_id)] for r in runs}
+    finally:
+        _stop_server(server)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 1 and {r.info.status for r in runs} == {"FINISHED"}
+    assert logged.mlflow.parent_run_id == parents[0].info.run_id  # the runs opened before the outage, completed
+    assert logged.models[0].mlflow_run_id == children[0].info.run_id
+    assert children[0].data.metrics["mIoU"] == pytest.approx(model.metrics["mIoU"])
+    assert children[0].data.metrics["train_seconds"] == pytest.approx(model.train.seconds)
+    assert parents[0].data.params["train.iters"] == "40"
+    assert artifacts[parents[0].info.run_id] == ["results.json"]
+    assert artifacts[children[0].info.run_id] == ["per_class_unet-resnet10t.csv"]

@@ -47,9 +47,12 @@ def gate(
     Options: --kebab-case flags for a command's options; key=value only for suite config overrides (run, bench,
     eval, score).
     """
+    from segbench.core.plugins import load_entry_points
     from segbench.gate.compare import GatePolicy, parse_max_drops
     from segbench.gate.compare import gate as run_gate
     from segbench.gate.render import text, write_summary
+
+    load_entry_points()  # installed plugins' metrics are gated like segbench's own
 
     policy = GatePolicy(max_drop_points=parse_max_drops(max_drop or []), max_speed_drop_percent=max_speed_drop,
                         reference_model=reference_model, absolute_speed=absolute_speed,

@@ -20,6 +20,9 @@ def list_(
         hints = closest(kind, LISTINGS)
         hint = f"; did you mean '{hints[0]}'?" if hints else ""
         raise UserError(f"cannot list '{kind}'{hint} (expected one of {', '.join(LISTINGS)})")
+    from segbench.core.plugins import load_entry_points
+
+    load_entry_points()  # installed plugins' models, data sets and metrics are listed with segbench's own
     rows = LISTINGS[kind](pattern)
     width = max([28] + [len(name) + 1 for name, _ in rows if kind == "models"])
     for name, description in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -10,7 +11,7 @@ import traceback
 import typer
 
 from segbench import __version__
-from segbench.cli import gate, listing, report, run, zoo
+from segbench.cli import gate, listing, log, report, run, zoo
 from segbench.errors import UserError
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command("run")(run.run)
 app.command("bench")(run.bench)
 app.command("eval")(run.eval_)
 app.command("score")(run.score)
+app.command("log")(log.log)
 app.command("report")(report.report)
 app.command("gate")(gate.gate)
 baseline_app = typer.Typer(help="Baselines for segbench gate.", no_args_is_help=True)
@@ -67,13 +69,21 @@ INTERRUPTED = {  # what an interrupted command leaves behind; commands that run 
     "baseline": "the baseline was not changed, or is complete (written whole)",
     "list": "nothing was written",
 }
+# file-system failures that are not segbench's bug: one line, exit 2 (a full disk, a read-only folder, a file where a
+# folder is expected)
+FILESYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR,
+              errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 def entry() -> None:
     """Console-script entry point: exit 0 on success, 1 for a regression or a verification mismatch, 2 for bad
-    input (one line, no traceback), 3 for an internal error (its traceback only with --debug or SEGBENCH_DEBUG=1),
+    input or a file-system failure (one line, no traceback), 3 for an internal error (its traceback only with
+    --debug or SEGBENCH_DEBUG=1), 4 when a command finished and wrote its results but the tracking store failed on
+    the way (``segbench log`` sends them later),
     128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
+    from segbench.cli.run import NOT_LOGGED
     from segbench.core.interrupts import signals_interrupt
+    from segbench.results.tracking import NotLogged
 
     # --debug is global: accepted in any position, not only before the command
     debug = "--debug" in sys.argv[1:] or os.environ.get("SEGBENCH_DEBUG", "") not in ("", "0")
@@ -92,7 +102,15 @@ def entry() -> None:
             sys.exit(2)
         except KeyboardInterrupt:
             code = 130
+        except NotLogged as exc:  # zoo verify: a run finished, its store failed on the way
+            typer.echo(f"segbench: not logged: {exc}", err=True)
+            sys.exit(NOT_LOGGED)
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in FILESYSTEM:
+                where = f"'{exc.filename}': " if exc.filename else ""
+                typer.echo(f"segbench: error: {where}{exc.strerror or exc} (a file-system error: free space, "
+                           "permissions, or a file where a folder is expected)", err=True)
+                sys.exit(2)
             if debug:
                 traceback.print_exc()
                 sys.exit(INTERNAL_ERROR)

@@ -14,9 +14,20 @@ RUN_HELP = "key=value overrides, e.g. suite=synthetic train.iters=50 models=[une
 BENCH_HELP = "key=value overrides, e.g. models=[unet-r18] bench.batch_sizes=[1,4] bench.input_size=[512,1024]"
 
 
-def _finish(command: Callable[[Any], Path | None], cfg: Any) -> None:
-    """Run ``command(cfg)`` and print where its results are (rank 0 of a torchrun job writes them)."""
-    path = command(cfg)
+NOT_LOGGED = 4  # finished, results written, but the tracking store failed on the way
+
+
+def _finish(command: Callable[..., Path | None], *args: Any) -> None:
+    """Run ``command(*args)`` and print where its results are (rank 0 of a torchrun job writes them); exit 4 with
+    one line saying what MLflow misses when the tracking store failed on the way."""
+    from segbench.results.tracking import NotLogged
+
+    try:
+        path = command(*args)
+    except NotLogged as exc:
+        typer.echo(f"results: {exc.path}")
+        typer.echo(f"segbench: not logged: {exc}", err=True)
+        raise typer.Exit(NOT_LOGGED) from None
     if path is not None:
         typer.echo(f"results: {path}")
 
@@ -52,7 +63,7 @@ def score(overrides: list[str] | None = typer.Argument(
     cfg = load_config(["train.enabled=false", *rest])  # scoring needs only the validation split
     from segbench.pipeline.score import score_predictions
 
-    typer.echo(f"results: {score_predictions(cfg, Path(options['pred_dir']), options.get('label_space', 'auto'))}")
+    _finish(score_predictions, cfg, Path(options["pred_dir"]), options.get("label_space", "auto"))
 
 
 def _pop_options(overrides: list[str], names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:

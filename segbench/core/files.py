@@ -14,18 +14,22 @@ def cache_dir() -> Path:
 
 
 def atomic_write(path: Path | str, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` (creating its folder) so that readers never see half a file."""
+    """Write ``data`` to ``path`` (creating its folder) so that readers never see half a file; an OSError names
+    ``path``, whatever part of the write failed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if isinstance(data, str):
+                tmp.write_text(data, encoding="utf-8")
+            else:
+                tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be: name the target
+        raise OSError(exc.errno, f"cannot write it: {exc.strerror or exc}", str(path)) from None
     return path
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
+from pathlib import Path
+from types import FrameType, TracebackType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -42,8 +44,31 @@ def signals_interrupt() -> Iterator[Caught]:
     except ValueError:  # not the main thread: leave signals to whoever owns them
         yield caught
         return
+    hook, sys.excepthook = sys.excepthook, _quiet_abandoned_transfers(sys.excepthook)
     try:
         yield caught
     finally:
+        sys.excepthook = hook
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+Hook = Callable[[type[BaseException], BaseException, TracebackType | None], object]
+SHARER = ("multiprocessing", "resource_sharer.py")
+
+
+def _quiet_abandoned_transfers(previous: Hook) -> Hook:
+    """``previous``, silent for a broken connection in multiprocessing's resource sharer thread.
+
+    Loader workers (forked, so they inherit this hook) hand each batch's tensors to the command through that
+    thread, a file descriptor per tensor over a socket. A signal interrupts the command wherever it is, also in
+    the middle of such a hand-over; the command then closes the socket, and the worker's thread, which catches
+    everything and passes it to ``sys.excepthook``, would print a traceback (EOFError, ConnectionResetError,
+    BrokenPipeError) while the command is stopping as asked. The receiving side raises its own error in every
+    other case, so nothing is lost by not printing the sender's copy."""
+    def hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> object:
+        if issubclass(kind, (EOFError, ConnectionError)) and trace is not None and \
+                Path(trace.tb_frame.f_code.co_filename).parts[-2:] == SHARER:
+            return None
+        return previous(kind, error, trace)
+    return hook

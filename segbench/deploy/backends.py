@@ -58,8 +58,10 @@ def _prepare(model: nn.Module, example: torch.Tensor, channels_last: bool) -> nn
 def _build_eager(model: nn.Module, example: torch.Tensor, precision: str, channels_last: bool,
                  dynamic_spatial: bool) -> Deployed:
     model = _prepare(model, example, channels_last)
+    runtime = getattr(model, "runtime", None)  # a model that runs outside torch (an onnx: file) says who runs it
     return Deployed("eager", _torch_runner(model, example.device, precision), precision,
-                    memory_format="channels_last" if channels_last else "contiguous")
+                    memory_format="channels_last" if channels_last else "contiguous",
+                    provider=runtime(example.device) if runtime else "torch", torch_managed=runtime is None)
 
 
 def _build_compile(model: nn.Module, example: torch.Tensor, precision: str, channels_last: bool,

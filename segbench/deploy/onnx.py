@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from segbench.deploy.deployed import BackendUnavailable, Deployed
+from segbench.models.sources.runners import open_session, provider_for, run_session, session_options
 
 EXPORTERS = ("dynamo", "torchscript")
 TORCHSCRIPT_OPSET = 17
@@ -137,15 +138,9 @@ class OrtRunner:
     """ONNX Runtime sessions for one model: one for every size when the export is dynamic, else one per size."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor, dynamic_spatial: bool) -> None:
-        import onnxruntime
-
         self.model, self.device = model, example.device
-        cuda = self.device.type == "cuda"
-        self.provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
-        self.options = onnxruntime.SessionOptions()
-        self.options.intra_op_num_threads = torch.get_num_threads()  # as many threads as eager PyTorch uses
-        self.options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.options.log_severity_level = 3
+        self.provider = provider_for(self.device)
+        self.options = session_options()  # as many threads as eager PyTorch uses
         self.sessions: dict[tuple[int, int] | None, Any] = {}
         self.exports: list[OnnxExport] = []
         self.details: dict[str, Any] = {}  # describe(), kept up to date as exports are added
@@ -156,12 +151,7 @@ class OrtRunner:
         self._add(tuple(example.shape[-2:]), example)
 
     def _session(self, data: bytes) -> Any:
-        import onnxruntime
-
-        provider: Any = self.provider
-        if self.device.type == "cuda":
-            provider = (self.provider, {"device_id": self.device.index or 0})
-        return onnxruntime.InferenceSession(data, self.options, providers=[provider])
+        return open_session(data, self.device, self.options)
 
     def _add(self, key: tuple[int, int] | None, example: torch.Tensor) -> Any:
         export = export_onnx(self.model, example, dynamic_spatial=key is None)
@@ -201,28 +191,7 @@ class OrtRunner:
         session = self.sessions.get(None) or self.sessions.get(tuple(images.shape[-2:]))
         if session is None:
             session = self._add(tuple(images.shape[-2:]), images)
-        if self.device.type == "cuda":
-            return self._run_cuda(session, images)
-        out = session.run([OUTPUT], {INPUT: images.detach().float().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
-
-    def _run_cuda(self, session: Any, images: torch.Tensor) -> torch.Tensor:
-        """Run on the GPU without host copies: input and output bound to torch CUDA tensors."""
-        images = images.detach().float().contiguous()
-        index = images.device.index or 0
-        binding = session.io_binding()
-        binding.bind_input(INPUT, "cuda", index, np.float32, list(images.shape), images.data_ptr())
-        key = (id(session), tuple(images.shape))
-        if key not in self._output_shapes:  # the first call at a shape: let ONNX Runtime allocate, learn the shape
-            binding.bind_output(OUTPUT, "cuda", index)
-            session.run_with_iobinding(binding)
-            self._output_shapes[key] = list(binding.get_outputs()[0].shape())
-            binding = session.io_binding()
-            binding.bind_input(INPUT, "cuda", index, np.float32, list(images.shape), images.data_ptr())
-        out = torch.empty(self._output_shapes[key], device=images.device, dtype=torch.float32)
-        binding.bind_output(OUTPUT, "cuda", index, np.float32, list(out.shape), out.data_ptr())
-        session.run_with_iobinding(binding)
-        return out
+        return run_session(session, images, (INPUT, OUTPUT), self._output_shapes)
 
 
 def build_onnxruntime(model: nn.Module, example: torch.Tensor, precision: str, channels_last: bool,

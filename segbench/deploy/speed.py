@@ -25,6 +25,7 @@ import torch
 
 from segbench.config.schema import SuiteConfig, to_dict
 from segbench.core.files import atomic_write
+from segbench.core.plugins import import_modules
 from segbench.deploy.backends import BackendUnavailable
 from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
 from segbench.errors import UserError, warn
@@ -113,7 +114,7 @@ def time_isolated(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
     with tempfile.TemporaryDirectory(prefix="segbench-speed-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request.write_text(json.dumps({"config": to_dict(cfg), "model": name, "image_size": list(image_size),
-                                       "device": str(device)}))
+                                       "device": str(device), "sys_path": sys.path}))
         child = subprocess.Popen([sys.executable, "-m", "segbench.deploy.speed", str(request), str(result)])
         try:
             code = child.wait()
@@ -142,7 +143,10 @@ def main(request_path: str, result_path: str) -> int:
     """The isolated child: time one model, write its records (or its error) to ``result_path``."""
     request = json.loads(Path(request_path).read_text())
     try:
-        speed, skipped = time_model(config_from_dict(request["config"]), request["model"],
+        cfg = config_from_dict(request["config"])
+        sys.path.extend(p for p in request.get("sys_path", []) if p not in sys.path)
+        import_modules(cfg.imports)  # the user's registered models, found where the parent found them
+        speed, skipped = time_model(cfg, request["model"],
                                     tuple(request["image_size"]), torch.device(request["device"]))
         out, code = {"speed": speed, "skipped": skipped}, 0
     except KeyboardInterrupt:  # Ctrl-C reached the child too: the parent reports it

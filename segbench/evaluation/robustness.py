@@ -162,20 +162,3 @@ def adverse_conditions(dataset: Dataset, intersection: np.ndarray, union: np.nda
     if group_of is None or len(intersection) != len(dataset):
         return None
     return by_group(intersection, union, sample_ids(dataset), group_of)
-
-
-def logged_metrics(robustness: dict | None) -> dict[str, float]:
-    """MLflow metrics of a robustness record: mIoU per corruption (mean over severities), per corruption and
-    severity, per severity, and per adverse condition."""
-    if not robustness:
-        return {}
-    out = {f"mIoU.corruption.{name}": values.get("mIoU")
-           for name, values in robustness.get("per_corruption", {}).items()}
-    out |= {f"mIoU.corruption.{row['corruption']}.s{row['severity']}": row["metrics"].get("mIoU")
-            for row in robustness.get("conditions", [])}
-    out |= {f"mIoU.severity.{s}": v for s, v in robustness.get("per_severity", {}).items()}
-    out |= {f"mIoU.condition.{name}": values["mIoU"] for name, values in (robustness.get("adverse") or {}).items()}
-    cost = robustness.get("cost")
-    if cost:
-        out["corruption_share"] = cost["corruption_share"]
-    return {k: v for k, v in out.items() if v is not None}

@@ -24,10 +24,17 @@ from segbench.config.schema import UNHASHED
 from segbench.core.files import flatten
 from segbench.errors import UserError
 from segbench.gate import speed as speeds
-from segbench.gate.policy import MAX_DROP_POINTS, MAX_SPEED_DROP_PERCENT, GatePolicy, parse_max_drops
+from segbench.gate.policy import (
+    MAX_DROP_POINTS,
+    MAX_SPEED_DROP_PERCENT,
+    GatePolicy,
+    check_metric_names,
+    parse_max_drops,
+)
 from segbench.gate.speed import SpeedComparison
 from segbench.metrics.confusion import REGISTRY
 from segbench.metrics.per_image import PER_IMAGE_MEANS, bootstrap_mean_difference
+from segbench.metrics.registry import MetricEntry
 from segbench.metrics.statistics import STATISTICS, bootstrap_difference
 from segbench.results.find import load_results
 from segbench.results.schema import ModelRecord, Results, plain
@@ -110,12 +117,23 @@ def _per_image(record: ModelRecord) -> tuple | None:
     return (data.intersection, data.union) if data and data.intersection else None
 
 
-def _quality_rows(name: str, base: ModelRecord, mine: ModelRecord, policy: GatePolicy, paired: bool) -> list[dict]:
+def _entry(metric: str, definitions: dict) -> MetricEntry:
+    """The registry's entry for ``metric``, else one built from the results' own definition (a user's metric)."""
+    if metric in REGISTRY:
+        return REGISTRY.get(metric)
+    defined = definitions[metric]
+    get = defined.get if isinstance(defined, dict) else lambda key, default=None: getattr(defined, key, default)
+    return MetricEntry(metric, get("definition", ""), get("convention", ""), get("equals", ""),
+                       unit=get("unit", "fraction") or "fraction", higher_is_better=get("higher_is_better", True))
+
+
+def _quality_rows(name: str, base: ModelRecord, mine: ModelRecord, policy: GatePolicy, paired: bool,
+                  definitions: dict) -> list[dict]:
     rows = []
     level, resamples, seed = policy.level, policy.resamples, policy.seed
     for metric, tolerance in policy.max_drop_points.items():
         b, r = base.metrics.get(metric), mine.metrics.get(metric)
-        entry = REGISTRY.get(metric)  # fractions in percentage points; distances in their unit, lower better
+        entry = _entry(metric, definitions)  # fractions in percentage points; distances in their unit, lower better
         scale, sign = entry.scale, 1 if entry.higher_is_better else -1
         row = {"model": name, "check": metric, "unit": "pp" if entry.unit == "fraction" else entry.unit,
                "limit": -sign * tolerance, "baseline": None if b is None else scale * b,
@@ -210,6 +228,8 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
     except UserError as exc:
         raise UserError(f"baseline: {exc} (create one with `segbench baseline update RUN BASELINE`)") from None
     run_results, run_label = load_results(run, tracking_uri, suite=base_results.suite.name)
+    definitions = {**base_results.metric_definitions, **run_results.metric_definitions}
+    check_metric_names([*policy.max_drop_points, *(policy.max_backend_diff_points or {})], definitions)
     notes = _check_comparable(run_results, base_results)
     if not run_results.models:
         raise UserError(f"{run_label} holds no models")
@@ -229,7 +249,7 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
             rows.append({"model": name, "check": "present", "status": "missing",
                          "note": "in the baseline, not in the run"})
             continue
-        rows += _quality_rows(name, base, mine[name], policy, paired)
+        rows += _quality_rows(name, base, mine[name], policy, paired, definitions)
         if tolerance is not None:
             rows.append(speeds.speed_row(name, base, mine[name], tolerance, comparison, references))
             noisy.append(speeds.noisy(name, base, mine[name], tolerance))

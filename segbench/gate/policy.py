@@ -51,12 +51,19 @@ class GatePolicy:
         return asdict(self)
 
 
+def check_metric_names(names, defined=()) -> None:
+    """Refuse a metric that neither the registry (segbench's and installed plugins') nor the results' own
+    ``metric_definitions`` (a user's metric) know, naming the closest ones."""
+    known = list(REGISTRY) + [name for name in defined if name not in REGISTRY]
+    for metric in names:
+        if metric not in known:
+            hints = closest(metric, known)
+            raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
+                            + f" (one of {', '.join(known)}; see `segbench list metrics`)")
+
+
 def _check_tolerances(tolerances: dict[str, float]) -> None:
     for metric, tolerance in tolerances.items():
-        if metric not in REGISTRY:
-            hints = closest(metric, REGISTRY)
-            raise UserError(f"no quality metric '{metric}'" + (f"; did you mean '{hints[0]}'?" if hints else "")
-                            + f" (one of {', '.join(REGISTRY)}; see `segbench list metrics`)")
         if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
             raise UserError(f"tolerance for {metric} must be a non-negative number of points, got {tolerance}")
 

@@ -115,6 +115,7 @@ class ConfusionMatrix(Accumulator):
     def merge(self) -> None:
         """Sum the matrix over all processes of a torch.distributed job and stack their per-image rows in rank
         order (no-op otherwise)."""
+        import torch
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):

@@ -30,6 +30,7 @@ class MetricEntry:
     higher_is_better: bool = True
     per_image: bool = False  # a mean of per-image terms: bootstrap intervals resample them
     accumulator: Any = None  # the Accumulator class that computes it
+    origin: dict | None = None  # a user's metric: its module, file and sha256, package and version
 
     @property
     def scale(self) -> float:
@@ -78,5 +79,5 @@ def definitions(names) -> dict[str, dict]:
     """results.json's ``metric_definitions`` for the registered metrics among ``names``."""
     names = set(names)
     return {name: {"definition": e.definition, "convention": e.convention, "equals": e.equals, "unit": e.unit,
-                   "higher_is_better": e.higher_is_better}
+                   "higher_is_better": e.higher_is_better} | ({"origin": e.origin} if e.origin else {})
             for name, e in REGISTRY.items() if name in names}

@@ -103,13 +103,61 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
         if check:
             entry.check(name)
         return ModelSpec(name=spec, arch=name, backbone="", source=source)
+    if spec in ARCHITECTURES and not ARCHITECTURES.get(spec).takes_backbone:  # a user's model without a backbone
+        if check:
+            check_user_model(spec, "")
+        return ModelSpec(name=spec, arch=spec, backbone="")
     arch, sep, backbone = spec.partition("-")
     if not sep or not backbone:
         raise UserError(f"model '{spec}' is not of the form ARCH-BACKBONE (for example unet-resnet18) "
-                        "or SOURCE:NAME (torchvision:, hf:, smp:)")
-    ARCHITECTURES.get(arch)
+                        "or SOURCE:NAME (torchvision:, hf:, smp:, onnx:, torchscript:, export:)")
+    architecture = ARCHITECTURES.get(arch)
+    if not architecture.takes_backbone:
+        raise UserError(f"model '{spec}': '{arch}' is registered without a backbone; name it '{arch}' alone")
     resolved = check_backbone(backbone) if check else BACKBONE_ALIASES.get(backbone, backbone)
+    if check and architecture.origin is not None:
+        check_user_model(arch, resolved)
     return ModelSpec(name=spec, arch=arch, backbone=resolved)
+
+
+CHECK_CLASSES = 3  # classes of the trial build that proves a user's builder works
+CHECK_SIZE = 64  # side of the trial image fed to it
+
+
+@cache
+def check_user_model(arch: str, backbone: str) -> None:
+    """Prove at config time that a user's registered builder works: it is built on the meta device (no memory, no
+    weights) and must return an nn.Module whose output for a N x 3 x H x W input is N x K x H x W logits."""
+    import torch
+    from torch import nn
+
+    entry = ARCHITECTURES.get(arch)
+    builder = (entry.origin or {}).get("builder", arch)
+    try:
+        with torch.device("meta"):
+            model = entry.build(backbone, CHECK_CLASSES)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"model '{arch}': its builder {builder} raised {type(exc).__name__}: "
+                        f"{(str(exc).splitlines() or [''])[0]}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model '{arch}': its builder {builder} returned {type(model).__name__}, expected a "
+                        "torch.nn.Module")
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.empty(2, 3, CHECK_SIZE, CHECK_SIZE, device="meta"))
+    except NotImplementedError:  # an operation without a meta kernel: the shape is checked when it runs
+        return
+    except Exception as exc:
+        raise UserError(f"model '{arch}': its forward pass on a 2x3x{CHECK_SIZE}x{CHECK_SIZE} batch raised "
+                        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
+    expected = (2, CHECK_CLASSES, CHECK_SIZE, CHECK_SIZE)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"model '{arch}': its builder {builder} gives a model whose output for a "
+                        f"2x3x{CHECK_SIZE}x{CHECK_SIZE} batch with num_classes={CHECK_CLASSES} is {got}, expected "
+                        f"logits of shape {expected}")
 
 
 def build_model(spec: ModelSpec | str, num_classes: int) -> "nn.Module":
@@ -137,8 +185,12 @@ class BuiltModel:
     def record(self) -> dict[str, Any]:
         """What results.json keeps about the model's origin: source, weights, normalisation, label mapping."""
         mapping = self.mapping.to_dict() if self.mapping else {"names_from": "suite", "identity": True}
-        return {"source": self.spec.source, "weights": self.weights,
-                "normalisation": self.normalisation.to_dict(), "label_mapping": mapping, "notes": list(self.notes)}
+        record = {"source": self.spec.source, "weights": self.weights,
+                  "normalisation": self.normalisation.to_dict(), "label_mapping": mapping, "notes": list(self.notes)}
+        user = ARCHITECTURES.get(self.spec.arch).origin if not self.spec.external else None
+        if user is not None:  # a user's registered model: where its code comes from
+            record["plugin"] = user
+        return record
 
 
 @dataclass
@@ -168,7 +220,7 @@ def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | Non
     format, the tensors the weights leave uninitialised unless ``accept_uninitialised``) before anything is built.
     ``prepare`` runs on a model built here before ``weights`` are loaded (e.g. loading backbone weights);
     ``normalisation`` replaces what the model's source states (ImageNet's for a model built here)."""
-    from segbench.models.labelspace import assume_suite_classes, match_classes
+    from segbench.models.labelspace import assume_suite_classes, canonical, match_classes
     from segbench.models.normalisation import IMAGENET, feed_normalised
 
     spec = parse_spec(spec, check=True) if isinstance(spec, str) else spec
@@ -209,18 +261,19 @@ def plan_model(spec: ModelSpec | str, classes: Sequence[str], weights: str | Non
         record["uninitialised"] = uninitialised
         notes.append(_uninitialised_note(spec.name, uninitialised))
     normalisation = normalisation or resolved.normalisation
-    if resolved.classes is None:
+    outputs = tuple(str(i) for i in range(resolved.num_outputs))  # a nameless checkpoint's classes, by index
+    if resolved.classes is None and not any(canonical(k) in outputs for k in class_map or {}):
         mapping = assume_suite_classes(resolved.num_outputs, classes, spec.name)
         notes.append(f"{spec.name}: the checkpoint carries no class names; its {resolved.num_outputs} outputs are "
                      "taken to be the suite's classes, in the suite's order")
     else:
-        mapping = match_classes(resolved.classes, classes, class_map, spec.name)
+        mapping = match_classes(resolved.classes or outputs, classes, class_map, spec.name)
 
     def make() -> "nn.Module":
         net, logits = resolved.build(bool(uninitialised))
         # torchvision and transformers models take any size, as their authors evaluate them (padding would change
-        # their global pooling); smp models need sides divisible by 32
-        return PublishedModel(net, logits, normalisation, mapping, 32 if spec.source == "smp" else 1)
+        # their global pooling); smp models need sides divisible by 32 (the source says)
+        return PublishedModel(net, logits, normalisation, mapping, resolved.size_divisor)
 
     return ModelPlan(spec, classes, normalisation, mapping, record, notes, make)
 

@@ -120,8 +120,11 @@ def check_model(name: str, cfg: "SuiteConfig", classes: Sequence[str] | None = N
         from segbench.data.registry import dataset_info
 
         classes = dataset_info(cfg.data).classes
+    from segbench.models.sources.exported import check_suite_fit
+
     spec = parse_spec(name, check=True)
     plan, _ = plan_suite_model(spec, cfg, classes, load_backbone=False)
+    check_suite_fit(spec.source, spec.arch, cfg)  # an exported file's fixed shapes and backends
     if not spec.external and spec.backbone in cfg.backbone_weights:
         path, _ = backbone_file(cfg, spec.backbone)
         with torch.device("meta"):

@@ -1,2 +1,3 @@
 """Running a suite: the session every command shares (output folder, MLflow parent run), the per-model runner,
-MLflow tracking, sweeps (shards) and ``torchrun`` data parallelism. May import every package but ``cli``."""
+what a run logs to MLflow (live, or later from results.json with ``segbench log``), sweeps (shards) and
+``torchrun`` data parallelism. May import every package but ``cli``."""

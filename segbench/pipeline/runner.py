@@ -23,6 +23,7 @@ from segbench.core.distributed import (
     shard,
 )
 from segbench.core.environment import resolve_device
+from segbench.core.names import inside
 from segbench.data.registry import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
 from segbench.deploy.speed import speed_records, time_isolated, time_model
 from segbench.errors import UserError, warn
@@ -30,12 +31,13 @@ from segbench.evaluation.loop import evaluate
 from segbench.evaluation.modes import describe_mode
 from segbench.evaluation.parity import evaluate_backends, parity_metrics
 from segbench.evaluation.predictions import PredictionWriter
-from segbench.evaluation.robustness import adverse_conditions, check_corruptions, evaluate_corruptions, logged_metrics
+from segbench.evaluation.robustness import adverse_conditions, check_corruptions, evaluate_corruptions
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.passport import Passport, passport_record
 from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
 from segbench.models.registry import ModelSpec, parse_spec
 from segbench.models.suite import load_suite_model
+from segbench.pipeline.logged import model_metrics, per_class_csv, speed_metrics, weights_params
 from segbench.pipeline.session import Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
@@ -51,33 +53,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _speed_metrics(speed: list[dict]) -> dict[str, float]:
-    """MLflow metrics for the speed records: per backend (eager unnamed, others as ``.BACKEND``), the first batch
-    size unqualified, every one with its size (``images_per_second.onnxruntime.bs4``)."""
-    out: dict[str, float] = {}
-    for record in speed:
-        backend = record.get("backend", "eager")
-        tag = "" if backend == "eager" else f".{backend}"
-        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record['requested_batch_size']}"]
-        for suffix in suffixes:
-            out[f"images_per_second{suffix}"] = record["images_per_second"]
-            out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
-    return out
-
-
-def _logged_metrics(record: dict) -> dict[str, float]:
-    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
-    logged = dict(record["metrics"])
-    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
-    logged.update({f"IoU.category.{k}": v for k, v in record.get("categories", {}).get("IoU", {}).items()})
-    evaluation = record["evaluation"]
-    logged["eval_images_per_second"] = evaluation["images_per_second"]
-    logged["eval_forward_share"] = evaluation["forward_share"]
-    logged["eval_data_wait_share"] = evaluation["data_wait_share"]
-    logged["data_skipped"] = record["data"]["skipped"]
-    logged.update(_speed_metrics(record.get("speed", [])))
-    logged.update(logged_metrics(record.get("robustness")))
-    return {k: v for k, v in logged.items() if v is not None}
+_speed_metrics = speed_metrics  # its former name here
 
 
 def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, dict]:
@@ -111,9 +87,9 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
     record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
               "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
               "world_size": world.size}
-    session.tracker.log(run_id, metrics={"train_seconds": log.seconds}, series={"train_loss": log.losses})
+    session.tracker.log(run_id, series={"train_loss": log.losses})
     if cfg.train.save_checkpoint and session.work_dir is not None:
-        folder = session.work_dir / "checkpoints" / spec.name
+        folder = inside(session.work_dir / "checkpoints", spec.name)
         save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                                         "num_classes": info.num_classes, "classes": list(info.classes),
                                         "suite": cfg.name, "config": to_dict(cfg)})
@@ -132,7 +108,7 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     data = passport.dataset(val_set) if passport else val_set
     part = Subset(data, indices) if world.distributed else data
     out_dir = Path(gather(str(session.work_dir))[0])  # rank 0's folder, for every rank's predictions
-    writer = (PredictionWriter(out_dir / "predictions" / spec.name, val_set, info, cfg.eval.overlays,
+    writer = (PredictionWriter(inside(out_dir / "predictions", spec.name), val_set, info, cfg.eval.overlays,
                                cfg.data.label_map, first=indices.start) if cfg.eval.save_predictions else None)
     loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
     result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
@@ -190,7 +166,7 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
     model, record = _build(spec, cfg, info)
     run_id = tracker.start(spec.name, parent=session.parent,
                            params={"model": spec.name, "source": spec.source, "arch": spec.arch,
-                                   "backbone": spec.backbone} | _weights_params(record["weights"]))
+                                   "backbone": spec.backbone} | weights_params(record["weights"]))
     try:
         if train_set is not None:
             model, record["train"] = _train(model, spec, info, train_set, session, run_id)
@@ -213,10 +189,10 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
                                                            session.device, spec.name)
             record["speed"] = with_ranks(speed, session.world)
         if session.work_dir is not None:
-            csv_path = session.work_dir / f"per_class_{spec.name}.csv"
+            csv_path = session.work_dir / per_class_csv(spec.name)
             pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
             tracker.artifact(run_id, csv_path)
-        tracker.log(run_id, metrics=_logged_metrics(record), params={"params": record["params"]})
+        tracker.log(run_id, metrics=model_metrics(record), params={"params": record["params"]})
         record["mlflow_run_id"] = run_id
         tracker.end(run_id, "FINISHED")
         return record
@@ -225,17 +201,6 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
         raise
 
 
-def _weights_params(weights: dict) -> dict[str, object]:
-    """MLflow params naming the weights a model started from ("random" when none were loaded)."""
-    params: dict[str, object] = {}
-    for part, key in (("model", "weights"), ("backbone", "backbone_weights")):
-        loaded = weights[part]
-        params[key] = loaded["file"] if loaded else "random"
-        if loaded:
-            params[f"{key}_sha256"] = loaded["sha256"]
-        if loaded and "coverage" in loaded:
-            params[f"{key}_coverage"] = f"{loaded['loaded']}/{loaded['total']}"
-    return params
 
 
 def _warn_absent(dataset: Dataset) -> None:
@@ -280,6 +245,7 @@ def run(cfg: SuiteConfig) -> Path | None:
         print_leaderboard(leaderboard(results, cfg.eval.metrics),
                           f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
         print_robustness(records, f"{cfg.name} under corruption (percent)")
+    session.tracker.check_logged(path)
     return path
 
 
@@ -299,7 +265,7 @@ def bench(cfg: SuiteConfig) -> Path | None:
                                            params={"model": spec.name, "arch": spec.arch, "backbone": spec.backbone})
             speed, skipped = timer(cfg, spec.name, image_size, session.device)
             speed = with_ranks(speed, world)
-            session.tracker.log(run_id, metrics=_speed_metrics(speed))
+            session.tracker.log(run_id, metrics=speed_metrics(speed))
             session.tracker.end(run_id, "FINISHED")
             records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                             "params": speed[0]["params"] if speed else None, "speed": speed,
@@ -308,6 +274,7 @@ def bench(cfg: SuiteConfig) -> Path | None:
     if world.main:
         print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, "
                                    f"{session.env['threads']} threads)")
+    session.tracker.check_logged(path)
     return path
 
 

@@ -28,6 +28,7 @@ from segbench.errors import UserError
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.confusion import SegMetrics, category_iou, compute_metrics, nanmean
 from segbench.metrics.scored import ScoredPassport
+from segbench.pipeline.logged import per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard
 from segbench.results.per_class import per_class_table
@@ -203,7 +204,7 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
             logged.update({f"IoU.category.{k}": v for k, v in record["categories"]["IoU"].items()})
             logged["mIoU_category"] = record["categories"]["mIoU"]
         tracker.log(child, metrics=logged)
-        csv_path = session.work_dir / f"per_class_{name}.csv"
+        csv_path = session.work_dir / per_class_csv(name)
         table.to_csv(csv_path, index=False)
         tracker.artifact(child, csv_path)
         record["mlflow_run_id"] = child
@@ -218,4 +219,5 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
         }
         path = session.finish("results.json", results)
     print_leaderboard(leaderboard(results, cfg.eval.metrics), f"{cfg.name}: predictions in {pred_dir}")
+    session.tracker.check_logged(path)
     return path

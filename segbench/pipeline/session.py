@@ -1,11 +1,13 @@
 """What one invocation of ``run``, ``eval``, ``score`` or ``bench`` shares: its output folder, MLflow parent run,
 device and fingerprint.
 
-Everything a session needs is checked before it creates anything: the output folder can be made and holds
-nothing yet, the tracking store answers and its schema is ready. Only then does the session claim its folder
-(as ``NAME.partial``, renamed to ``NAME`` once results.json is written) and open its parent run. A failure or an
-interrupt closes the open runs FAILED or KILLED and leaves the folder ``.partial``; nothing that existed before
-is deleted.
+Everything a session needs is checked before it creates anything: the output folder can be made (and an
+explicit ``output_dir`` holds nothing yet), the tracking store answers and its schema is ready. Only then does the
+session claim its folder (as ``NAME.partial``, renamed to ``NAME`` once results.json is written) and open its
+parent run. Without ``output_dir`` every invocation gets a fresh folder, ``outputs/<suite>/<UTC time>[-N]``, so
+runs in one working folder never collide nor refuse because earlier runs exist. A failure or an interrupt closes
+the open runs FAILED or KILLED and leaves the folder ``.partial``; nothing that existed before is deleted. A
+tracking store that fails mid-run is not a failure of the run (see ``Tracker``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,15 @@ import torch
 from segbench.config.schema import SuiteConfig, TrackingConfig, config_hash, to_dict
 from segbench.core.distributed import World
 from segbench.core.environment import fingerprint, resolve_device
-from segbench.core.files import flatten
+from segbench.core.names import safe_name
 from segbench.errors import UserError
+from segbench.pipeline.logged import parent_params, parent_tags
 from segbench.pipeline.sweep import Shard
 from segbench.results.schema import SCHEMA_VERSION, write_results
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
 PARTIAL = ".partial"
+DEFAULT_ROOT = Path("outputs")
 
 
 def _partial(path: Path) -> Path:
@@ -45,6 +49,12 @@ def check_output_dir(path: Path) -> None:
     if _partial(path).exists():
         raise UserError(f"output_dir: '{_partial(path)}' exists (left by an interrupted run?); "
                         "move it away or name a new folder")
+    check_creatable(path)
+
+
+def check_creatable(path: Path) -> None:
+    """Raise a UserError unless folders can be created at ``path``: its nearest existing parent is a folder that
+    accepts new folders."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -56,26 +66,42 @@ def check_output_dir(path: Path) -> None:
         raise UserError(f"output_dir '{path}': cannot create folders in '{existing}' ({exc.strerror})") from None
 
 
-def _default_dir(cfg: SuiteConfig, kind: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{kind}" if kind != "run" else "")
-    return Path("outputs") / cfg.name / stamp
+def default_dir(suite: str, kind: str, now: datetime | None = None) -> Path:
+    """``outputs/<suite>/<UTC time>[-<kind>]``: one folder per invocation, sorted by when it started; the suite's
+    name made safe for a path (it may come from a shared suite file)."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%SZ")
+    return DEFAULT_ROOT / safe_name(suite) / (stamp + (f"-{kind}" if kind != "run" else ""))
+
+
+def _claim_fresh(base: Path) -> tuple[Path, Path]:
+    """Claim ``BASE.partial`` (else ``BASE-2.partial``, ...) for a final folder no other run has taken. Creating a
+    folder is atomic, so two runs started together never share one; a name is taken when its ``.partial`` exists
+    or, once a run finished, the folder itself (checked after the claim, so a run renaming its folder meanwhile is
+    seen)."""
+    path, n = base, 1
+    while True:
+        try:
+            _partial(path).mkdir(parents=True)
+        except FileExistsError:
+            pass
+        else:
+            if not path.exists():
+                return path, _partial(path)
+            _partial(path).rmdir()
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
 
 
 def _claim(base: Path, explicit: bool) -> tuple[Path, Path]:
-    """Create ``NAME.partial`` for a final folder ``NAME`` that no other run has taken; return both."""
-    path, n = base, 1
-    while True:
-        if explicit or not path.exists():
-            try:
-                _partial(path).mkdir(parents=True, exist_ok=False)
-                return path, _partial(path)
-            except FileExistsError:
-                if explicit:
-                    raise UserError(f"output_dir: '{_partial(path)}' was created by another run just now") from None
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-
-
-WHOLE = ("loss", "label_map", "backbone_key_map")  # logged as one param each: their keys are not param names
+    """Create ``NAME.partial`` for the final folder ``NAME``; return both. An explicit ``output_dir`` is that
+    folder or an error; the default one is fresh."""
+    if not explicit:
+        return _claim_fresh(base)
+    try:
+        _partial(base).mkdir(parents=True)
+    except FileExistsError:
+        raise UserError(f"output_dir: '{_partial(base)}' was created by another run just now") from None
+    return base, _partial(base)
 
 
 class Session:
@@ -92,8 +118,11 @@ class Session:
             self.tracker, self.parent = Tracker(TrackingConfig(enabled=False), ""), None
             return
         explicit = cfg.output_dir is not None
-        base = Path(cfg.output_dir) if explicit else _default_dir(cfg, kind)
-        check_output_dir(base if explicit else base.parent)
+        base = Path(cfg.output_dir) if explicit else default_dir(cfg.name, kind)
+        if explicit:
+            check_output_dir(base)
+        else:
+            check_creatable(base.parent)
         if cfg.tracking.enabled:
             check_store(tracking_uri(cfg.tracking))
         # Everything is checked: from here on the session creates things.
@@ -107,15 +136,10 @@ class Session:
             raise
 
     def _open_parent(self) -> None:
-        cfg, kind = self.cfg, self.kind
+        cfg = self.cfg
         self.tracker.connect()
-        tags = {"segbench.kind": kind, "segbench.version": self.env["segbench"], "segbench.suite": cfg.name,
-                "segbench.suite_hash": self.suite_hash, "segbench.device": self.env["device"],
-                "segbench.hardware": self.env["device_name"],
-                "mlflow.source.git.commit": self.env["git_commit"] or "unknown"}
-        if self.shard is not None:
-            tags |= {"segbench.sweep": self.shard.sweep, "segbench.shard": f"{self.shard.index}/{self.shard.count}"}
-        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=flatten(to_dict(cfg), keep=WHOLE),
+        tags = parent_tags(self.kind, cfg.name, self.suite_hash, self.env, asdict(self.shard) if self.shard else None)
+        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=parent_params(to_dict(cfg)),
                                          tags=tags)
 
     def header(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from segbench.config.schema import PER_CLASS, SuiteConfig, read_config
 from segbench.config.typed import field_hints
 from segbench.core.environment import resolve_device
+from segbench.core.plugins import import_modules
 from segbench.data import registry as datasets
 from segbench.deploy.backends import BACKENDS
 from segbench.errors import UserError, unknown
@@ -31,8 +32,16 @@ ACTIVATION_FACTOR = {"inference": 16, "training": 64}
 def load_config(overrides: list[str] | None = None) -> SuiteConfig:
     """Load the suite named by ``suite=`` (the embedded default otherwise), apply the overrides and validate."""
     cfg = read_config(overrides)
+    # the user's components first (installed plugins, then the suite's imports:), so that their names resolve
+    import_modules(cfg.imports, [suite_folder(overrides)])
     validate(cfg)
     return cfg
+
+
+def suite_folder(overrides: list[str] | None) -> Path:
+    """The folder of the suite file named by ``suite=`` (where its ``imports:`` may live), else the working one."""
+    suite = next((o.partition("=")[2] for o in overrides or [] if o.startswith("suite=")), "")
+    return Path(suite).resolve().parent if suite.endswith((".yaml", ".yml")) else Path.cwd()
 
 
 def validate(cfg: SuiteConfig) -> None:

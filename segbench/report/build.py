@@ -7,7 +7,6 @@ Rows come from report_rows, tables from report_tables, pages from report_html (p
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from segbench.core.files import atomic_write
+from segbench.core.names import safe_name
 from segbench.errors import UserError
 from segbench.report.html import index_html, to_html
 from segbench.report.rows import collect
@@ -24,8 +24,8 @@ REPORT_DIR = Path("reports")
 
 
 def _folder(suite: str) -> str:
-    """A file-system-safe folder name for a suite."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", suite).strip("._") or "suite"
+    """A file-system-safe folder name for a suite (two suites never share one)."""
+    return safe_name(suite)
 
 
 def _check_out(root: Path) -> None:

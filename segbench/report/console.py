@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from segbench.metrics.confusion import METRICS
+from segbench.results.leaderboard import leaderboard as results_table
 from segbench.results.schema import ModelRecord, Results, to_model, to_results
 from segbench.results.speed import Speed
 
@@ -15,19 +16,10 @@ def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd
     """Models of a run as rows (quality as fractions), best mIoU first; with eval.backends, each other backend's
     parity with eager."""
     results = to_results(results)
-    columns = columns or list(METRICS)
-    rows = []
-    for record in results.models:
-        speed = record.first_speed
-        row = {"model": record.name}
-        row.update({name: record.metrics.get(name) for name in columns})
-        row["img/s"] = speed.images_per_second if speed else None
-        row["params (M)"] = record.params / 1e6 if record.params else None
-        rows.append(row)
-        row.update(parity(record))
-    frame = pd.DataFrame(rows)
-    sort_key = "mIoU" if "mIoU" in frame else columns[0]
-    return frame.sort_values(sort_key, ascending=False, na_position="last").reset_index(drop=True)
+    frame = results_table(results, columns)
+    cells = {record.name: parity(record) for record in results.models}
+    extra = pd.DataFrame([cells[name] for name in frame["model"]], index=frame.index)
+    return pd.concat([frame, extra], axis=1) if len(extra.columns) else frame
 
 
 def parity(record: ModelRecord) -> dict[str, str]:

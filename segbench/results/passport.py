@@ -3,7 +3,7 @@ through it)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -71,3 +71,4 @@ class MetricDefinition(Record):
     equals: str  # the tool whose number it reproduces
     unit: str = "fraction"  # fraction, or a distance unit
     higher_is_better: bool = True
+    origin: dict[str, Any] | None = None  # a user's registered metric: module, file, sha256, package, version

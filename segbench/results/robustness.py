@@ -1,6 +1,6 @@
 """results.json's robustness record of a model (part of segbench.results.schema, which imports it; read and written
 only through it): scores under each corruption and severity, mPC and rPC with their intervals, what corrupting cost,
-and scores per adverse condition (ACDC)."""
+and scores per adverse condition (ACDC); and the MLflow metrics it adds to a model's run."""
 
 from __future__ import annotations
 
@@ -48,3 +48,20 @@ class Robustness(Record):
     conditions: list[CorruptedScores] = []  # one per corruption and severity
     cost: CorruptionCost | None = None  # what producing the corrupted views cost
     adverse: dict[str, GroupScores] | None = None  # per adverse condition (ACDC: fog, night, rain, snow)
+
+
+def robustness_metrics(robustness: dict | None) -> dict[str, float]:
+    """MLflow metrics of a robustness record: mIoU per corruption (mean over severities), per corruption and
+    severity, per severity, and per adverse condition."""
+    if not robustness:
+        return {}
+    out = {f"mIoU.corruption.{name}": values.get("mIoU")
+           for name, values in robustness.get("per_corruption", {}).items()}
+    out |= {f"mIoU.corruption.{row['corruption']}.s{row['severity']}": row["metrics"].get("mIoU")
+            for row in robustness.get("conditions", [])}
+    out |= {f"mIoU.severity.{s}": v for s, v in robustness.get("per_severity", {}).items()}
+    out |= {f"mIoU.condition.{name}": values["mIoU"] for name, values in (robustness.get("adverse") or {}).items()}
+    cost = robustness.get("cost")
+    if cost:
+        out["corruption_share"] = cost["corruption_share"]
+    return {k: v for k, v in out.items() if v is not None}

@@ -120,6 +120,7 @@ class Origin(Record):
     normalisation: dict[str, Any] = {}  # mean, std, input scale the model expects
     label_mapping: dict[str, Any] = {}  # how the model's classes map to the suite's
     notes: list[str] = []  # what the user was told (e.g. classes assumed)
+    plugin: dict[str, Any] | None = None  # a user's registered model: module, file, sha256, package, version, builder
 
 
 class ClassScores(Record):
@@ -213,6 +214,13 @@ class Results(Record):
     def to_dict(self) -> dict:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
         return plain(self)
+
+    def leaderboard(self, columns: list[str] | None = None) -> Any:
+        """The models as a pandas DataFrame, one row per model (quality as fractions, images/s, parameters in
+        millions), best mIoU first: the table ``segbench run`` prints."""
+        from segbench.results.leaderboard import leaderboard
+
+        return leaderboard(self, columns)
 
 
 # ---------------------------------------------------------------- reading and writing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import sqlite3
 import time
 import urllib.error
@@ -26,14 +27,24 @@ from segbench.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
+HOST_TAG, PID_TAG = "segbench.host", "segbench.pid"  # who opened a run: a run of a dead process is closed KILLED
 CONNECT_TIMEOUT_S = 5.0
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 LOCKED_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)  # back-off, in seconds, while another writer holds the sqlite lock
+# MLflow's HTTP calls, bounded (its defaults retry for minutes): at most 3 tries of 5 s each, 2 s apart, so one call
+# to a server that died gives up within about 17 s (2 s if the port refuses). Variables already set are kept.
+# And MLflow does not print a "View run" link for every run it closes: segbench's stdout is its own.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 T = TypeVar("T")
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the working directory."""
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a sqlite file in the working directory. Whoever asks
+    is about to talk to the store: MLflow's HTTP calls of this process get their bounds (``HTTP_LIMITS``)."""
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
@@ -115,6 +126,7 @@ def _prepare_sqlite(uri: str) -> None:
         raise UserError(f"tracking.uri: the folder '{path.parent}' of the sqlite store does not exist")
     if path.exists():
         _verify_sqlite(path)
+        _check_writable(path)
         return
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"tracking.uri: cannot create the sqlite store '{path}': folder '{folder}' is not writable")
@@ -133,6 +145,15 @@ def _prepare_sqlite(uri: str) -> None:
                 tmp.unlink()
     finally:
         os.close(lock)
+
+
+def _check_writable(path: Path) -> None:
+    """Raise a UserError unless sqlite can write ``path`` (the file, and its folder for the journal)."""
+    for what, where, mode in (("file", path, os.W_OK), ("folder", path.parent, os.W_OK | os.X_OK)):
+        if not os.access(where, mode):
+            raise UserError(f"tracking.uri: the sqlite store '{path}' cannot be written (its {what} '{where}' is "
+                            "read-only); make it writable, point tracking.uri at another store, or run with "
+                            "tracking.enabled=false")
 
 
 def _migrate(path: Path) -> None:
@@ -186,19 +207,58 @@ def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return call(*args, **kwargs)
 
 
+class NotLogged(Exception):
+    """A command finished and wrote its results, but the tracking store failed on the way: ``path`` holds them."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "message", "") or error) or type(error).__name__
+    return text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class Tracker:
     """A thin, explicit wrapper over ``MlflowClient``; every method is a no-op when tracking is off.
 
-    The store must have passed ``check_store`` first."""
+    The store must have passed ``check_store`` first. Tracking never stops a command: every call is bounded
+    (``HTTP_LIMITS``, ``LOCKED_RETRIES``); the first call that fails marks the store lost, later calls are skipped
+    and counted, and ``lost`` says what happened, so that the command can finish, write its results and say what
+    MLflow is missing (``segbench log`` sends it later)."""
 
     def __init__(self, cfg: TrackingConfig, experiment: str, connect: bool = True) -> None:
         self.uri = tracking_uri(cfg) if cfg.enabled else None
         self.experiment = experiment
         self.client = None
         self.experiment_id: str | None = None
+        self.lost: str | None = None  # the first failure: what was being logged and why it failed
+        self.skipped = 0  # tracking calls not made since
         self._open: list[str] = []
         if connect:
             self.connect()
+
+    def _guard(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``call(*args, **kwargs)``, or None once the store is lost (this call failing loses it)."""
+        if self.lost is not None:
+            self.skipped += 1
+            return None
+        try:
+            return retry_locked(call, *args, **kwargs)
+        except Exception as exc:  # any failure of the store: connection, timeout, disk, server error
+            self.lost = f"{what} failed: {type(exc).__name__}: {_first_line(exc)}"
+            return None
 
     def connect(self) -> None:
         """Open the client and find or create the experiment (nothing when tracking is off)."""
@@ -208,7 +268,10 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment(self.experiment)
+        self.experiment_id = self._guard(f"opening experiment '{self.experiment}'", self._experiment,
+                                         self.experiment)
+        if self.experiment_id is not None:
+            self._guard("marking runs of dead processes KILLED", self.close_stale)
 
     def _experiment(self, name: str) -> str:
         """The id of experiment ``name``, created if needed (another run may create it at the same moment)."""
@@ -225,16 +288,38 @@ class Tracker:
                 raise
             return found.experiment_id
 
+    def close_stale(self) -> list[str]:
+        """Mark KILLED the RUNNING runs of this experiment that a segbench process of this machine opened and that
+        process is gone (killed -9, power cut); return their ids. Runs of other machines are left alone."""
+        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING' and "
+                                                             f"tags.`{HOST_TAG}` = '{socket.gethostname()}'")
+        stale = [r.info.run_id for r in runs
+                 if r.data.tags.get(PID_TAG, "").isdigit() and not _alive(int(r.data.tags[PID_TAG]))]
+        for run_id in stale:
+            retry_locked(self.client.set_terminated, run_id, status="KILLED")
+        return stale
+
     def start(self, name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-              parent: str | None = None) -> str | None:
-        """Open a run (a child of ``parent`` if given) and return its id."""
+              parent: str | None = None, run_id: str | None = None) -> str | None:
+        """Open a run (a child of ``parent`` if given) and return its id; ``run_id``: reopen that run instead
+        (``segbench log``)."""
         if self.client is None:
             return None
-        tags = dict(tags or {})
+        if self.experiment_id is None:  # the store was lost before the experiment was found
+            self.skipped += 1
+            return None
+        tags = dict(tags or {}) | {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         if parent:
             tags[PARENT_TAG] = parent
-        run = retry_locked(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
+        if run_id is None:
+            run = self._guard(f"creating run '{name}'", self.client.create_run, self.experiment_id, run_name=name,
+                              tags=tags)
+            if run is None:
+                return None
+            run_id = run.info.run_id
+        else:
+            self._guard(f"reopening run {run_id}", self.client.update_run, run_id, status="RUNNING")
+            self.log(run_id, tags=tags)
         self._open.append(run_id)
         if params:
             self.log(run_id, params=params)
@@ -255,20 +340,28 @@ class Tracker:
         param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(entries), 1), 1000):  # MLflow takes at most 1000 metrics per batch
-            retry_locked(self.client.log_batch, run_id, metrics=entries[i:i + 1000],
-                         params=param_list if i == 0 else [], tags=tag_list if i == 0 else [])
+            self._guard(f"logging to run {run_id}", self.client.log_batch, run_id, metrics=entries[i:i + 1000],
+                        params=param_list if i == 0 else [], tags=tag_list if i == 0 else [])
 
     def artifact(self, run_id: str | None, path: Path) -> None:
         if self.client is not None and run_id is not None:
-            retry_locked(self.client.log_artifact, run_id, str(path))
+            self._guard(f"uploading {path.name} to run {run_id}", self.client.log_artifact, run_id, str(path))
 
     def end(self, run_id: str | None, status: str = "FINISHED") -> None:
         """Close a run with FINISHED, FAILED or KILLED."""
         if self.client is not None and run_id is not None and run_id in self._open:
-            retry_locked(self.client.set_terminated, run_id, status=status)
+            self._guard(f"closing run {run_id}", self.client.set_terminated, run_id, status=status)
             self._open.remove(run_id)
 
     def end_all(self, status: str) -> None:
         """Close every run still open (children first), e.g. KILLED after Ctrl-C."""
         for run_id in reversed(list(self._open)):
             self.end(run_id, status)
+
+    def check_logged(self, path: Path | None) -> None:
+        """Raise NotLogged, naming what MLflow misses and how to send it, if the store was lost on the way."""
+        if self.lost is None or path is None:
+            return
+        raise NotLogged(path, f"MLflow at {self.uri}: {self.lost}; {self.skipped} later tracking calls were "
+                              f"skipped, so its runs are incomplete. The results are complete in {path}; send them "
+                              f"with: segbench log {path.parent}")

@@ -110,7 +110,12 @@ CARD_TYPE = TypeAdapter(Card)
 
 def zoo_dir() -> Path:
     """The zoo's folder: ``$SEGBENCH_ZOO`` when set, else the ``zoo/`` shipped with segbench."""
-    return Path(os.environ[ZOO_ENV]) if os.environ.get(ZOO_ENV) else resource_dir("zoo")
+    if not os.environ.get(ZOO_ENV):
+        return resource_dir("zoo")
+    folder = Path(os.environ[ZOO_ENV])
+    if not folder.is_dir():
+        raise UserError(f"{ZOO_ENV}={folder}: no such folder; expected the folder of the zoo's *.yaml cards")
+    return folder
 
 
 class _CardError(UserError):

@@ -24,6 +24,7 @@ from typing import Any
 
 from segbench.config.schema import SuiteConfig
 from segbench.config.typed import plain
+from segbench.core.names import safe_name
 from segbench.errors import UserError, unknown
 from segbench.pipeline.validation import load_config
 from segbench.results.schema import read_results
@@ -42,7 +43,8 @@ def weights_path(card: Card, download: bool = False) -> Path | None:
         return path if path.is_absolute() else card.source.parent / path
     if not download:
         raise UserError(f"zoo model '{card.name}' has remote weights ({card.weights.url}); "
-                        f"pass download=true to fetch them into the cache")
+                        f"fetch them into the cache with segbench eval zoo={card.name} download=true, "
+                        f"or segbench zoo verify {card.name} --download")
     return fetch(card.weights.url, card.weights.sha256)
 
 
@@ -185,16 +187,17 @@ def card_from_run(results_path: Path, model: str | None, name: str | None, zoo: 
     if record.checkpoint is None or record.evaluation is None:
         raise UserError(f"model '{record.name}' of '{results_path}' has no checkpoint (was it trained?)")
     config, env = results.suite.config, results.environment
-    name = name or f"{record.name}_{results.suite.name}"
+    name = name or safe_name(f"{record.name}_{results.suite.name}")
+    file_name = safe_name(name)  # the card keeps its name; its files cannot land outside the zoo
     weights_dir = zoo / "weights"
     weights_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results_path.parent / record.checkpoint.path / "model.safetensors",
-                    weights_dir / f"{name}.safetensors")
+                    weights_dir / f"{file_name}.safetensors")
     card = Card(
         name=name,
         model=record.name,
         suite=results.suite.name,
-        weights=Weights(sha256=record.checkpoint.sha256, path=f"weights/{name}.safetensors"),
+        weights=Weights(sha256=record.checkpoint.sha256, path=f"weights/{file_name}.safetensors"),
         verified={
             "metrics": record.metrics,
             "evaluation": {"mode": record.evaluation.mode, "split": record.evaluation.split,
@@ -208,6 +211,6 @@ def card_from_run(results_path: Path, model: str | None, name: str | None, zoo: 
         training=config["train"],
         description=f"{record.name} trained by segbench on suite {results.suite.name}",
     )
-    path = zoo / f"{name}.yaml"
+    path = zoo / f"{file_name}.yaml"
     path.write_text(card.to_yaml())
     return path

@@ -25,8 +25,10 @@ class Architecture:
 
     name: str
     build: Builder
-    source: str  # "smp" or "segbench"
+    source: str  # "smp", "segbench", or the package (or module) of a user's registered model
     description: str
+    takes_backbone: bool = True  # False: a user's model named NAME alone, built without a timm backbone
+    origin: dict | None = None  # a user's model: its module, file and sha256, package and version, builder
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("model")

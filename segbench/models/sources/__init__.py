@@ -1,4 +1,5 @@
-"""External model sources: published checkpoints named ``SOURCE:NAME`` (``torchvision:``, ``hf:``, ``smp:``).
+"""External model sources: published checkpoints named ``SOURCE:NAME`` (``torchvision:``, ``hf:``, ``smp:``) and
+exported model files (``onnx:PATH``, ``torchscript:PATH``, ``export:PATH``).
 
 A source resolves a name to what segbench needs before building anything (``Resolved``: the class
 names the checkpoint carries, its number of outputs, its input normalisation, where its weights are)
@@ -19,11 +20,13 @@ SOURCES: Registry[Source] = Registry("model source")
 
 def _register() -> None:
     import segbench.models.sources.hf as hf
+    import segbench.models.sources.memory as memory
     import segbench.models.sources.smp as smp
     import segbench.models.sources.tv as tv
+    from segbench.models.sources.exported import SOURCES as EXPORTED
 
-    for module in (tv, hf, smp):
-        SOURCES.register(module.SOURCE.name, module.SOURCE)
+    for source in (tv.SOURCE, hf.SOURCE, smp.SOURCE, memory.SOURCE, *EXPORTED):
+        SOURCES.register(source.name, source)
 
 
 _register()

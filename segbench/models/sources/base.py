@@ -29,6 +29,7 @@ class Resolved:
     # () -> the model's tensors its weights leave uninitialised, found by name and shape on the meta device (no
     # memory, no weights read but the files' headers where the format allows); a UserError for a wrong shape
     verify: Callable[[], list[str]] = field(repr=False, default=lambda: [])
+    size_divisor: int = 1  # what evaluation pads images to: 1 where the network takes any size
 
     @property
     def spec(self) -> str:
@@ -84,10 +85,13 @@ def state_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of a local checkpoint's tensors (see ``read_state``), from the header of a safetensors file."""
     file = weights_file(Path(path))
     _check_format(file)
-    shapes = tensor_shapes(file)
-    if shapes and all(k.startswith("net.") for k in shapes):
-        shapes = {k[len("net."):]: v for k, v in shapes.items()}
-    return shapes
+    return _without_wrapper_prefix(tensor_shapes(file))
+
+
+def _without_wrapper_prefix(state: dict) -> dict:
+    """``state`` without the ``net.`` prefix that segbench's wrapper adds when it saves a fine-tuned external model."""
+    return {k[len("net."):]: v for k, v in state.items()} if state and all(k.startswith("net.") for k in state) \
+        else state
 
 
 def _check_format(file: Path) -> None:
@@ -103,10 +107,7 @@ def read_state(path: str | Path) -> dict:
     segbench's wrapper adds when it saves a fine-tuned external model."""
     file = weights_file(Path(path))
     _check_format(file)
-    state = read_state_dict(file)
-    if state and all(k.startswith("net.") for k in state):
-        state = {k[len("net."):]: v for k, v in state.items()}
-    return state
+    return _without_wrapper_prefix(read_state_dict(file))
 
 
 def load_state(net: Any, state: dict, origin: str, model: str, accepted: bool = False) -> None:

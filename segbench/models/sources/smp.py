@@ -142,7 +142,8 @@ def resolve(name: str, weights: str | None) -> Resolved:
         return compare(own_shapes(net), state_shapes(file), f"'{file}'", f"smp:{name}")
 
     normalisation = _normalisation(folder, config, name)
-    return Resolved(NAME, name, classes, num_outputs, normalisation, record, build, verify)
+    return Resolved(NAME, name, classes, num_outputs, normalisation, record, build, verify,
+                    size_divisor=32)  # smp's encoders need sides divisible by 32
 
 
 def fetch(name: str) -> str:

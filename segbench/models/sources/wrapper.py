@@ -39,6 +39,11 @@ class PublishedModel(nn.Module):
         self.logits = logits  # the network's output -> its logits tensor
         self.select = ClassSelect(mapping) if mapping is not None and not mapping.identity else nn.Identity()
 
+    @property
+    def runtime(self) -> Callable[[torch.device], str] | None:
+        """Who runs the network on a device when torch does not (an ONNX file: ONNX Runtime's provider); None: torch."""
+        return getattr(self.net, "runtime", None)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.logits(self.net(self.renormalise(images)))
         return self.select(upsample(logits, tuple(images.shape[-2:])))

@@ -1,0 +1,162 @@
+"""What a run logs to MLflow, computed from its results.json records: the same for a live run and for
+``segbench log``, which sends a finished run's results later (the store was down, or to another store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from segbench.config.schema import TrackingConfig
+from segbench.core.files import flatten
+from segbench.core.names import safe_name
+from segbench.errors import UserError
+from segbench.results.robustness import robustness_metrics
+from segbench.results.schema import RESULTS_NAME, read_results, write_results
+from segbench.results.tracking import Tracker, check_store, tracking_uri
+
+WHOLE = ("loss", "label_map", "backbone_key_map")  # logged as one param each: their keys are not param names
+
+
+def per_class_csv(model: str) -> str:
+    """The file name of a model's per-class table in its run's folder."""
+    return f"per_class_{safe_name(model)}.csv"
+
+
+def parent_params(config: dict) -> dict[str, Any]:
+    """The parent run's params: the suite's configuration, flattened."""
+    return flatten(config, keep=WHOLE)
+
+
+def parent_tags(kind: str, suite: str, suite_hash: str, env: dict, shard: dict | None) -> dict[str, str]:
+    """The parent run's tags: what ran, of which suite, where."""
+    tags = {"segbench.kind": kind, "segbench.version": env.get("segbench"), "segbench.suite": suite,
+            "segbench.suite_hash": suite_hash, "segbench.device": env.get("device"),
+            "segbench.hardware": env.get("device_name"),
+            "mlflow.source.git.commit": env.get("git_commit") or "unknown"}
+    if shard is not None:
+        tags |= {"segbench.sweep": shard["sweep"], "segbench.shard": f"{shard['index']}/{shard['count']}"}
+    return {k: str(v) for k, v in tags.items()}
+
+
+def weights_params(weights: dict) -> dict[str, object]:
+    """MLflow params naming the weights a model started from ("random" when none were loaded)."""
+    params: dict[str, object] = {}
+    for part, key in (("model", "weights"), ("backbone", "backbone_weights")):
+        loaded = weights.get(part)
+        params[key] = loaded["file"] if loaded else "random"
+        if loaded:
+            params[f"{key}_sha256"] = loaded["sha256"]
+        if loaded and "coverage" in loaded:
+            params[f"{key}_coverage"] = f"{loaded['loaded']}/{loaded['total']}"
+    return params
+
+
+def speed_metrics(speed: list[dict]) -> dict[str, float]:
+    """MLflow metrics for the speed records: per backend (eager unnamed, others as ``.BACKEND``), the first batch
+    size unqualified, every one with its size (``images_per_second.onnxruntime.bs4``)."""
+    out: dict[str, float] = {}
+    for record in speed:
+        backend = record.get("backend", "eager")
+        tag = "" if backend == "eager" else f".{backend}"
+        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record['requested_batch_size']}"]
+        for suffix in suffixes:
+            out[f"images_per_second{suffix}"] = record["images_per_second"]
+            out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
+    return out
+
+
+def model_metrics(record: dict) -> dict[str, float]:
+    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
+    logged = dict(record["metrics"])
+    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
+    logged.update({f"IoU.category.{k}": v for k, v in (record.get("categories") or {}).get("IoU", {}).items()})
+    evaluation = record.get("evaluation") or {}
+    for key, name in (("images_per_second", "eval_images_per_second"), ("forward_share", "eval_forward_share"),
+                      ("data_wait_share", "eval_data_wait_share")):
+        if key in evaluation:
+            logged[name] = evaluation[key]
+    if "data" in record:
+        logged["data_skipped"] = record["data"]["skipped"]
+    if record.get("train"):
+        logged["train_seconds"] = record["train"]["seconds"]
+    logged.update(speed_metrics(record.get("speed") or []))
+    logged.update(robustness_metrics(record.get("robustness")))
+    return {k: v for k, v in logged.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def model_params(record: dict) -> dict[str, object]:
+    """The params of a model's child run."""
+    origin = record.get("origin") or {}
+    params = {"model": record["name"], "source": origin.get("source", record.get("source")), "arch": record["arch"],
+              "backbone": record["backbone"], "params": record.get("params")}
+    if record.get("weights"):
+        params |= weights_params(record["weights"])
+    return params
+
+
+def _existing(tracker: Tracker, run_id: str | None) -> tuple[str | None, set[str], str | None]:
+    """``run_id``, the params it has and its status if the store holds it (not deleted), else None."""
+    if run_id is None:
+        return None, set(), None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = tracker.client.get_run(run_id)
+    except MlflowException:
+        return None, set(), None
+    if run.info.lifecycle_stage != "active":
+        return None, set(), None
+    return run_id, set(run.data.params), run.info.status
+
+
+def _new(params: dict[str, Any], logged: set[str]) -> dict[str, Any]:
+    """The params a run does not have yet (MLflow refuses to change one; JSON may have changed how one prints)."""
+    return {k: v for k, v in params.items() if k not in logged}
+
+
+def send_results(source: Path, uri: str | None = None) -> tuple[str, Path, int]:
+    """Log the runs of a finished results.json (a file or its folder) to MLflow: the runs it names are completed
+    and closed FINISHED, runs the store never got are created and their ids written into results.json. Return the
+    store, the results.json and the number of runs logged (0: the store has them all already)."""
+    path = source / RESULTS_NAME if source.is_dir() else source
+    read_results(path)  # its structure checked: one line for a wrong file
+    results = json.loads(path.read_text(encoding="utf-8"))
+    if results.get("kind") == "bench":
+        raise UserError(f"{path}: segbench log sends results.json files of run, eval or score")
+    suite, mlflow = results["suite"], results.get("mlflow") or {}
+    config = suite.get("config") or {}
+    uri = uri or mlflow.get("tracking_uri") or tracking_uri(TrackingConfig())
+    check_store(uri)
+    experiment = (config.get("tracking") or {}).get("experiment") or suite["name"]
+    tracker = Tracker(TrackingConfig(uri=uri), experiment)
+    if tracker.lost is not None:
+        raise UserError(f"MLflow at {uri}: {tracker.lost}")
+    same_store = mlflow.get("tracking_uri") == uri
+    parent_id, logged, status = _existing(tracker, mlflow.get("parent_run_id")) if same_store else (None, set(), None)
+    if status == "FINISHED":  # closed last, after every model's run and the results.json artifact
+        return uri, path, 0
+    tags = parent_tags(results.get("kind", "run"), suite["name"], suite.get("config_hash", ""),
+                       results.get("environment") or {}, suite.get("shard"))
+    parent = tracker.start(f"{suite['name']}-{path.parent.name}", params=_new(parent_params(config), logged),
+                           tags=tags, run_id=parent_id)
+    for record in results["models"]:
+        child_id, logged, _ = _existing(tracker, record.get("mlflow_run_id")) if parent_id else (None, set(), None)
+        record["mlflow_run_id"] = child = tracker.start(record["name"], parent=parent, run_id=child_id,
+                                                        params=_new(model_params(record), logged))
+        tracker.log(child, metrics=model_metrics(record))
+        csv = path.parent / per_class_csv(record["name"])
+        if csv.is_file():
+            tracker.artifact(child, csv)
+        tracker.end(child, "FINISHED")
+    results["mlflow"] = {**mlflow, "tracking_uri": uri, "experiment_id": tracker.experiment_id,
+                         "parent_run_id": parent}
+    if tracker.lost is None:
+        if json.loads(path.read_text(encoding="utf-8")) != results:  # new run ids
+            write_results(path, results)
+        tracker.artifact(parent, path)
+        tracker.end(parent, "FINISHED")
+    if tracker.lost is not None:
+        tracker.end_all("FAILED")
+        raise UserError(f"MLflow at {uri}: {tracker.lost}; run segbench log again when the store answers")
+    return uri, path, 1 + len(results["models"])

@@ -1,0 +1,123 @@
+"""The failure table of exported model files (onnx:, torchscript:, export:): every refusal exits 2 with one line
+naming the file and what was expected, before anything exists (no output folder, no MLflow run, no file changed).
+The ONNX files are written by hand with onnx.helper (a 1x1 convolution, 3 -> 7 channels): no export needed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+TINY = ["data.val_samples=2", "eval.batch_size=2", "bench.iters=1", "bench.repeats=1", "bench.warmup=1",
+        "progress=false"]
+
+
+def conv_onnx(path: Path, shape: list, elem: int = 1, labels: bool = False) -> Path:
+    """An ONNX file: one 1x1 convolution from a float input of ``shape`` (``elem``: onnx.TensorProto type) to 7
+    channels (``labels``: then their argmax, int64 N x H x W)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(torch.randn(7, 3, 1, 1).numpy(), "w")
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("Conv", ["xf", "w"], ["y"])]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], 7, *shape[2:]])
+    if labels:
+        nodes.append(helper.make_node("ArgMax", ["y"], ["labels"], axis=1, keepdims=0))
+        out = helper.make_tensor_value_info("labels", TensorProto.INT64, [shape[0], *shape[2:]])
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", elem, shape)], [out], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def pt2(path: Path) -> Path:
+    torch.export.save(torch.export.export(torch.nn.Conv2d(3, 7, 1), (torch.randn(2, 3, 8, 8),)), str(path))
+    return path
+
+
+def fixed(tmp: Path) -> str:
+    return f"onnx:{conv_onnx(tmp / 'fixed.onnx', [1, 3, 64, 64])}"
+
+
+CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    ("onnx file missing", lambda t: ["eval", *TINY, f"models=[onnx:{t / 'nope.onnx'}]"],
+     r"model 'onnx:.*nope\.onnx': file '.*nope\.onnx' does not exist"),
+    ("onnx a folder", lambda t: ["eval", *TINY, f"models=[onnx:{t}]"], r"does not exist \(a folder; name the file"),
+    ("onnx a text file", lambda t: (t / "m.onnx").write_text("not a model") and
+     ["eval", *TINY, f"models=[onnx:{t / 'm.onnx'}]"], r"'.*m\.onnx' is not an ONNX model \(.*Protobuf parsing failed"),
+    ("torchscript given a .pt2", lambda t: ["eval", *TINY, f"models=[torchscript:{pt2(t / 'm.pt2')}]"],
+     r"'.*m\.pt2' is not a TorchScript archive \(torch\.jit\.save\) \(a torch\.export \.pt2 program is export:PATH\)"),
+    ("export given a state dict", lambda t: torch.save({"w": torch.zeros(2)}, t / "w.pt") or
+     ["eval", *TINY, f"models=[export:{t / 'w.pt'}]"], r"'.*w\.pt' is not a torch\.export program"),
+    ("onnx integer input", lambda t: ["eval", *TINY, f"models=[onnx:{conv_onnx(t / 'i.onnx', ['N', 3, 64, 64], 7)}]"],
+     r"the file has no float image input \(expected one float32 input N x 3 x H x W; it takes x tensor\(int64\)"),
+    ("onnx one-channel input", lambda t: ["eval", *TINY, f"models=[onnx:{conv_onnx(t / 'g.onnx', ['N', 1, 64, 64])}]"],
+     r"has no float image input .*it takes x tensor\(float\) \['N', 1, 64, 64\]"),
+    ("onnx labels out", lambda t: ["eval", *TINY, "models=[onnx:" + str(conv_onnx(t / "l.onnx", ["N", 3, 64, 64],
+                                                                                  labels=True)) + "]"],
+     r"its first output is int64 of shape \['N', 64, 64\], not N x K x H x W float logits"),
+    ("fixed shape, whole mode on other sizes", lambda t: ["eval", *TINY, "data.image_size=96", f"models=[{fixed(t)}]"],
+     r"onnx:.*fixed\.onnx: the file fixes its input to 64 x 64 \(height x width\), but eval\.mode=whole would feed "
+     r"it 96 x 96: set eval\.mode=slide eval\.window=\[64,64\] eval\.stride=\[64,64\]$"),
+    ("fixed shape, multi-scale", lambda t: ["eval", *TINY, "eval.scales=[1.0,1.5]", f"models=[{fixed(t)}]"],
+     r"eval\.mode=whole would feed it 96 x 96: set eval\.mode=slide"),
+    ("fixed shape, another window", lambda t: ["eval", *TINY, "eval.mode=slide", "eval.window=[32,32]",
+                                               "eval.stride=[32,32]", f"models=[{fixed(t)}]"],
+     r"eval\.mode=slide would feed it 32 x 32: set eval\.mode=slide eval\.window=\[64,64\]"),
+    ("fixed batch, other bench batch", lambda t: ["bench", *TINY, "bench.batch_sizes=[1,4]", f"models=[{fixed(t)}]"],
+     r"bench\.batch_sizes: the file of model 'onnx:.*' takes batches of exactly 1 images, not 4: set "
+     r"bench\.batch_sizes=\[1\]$"),
+    ("fixed shape, other bench size", lambda t: ["bench", *TINY, "bench.input_size=[64,96]", f"models=[{fixed(t)}]"],
+     r"bench\.input_size: the file of model .* fixes its input to 64 x 64, not bench\.input_size=\[64,96\]: set "
+     r"bench\.input_size=\[64,64\]$"),
+    ("onnx on another backend", lambda t: ["eval", *TINY, "eval.backends=[eager,onnxruntime]", f"models=[{fixed(t)}]"],
+     r"eval\.backends: model 'onnx:.*' runs its ONNX file on ONNX Runtime already .*backend onnxruntime does not "
+     r"apply to it: set eval\.backends=\[eager\]"),
+    ("onnx under autocast", lambda t: ["bench", *TINY, "bench.precision=bf16", f"models=[{fixed(t)}]"],
+     r"bench\.precision: model 'onnx:.*' runs its ONNX file at the precision it was exported with"),
+    ("class map naming no output", lambda t: ["eval", *TINY, "eval.class_map.7=sky",
+                                              f"models=[{fixed(t)}]"],
+     r"eval\.class_map: '7' is not a class of the suite nor of any of its models"),
+]
+
+
+def _store_runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments) if experiments else []
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
+
+
+@pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_an_exported_files_mistake_is_one_line_exit_2_and_leaves_nothing(cli, capsys, tmp_path, mlflow_uri,
+                                                                         monkeypatch, setup, pattern):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    args = setup(tmp_path)
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+
+    code, out, err = cli(*args)
+
+    lines = err.strip().splitlines()
+    assert code == 2, (out, err)
+    assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in out + err
+    assert _snapshot(tmp_path) == before
+    assert not list(tmp_path.rglob("*.partial")) and not (tmp_path / "outputs").exists()
+    assert _store_runs(mlflow_uri) == []

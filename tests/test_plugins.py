@@ -1,0 +1,338 @@
+"""A user's own components: a module named by ``imports:`` registers a model that is then trained, evaluated, timed
+and reported; an installed package found by its ``segbench.plugins`` entry point; the Python API; and the refusals,
+each one line with exit 2 and nothing created."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "plugin"
+SMALL = ["train.iters=2", "train.batch_size=2", "data.train_samples=4", "data.val_samples=4", "data.image_size=32",
+         "eval.batch_size=4", "progress=false"]
+
+TINYNET = '''
+import segbench
+from torch import nn
+
+
+@segbench.register_model("tinynet")
+def tinynet(num_classes):
+    """Two convolutions (a user's model in a test)."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))
+
+
+@segbench.register_model("headonly")
+def headonly(backbone, num_classes):
+    """A user architecture on a timm backbone: NAME-BACKBONE."""
+    import timm
+    import torch
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = timm.create_model(backbone, features_only=True, out_indices=(-1,), pretrained=False)
+            self.head = nn.Conv2d(self.body.feature_info.channels()[-1], num_classes, 1)
+
+        def forward(self, x):
+            y = self.head(self.body(x)[-1])
+            return torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    return Net()
+'''
+
+
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """Registrations made by one test's user modules do not leak into the next (in-process tests)."""
+    from segbench.data.registry import DATASETS
+    from segbench.models.archs import ARCHITECTURES
+    from segbench.models.registry import check_user_model
+
+    saved = {registry: dict(registry._entries) for registry in (ARCHITECTURES, DATASETS)}
+    yield
+    for registry, entries in saved.items():
+        registry._entries.clear()
+        registry._entries.update(entries)
+    check_user_model.cache_clear()
+
+
+def segbench_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``segbench ARGS`` as a user types it, in ``cwd``."""
+    full_env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)} | (env or {})
+    return subprocess.run([sys.executable, "-m", "segbench", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _created(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts}
+
+
+@pytest.mark.slow
+def test_a_module_named_by_imports_registers_a_model_that_is_trained_evaluated_timed_and_reported(tmp_path):
+    (tmp_path / "my_models.py").write_text(TINYNET)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = segbench_cli("run", "imports=[my_models]", "models=[tinynet,headonly-resnet10t]", *SMALL,
+                        "bench.batch_sizes=[1]", "bench.iters=2", "bench.repeats=1", "bench.warmup=1",
+                        f"tracking.uri={store}", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    records = {m["name"]: m for m in results["models"]}
+    assert set(records) == {"tinynet", "headonly-resnet10t"}
+    plugin = records["tinynet"]["origin"]["plugin"]
+    assert plugin["module"] == "my_models" and plugin["builder"] == "my_models.tinynet"
+    assert plugin["sha256"] == hashlib.sha256((tmp_path / "my_models.py").read_bytes()).hexdigest()
+    for record in records.values():
+        assert record["train"] is not None and 0.0 <= record["metrics"]["mIoU"] <= 1.0
+        assert record["speed"] and record["speed"][0]["images_per_second"] > 0  # timed in a fresh process too
+    report = segbench_cli("report", str(tmp_path / "run"), "--out", str(tmp_path / "reports"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    board = next((tmp_path / "reports").rglob("leaderboard.csv")).read_text()
+    assert "tinynet" in board and "headonly-resnet10t" in board
+
+
+BROKEN = {
+    "missing": ("imports=[no_such_module]", None, "imports: cannot import module 'no_such_module'"),
+    "raises on import": ("imports=[bad_import]", "raise RuntimeError('boom at import')\n",
+                         "imports: module 'bad_import' failed to import: RuntimeError: boom at import"),
+    "registered twice": ("imports=[twice]", "import segbench\nfrom torch import nn\n"
+                         "@segbench.register_model('unet')\ndef unet(num_classes):\n    return nn.Identity()\n",
+                         "model 'unet' is already registered (by segbench); twice.unet registers it again"),
+    "builder raises": ("imports=[raising]", "import segbench\n@segbench.register_model('raiser')\n"
+                       "def raiser(num_classes):\n    raise ValueError('no such thing')\n",
+                       "model 'raiser': its builder raising.raiser raised ValueError: no such thing"),
+    "builder returns no module": ("imports=[returns_int]", "import segbench\n@segbench.register_model('raiser')\n"
+                                  "def raiser(num_classes):\n    return 3\n",
+                                  "model 'raiser': its builder returns_int.raiser returned int, expected a "
+                                  "torch.nn.Module"),
+    "wrong output shape": ("imports=[halfsize]", "import segbench\nfrom torch import nn\n"
+                           "@segbench.register_model('raiser')\ndef raiser(num_classes):\n"
+                           "    return nn.Conv2d(3, num_classes, 2, stride=2)\n",
+                           "is (2, 3, 32, 32), expected logits of shape (2, 3, 64, 64)"),
+    "no num_classes": ("imports=[noclasses]", "import segbench\n@segbench.register_model('raiser')\n"
+                       "def raiser(k):\n    return None\n", "the builder must take a 'num_classes' parameter"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_user_module_is_one_line_exit_2_before_anything_exists(case, tmp_path, cli, monkeypatch):
+    override, source, message = BROKEN[case]
+    module = override.partition("[")[2].rstrip("]")
+    if source is not None:
+        (tmp_path / f"{module}.py").write_text(source)
+    model = "raiser" if "raiser" in (source or "") else "unet-resnet10t"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = _created(tmp_path)
+    code, out, err = cli("run", override, f"models=[{model}]", *SMALL, "bench.enabled=false")
+    sys.modules.pop(module, None)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("segbench: error: ") and message in err, err
+    assert _created(tmp_path) == before  # no output folder, no mlflow.db
+
+
+def test_a_suite_file_names_its_imports_beside_it(tmp_path, cli, monkeypatch):
+    suite_dir = tmp_path / "suites"
+    suite_dir.mkdir()
+    (suite_dir / "mine_models.py").write_text(TINYNET.replace('"tinynet"', '"tinynet2"')
+                                              .replace('"headonly"', '"headonly2"'))
+    (suite_dir / "mine.yaml").write_text("imports: [mine_models.py]\nmodels: [tinynet2]\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("run", f"suite={suite_dir / 'mine.yaml'}", *SMALL, "bench.enabled=false",
+                         "tracking.enabled=false", f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]
+    assert record["name"] == "tinynet2" and record["origin"]["plugin"]["file"] == str(suite_dir / "mine_models.py")
+
+
+def _site_with_example_plugin(site: Path) -> Path:
+    """The example plugin as pip installs it: its package and a .dist-info whose entry_points.txt declares it."""
+    shutil.copytree(EXAMPLE / "segbench_example_plugin", site / "segbench_example_plugin")
+    info = site / "segbench_example_plugin-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: segbench-example-plugin\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[segbench.plugins]\nexample = segbench_example_plugin\n")
+    (info / "top_level.txt").write_text("segbench_example_plugin\n")
+    (info / "RECORD").write_text("")
+    return site
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_path):
+    from fixtures_layouts import write_image, write_mask
+
+    site = _site_with_example_plugin(tmp_path / "site")
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
+    listed = segbench_cli("list", "models", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith("tinyseg "))
+    assert "[segbench-example-plugin 0.1.0]" in line
+    datasets = segbench_cli("list", "datasets", cwd=tmp_path, env=env)
+    assert "suffix_pairs" in datasets.stdout
+    root = tmp_path / "data"
+    import numpy as np
+
+    for split in ("train", "val"):
+        for i in range(2):
+            write_image(root / split / f"img{i}.png", seed=i, size=(32, 32))
+            write_mask(root / split / f"img{i}_mask.png", (np.arange(32 * 32).reshape(32, 32) % 2).astype(np.uint8))
+    done = segbench_cli("run", "models=[tinyseg]", "data.name=suffix_pairs", f"data.root={root}",
+                        "data.classes=[even,odd]", "train.iters=2", "train.batch_size=2", "eval.batch_size=2",
+                        "bench.enabled=false", "progress=false", "tracking.enabled=false",
+                        f"output_dir={tmp_path / 'run'}", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    assert record["origin"]["plugin"] | {} and record["origin"]["plugin"]["package"] == "segbench-example-plugin"
+    assert record["origin"]["plugin"]["version"] == "0.1.0"
+
+
+def test_the_example_plugin_passes_its_own_tests(tmp_path):
+    site = _site_with_example_plugin(tmp_path / "site")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)]), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_the_api_runs_a_suite_and_returns_typed_results(tmp_path, monkeypatch, mlflow_uri):
+    import segbench
+    from segbench.results.schema import Results
+
+    monkeypatch.chdir(tmp_path)
+    results = segbench.run("synthetic", ["models=[unet-resnet10t]", *SMALL, "bench.enabled=false",
+                                         f"tracking.uri={mlflow_uri}", f"output_dir={tmp_path / 'run'}"])
+    assert isinstance(results, Results)
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results.models[0].metrics["mIoU"] == on_disk["models"][0]["metrics"]["mIoU"]
+    board = results.leaderboard()
+    assert list(board["model"]) == ["unet-resnet10t"] and board["mIoU"][0] == on_disk["models"][0]["metrics"]["mIoU"]
+    with pytest.raises(segbench.UserError, match="unknown model 'unet-nosuchbackbone'|backbone"):
+        segbench.run("synthetic", ["models=[unet-nosuchbackbone]"])
+
+
+@pytest.mark.slow
+def test_evaluate_of_an_in_memory_model_equals_segbench_eval_of_its_saved_state_dict(tmp_path, monkeypatch, cli):
+    import torch
+
+    import segbench
+    from segbench.data.layouts.synthetic import CLASSES
+    from segbench.models.registry import build_model
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = build_model("fcn32s-resnet10t", len(CLASSES))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    common = ["data.val_samples=6", "eval.batch_size=2", "progress=false", "tracking.enabled=false"]
+    code, _, err = cli("eval", "models=[fcn32s-resnet10t]", f"weights.fcn32s-resnet10t={tmp_path / 'model.pth'}",
+                       *common, f"output_dir={tmp_path / 'eval'}")
+    assert code == 0, err
+    from_file = json.loads((tmp_path / "eval" / "results.json").read_text())["models"][0]
+    in_memory = segbench.evaluate(model, suite="synthetic", classes=CLASSES,
+                                  overrides=[*common, f"output_dir={tmp_path / 'memory'}"])
+    record = in_memory.models[0]
+    assert record.name == "memory:model"
+    assert record.metrics == pytest.approx(from_file["metrics"], abs=0, nan_ok=True)
+    assert record.confusion_matrix == from_file["confusion_matrix"]
+    # classes matched by name: the same model with its outputs in reverse order, named so, scores the same
+    reversed_model = torch.nn.Sequential(model, _Flip())
+    flipped = segbench.evaluate(reversed_model, classes=tuple(reversed(CLASSES)), name="flipped",
+                                overrides=[*common, f"output_dir={tmp_path / 'flipped'}"])
+    assert flipped.models[0].confusion_matrix == from_file["confusion_matrix"]
+
+
+class _Flip(__import__("torch").nn.Module):
+    def forward(self, logits):
+        return logits.flip(1)
+
+
+def test_evaluate_refuses_what_is_not_a_model_with_a_user_error(tmp_path, monkeypatch):
+    import segbench
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(segbench.UserError, match="expected a torch.nn.Module, got str"):
+        segbench.evaluate("not a model")
+    with pytest.raises(segbench.UserError, match="normalisation"):
+        import torch
+
+        segbench.evaluate(torch.nn.Conv2d(3, 7, 1), normalisation={"mean": [0.5]})
+    assert _created(tmp_path) == set()
+
+
+def test_import_segbench_does_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", "import sys, segbench; segbench.__version__; "
+                           "print('torch' in sys.modules, 'segbench.api.suites' in sys.modules)"],
+                          capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_the_readme_example_of_evaluate_runs_as_written(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```python", readme.index("segbench.evaluate"))
+    code = textwrap.dedent(readme[start + len("```python"): readme.index("```", start + 3)])
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mIoU" in done.stdout
+
+
+ERROR_RATE = '''
+import torch
+
+import segbench
+from segbench.metrics.protocol import Accumulator, Scores
+
+
+@segbench.register_metric("error_rate", higher_is_better=False,
+                          definition="labelled pixels predicted as another class / labelled pixels")
+class ErrorRate(Accumulator):
+    summed = ("counts",)
+
+    @classmethod
+    def build(cls, setup):
+        accumulator = cls()
+        accumulator.num_classes = setup.info.num_classes
+        accumulator.counts = torch.zeros(2, dtype=torch.float64, device=setup.device)
+        return accumulator
+
+    def update(self, batch):
+        labelled = batch.target < self.num_classes
+        self.counts += torch.stack([(labelled & (batch.pred != batch.target)).sum(), labelled.sum()]).double()
+
+    def compute(self, split):
+        wrong, labelled = self.counts.tolist()
+        return Scores({"error_rate": wrong / labelled})
+'''
+
+
+@pytest.mark.slow
+def test_a_user_metric_is_recorded_gated_and_summed_exactly_under_torchrun(tmp_path):
+    from test_distributed import _torchrun, overrides, seven_images
+
+    (tmp_path / "my_metric.py").write_text(ERROR_RATE)
+    root = seven_images(tmp_path / "data")
+    common = ["imports=[my_metric]", *overrides(root), "train.enabled=false", "tracking.enabled=false", "seed=3"]
+    one = segbench_cli("eval", *common, f"output_dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(2, ["eval", *common, f"output_dir={tmp_path / 'two'}"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    first, second = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
+    assert second["environment"]["world_size"] == 2
+    rate = first["models"][0]["metrics"]["error_rate"]
+    assert rate == second["models"][0]["metrics"]["error_rate"]  # exact: summed over the ranks' shards
+    matrix = np.array(first["models"][0]["confusion_matrix"])
+    assert rate == pytest.approx(1 - np.trace(matrix) / matrix.sum(), abs=1e-12)  # by hand, from the matrix
+    definition = first["metric_definitions"]["error_rate"]
+    assert definition["higher_is_better"] is False and definition["origin"]["module"] == "my_metric"
+    gated = segbench_cli("gate", str(tmp_path / "two"), str(tmp_path / "one"), "--max-drop", "error_rate=0.0",
+                         cwd=tmp_path)
+    assert gated.returncode == 0 and "error_rate" in gated.stdout, gated.stdout + gated.stderr
