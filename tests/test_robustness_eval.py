@@ -199,3 +199,27 @@ def test_a_corrupted_view_scores_as_images_corrupted_beforehand(tmp_path):
     scored = under["robustness"]["conditions"][0]["metrics"]
     assert scored == pytest.approx(before["metrics"], abs=1e-12)
     assert scored != pytest.approx({k: under["metrics"][k] for k in scored}, abs=1e-9)  # the blur changed something
+
+
+def test_cityscapes_to_acdc_scores_each_condition_on_its_own_images(tmp_path, cli, monkeypatch):
+    from fixtures_layouts import make_acdc
+
+    monkeypatch.delenv("ACDC_ROOT", raising=False)
+    code, out, err = cli("run", "suite=cityscapes_to_acdc")
+    assert code == 2 and err.startswith("segbench: error: acdc: data.root is not set") and "acdc.vision" in err
+    root = make_acdc(tmp_path / "acdc")
+    code, out, err = cli("run", "suite=cityscapes_to_acdc", f"data.root={root}", "models=[unet-resnet10t]",
+                         "eval.mode=whole", "data.num_workers=0", "progress=false", "tracking.enabled=false",
+                         f"output_dir={tmp_path / 'out'}")
+    assert code == 0, err
+    record = _results(tmp_path / "out")["models"][0]
+    intersection = np.asarray(record["per_image"]["intersection"], float)
+    union = np.asarray(record["per_image"]["union"], float)
+    rows = {"fog": [0, 1], "night": [2], "rain": [3], "snow": [4]}  # the val samples in data set order
+    adverse = record["robustness"]["adverse"]
+    assert list(adverse) == list(rows)
+    for condition, chosen in rows.items():
+        i, u = intersection[chosen].sum(0), union[chosen].sum(0)
+        assert adverse[condition]["mIoU"] == pytest.approx(np.mean([a / b for a, b in zip(i, u) if b > 0]))
+        assert adverse[condition]["images"] == len(chosen)
+    assert record["robustness"]["conditions"] == [] and record["robustness"]["mPC"] is None
