@@ -194,8 +194,24 @@ COMMANDS: dict[str, Run | Skip] = {
     "segbench run models=[unet-resnet10t] weights.unet-resnet10t=ckpt.pth train.enabled=false": Run(append=EVAL),
     "segbench run models=[unet-resnet10t] backbone_weights.resnet10t=resnet10t.safetensors": Run(append=TRAIN),
     "segbench run models=[unet-resnet10t] backbone_weights.resnet10t=timm": Run(2, append=TRAIN, says=OFFLINE),
+    "segbench run suite=my-suite.yaml \"models=[unet-tf_efficientnet_lite0]\" "
+    "backbone_weights.tf_efficientnet_lite0=lite0.pth": Skip(
+        "needs the original port's lite0 file and the suite file above; tests/test_weights_normalisation.py builds "
+        "both and checks the 240 of 240 tensors and the statistics fed"),
     "segbench run models=[unet-efficientnet_lite0] backbone_weights.efficientnet_lite0=lite0.pth "
-    "\"backbone_key_map.efficientnet_lite0={'^_blocks\\.': 'blocks.', '^_conv_stem': 'conv_stem'}\"": Run(append=TRAIN),
+    "\"normalisation.efficientnet_lite0={mean: [0.5,0.5,0.5], std: [0.5,0.5,0.5]}\"": Run(
+        2, append=TRAIN, says="backbone_weights.efficientnet_lite0"),  # this lite0.pth is in the original layout
+    "segbench eval \"models=[hf:./backbone-only]\" \"accept_uninitialised=[hf:./backbone-only]\"": Run(
+        2, append=EVAL, says="hf:./backbone-only"),
+    "segbench eval models=[onnx:deploy/unet.onnx]": Run(2, append=EVAL, says="deploy/unet.onnx"),
+    "segbench eval models=[export:deploy/unet.pt2] eval.backends=[eager,onnxruntime]": Run(
+        2, append=EVAL, says="deploy/unet.pt2"),
+    "segbench bench models=[onnx:deploy/unet_1x3x512x1024.onnx] bench.input_size=[512,1024]": Run(
+        2, append=BENCH, says="deploy/unet_1x3x512x1024.onnx"),
+    "segbench eval models=[onnx:vendor.onnx] eval.mode=slide eval.window=[512,512] eval.stride=[341,341]": Run(
+        2, append=EVAL, says="vendor.onnx"),
+    # docs/plugins.md (my_models.py is the page's own example, written by prepare_folder)
+    "segbench run 'imports=[my_models]' 'models=[tinynet,unet-resnet18]'": Run(append=TRAIN),
     "segbench eval suite=voc data.root=/data/voc models=[torchvision:deeplabv3_resnet50] download=true": DOWNLOAD,
     "segbench eval suite=voc models=[torchvision:fcn_resnet50] weights.torchvision:fcn_resnet50=fcn.pth":
         Run(2, says="segbench: error:"),
@@ -242,8 +258,10 @@ COMMANDS: dict[str, Run | Skip] = {
     "segbench bench bench.backends=[eager,onnxruntime] bench.input_size=[256,512] bench.batch_sizes=[1] "
     "bench.min_seconds=3 bench.repeats=3 device=cpu tracking.enabled=false": Run(append=f"{BENCH} {ONE}"),
     # docs/gates.md
-    "segbench gate RUN BASELINE [--max-drop mIoU=0.5] [--max-speed-drop 20] [--reference-model M]": SYNOPSIS,
-    "[--require-significant] [--out DIR]": SYNOPSIS,
+    "segbench gate RUN BASELINE": SYNOPSIS,
+    "segbench gate RUN BASELINE [--max-drop mIoU=0.5] [--max-speed-drop 20] "
+    "[--reference-model M | --absolute-speed]": SYNOPSIS,
+    "[--require-significant] [--max-backend-diff mIoU=0.1] [--out DIR] [--tracking-uri URI]": SYNOPSIS,
     "segbench baseline update RUN BASELINE": SYNOPSIS,
     # docs/development.md
     "nox -s tests": Skip("the test suite in a nox session: this test is part of it"),
@@ -255,6 +273,14 @@ COMMANDS: dict[str, Run | Skip] = {
 # --- the folder a reader works in ---------------------------------------------------------------------------
 
 SYNTHETIC_CLASSES = ["sky", "ground", "building", "pole", "ball", "cloud", "puddle"]
+
+
+def page_example(page: Path, first_line: str) -> str:
+    """The fenced Python example of ``page`` that starts with ``first_line`` (a file the page asks the reader to
+    write), as written there."""
+    text = page.read_text()
+    start = text.index("```python\n" + first_line) + len("```python\n")
+    return text[start:text.index("```", start)]
 
 
 def prepare_folder(folder: Path) -> dict[str, str]:
@@ -269,6 +295,7 @@ def prepare_folder(folder: Path) -> dict[str, str]:
     torchvision_checkpoint(folder / "dlv3mnv3.pth", "deeplabv3_mobilenet_v3_large", num_classes=len(SYNTHETIC_CLASSES))
     segformer_folder(folder / "tiny-segformer", SYNTHETIC_CLASSES)
     _backbone_files(folder)
+    (folder / "my_models.py").write_text(page_example(ROOT / "docs" / "plugins.md", "# my_models.py"))
     (folder / "zoo").mkdir()
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "SEGBENCH_DEBUG", "CITYSCAPES_ROOT", "ADE20K_ROOT", "VOC_ROOT")}
