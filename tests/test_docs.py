@@ -210,6 +210,13 @@ COMMANDS: dict[str, Run | Skip] = {
         2, append=BENCH, says="deploy/unet_1x3x512x1024.onnx"),
     "segbench eval models=[onnx:vendor.onnx] eval.mode=slide eval.window=[512,512] eval.stride=[341,341]": Run(
         2, append=EVAL, says="vendor.onnx"),
+    # docs/robustness.md
+    "pip install 'segbench[robustness]'": INSTALL,
+    "segbench run suite=synthetic_robustness": Run(
+        append=f"{TRAIN} eval.corruptions=[brightness,gaussian_noise] eval.severities=[1] models=[unet-resnet10t]",
+        says="mPC"),
+    "segbench run suite=cityscapes eval.corruptions=[all]": Run(2, says=NO_DATA),
+    "segbench run suite=voc eval.corruptions=[noise,fog] eval.severities=[3]": Run(2, says=NO_DATA),
     # docs/plugins.md (my_models.py is the page's own example, written by prepare_folder)
     "segbench run 'imports=[my_models]' 'models=[tinynet,unet-resnet18]'": Run(append=TRAIN),
     "segbench eval suite=voc data.root=/data/voc models=[torchvision:deeplabv3_resnet50] download=true": DOWNLOAD,

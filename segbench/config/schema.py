@@ -145,6 +145,11 @@ class EvalConfig:
     overlays: integer(ge=0, le=100000) = 4  # overlays per model when saving predictions
     # deployment parity: each backend evaluated on the split, its metrics and difference from eager recorded
     backends: list[Name] = field(default_factory=lambda: ["eager"])
+    # robustness: also evaluate under these corruptions (names, groups noise/blur/weather/digital, or all) at these
+    # severities; see docs/robustness.md
+    corruptions: list[Name] = field(default_factory=list)
+    severities: Annotated[list[integer(ge=1, le=5)], Field(min_length=1)] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5])
 
 
 @dataclass(config=SECTION)

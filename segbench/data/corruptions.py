@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,6 +149,32 @@ class CacheStats:
 STATS = CacheStats()
 
 
+class CorruptionMeter:
+    """What producing corrupted views cost, summed over every process that shares the meter (a DataLoader's
+    workers inherit it): images computed, images read from the cache, and seconds spent producing them."""
+
+    def __init__(self) -> None:
+        self._totals = multiprocessing.Array("d", 3)  # computed, cache hits, seconds; shared memory with a lock
+
+    def add(self, computed: int, hits: int, seconds: float) -> None:
+        with self._totals.get_lock():
+            self._totals[0] += computed
+            self._totals[1] += hits
+            self._totals[2] += seconds
+
+    @property
+    def computed(self) -> int:
+        return int(self._totals[0])
+
+    @property
+    def hits(self) -> int:
+        return int(self._totals[1])
+
+    @property
+    def seconds(self) -> float:
+        return float(self._totals[2])
+
+
 class CorruptionCache:
     """Corrupted images as PNG files under ``folder``, content-addressed, with a size limit (least recently used go
     first). Safe for several processes: files appear by atomic rename."""
@@ -258,12 +286,14 @@ class CorruptedView(Dataset):
     """The samples of ``base`` with their images corrupted by ``name`` at ``severity`` (masks unchanged), computed
     on access: in a DataLoader's worker processes, each image once per data set thanks to the cache."""
 
-    def __init__(self, base: Corruptible, name: str, severity: int, store: CorruptionCache | None = None) -> None:
+    def __init__(self, base: Corruptible, name: str, severity: int, store: CorruptionCache | None = None,
+                 meter: CorruptionMeter | None = None) -> None:
         if resolve([name]) != (name,):
             raise UserError(f"corruption '{name}' is a group; make one view per corruption of resolve([name])")
         _package()  # a missing package is refused here, not in a worker process
         self.base, self.corruption, self.severity = base, name, check_severity(severity)
         self.store = store if store is not None else CorruptionCache()
+        self.meter = meter
         self.name, self.split = base.name, base.split
 
     def __len__(self) -> int:
@@ -275,6 +305,9 @@ class CorruptedView(Dataset):
         return getattr(self.base, attribute)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = corrupt(self.base.raw_image(index), self.corruption, self.severity, self.base.sample_id(index),
-                        self.store)
+        raw = self.base.raw_image(index)
+        computed, hits, start = STATS.computed, STATS.hits, time.perf_counter()
+        image = corrupt(raw, self.corruption, self.severity, self.base.sample_id(index), self.store)
+        if self.meter is not None:
+            self.meter.add(STATS.computed - computed, STATS.hits - hits, time.perf_counter() - start)
         return self.base.with_image(index, image)

@@ -88,13 +88,18 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
     images_seen, forward_seconds, data_seconds = 0, 0.0, 0.0
     nonfinite = torch.zeros((), dtype=torch.int64, device=device)
     start = time.perf_counter()
-    batches = iter(tqdm(loader, desc=desc, disable=None if progress else True, leave=False, dynamic_ncols=True))
+    # a bar updated by hand: tqdm.auto's bar calls iter() on the loader in its constructor and again when iterated,
+    # so a loader with workers would start (and prefetch) twice, reading its first batches twice
+    bar = tqdm(total=len(loader) if hasattr(loader, "__len__") else None, desc=desc,
+               disable=None if progress else True, leave=False, dynamic_ncols=True)
+    batches = iter(loader)
     while True:
         t0 = time.perf_counter()
         item = next(batches, None)
         data_seconds += time.perf_counter() - t0
         if item is None:
             break
+        bar.update()
         images, masks, *extra = item
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
@@ -117,6 +122,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         if writer is not None:
             writer.write(images_seen, images, batch.pred)
         images_seen += images.shape[0]
+    bar.close()
     synchronize(device)
     confusion.merge()
     if passport is not None:

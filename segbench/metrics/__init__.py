@@ -5,7 +5,14 @@ and bootstrap statistics. A new metric is one Accumulator class with ``@register
 (Cityscapes iIoU) live with the data set and are registered from ``DatasetEntry.metrics``. May import ``core``,
 ``config`` and ``data``: metrics know nothing of models or files."""
 
-from segbench.metrics import boundary, calibration, confusion, per_image, surface  # noqa: F401  (built-in metrics)
+from segbench.metrics import (  # noqa: F401  (built-in metrics)
+    boundary,
+    calibration,
+    confusion,
+    per_image,
+    robustness,
+    surface,
+)
 from segbench.metrics.registry import register_data_set_metrics
 
 register_data_set_metrics()

@@ -11,6 +11,7 @@ from segbench.config.schema import TrackingConfig
 from segbench.core.files import flatten
 from segbench.core.names import safe_name
 from segbench.errors import UserError
+from segbench.results.robustness import robustness_metrics
 from segbench.results.schema import RESULTS_NAME, read_results, write_results
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
@@ -80,6 +81,7 @@ def model_metrics(record: dict) -> dict[str, float]:
     if record.get("train"):
         logged["train_seconds"] = record["train"]["seconds"]
     logged.update(speed_metrics(record.get("speed") or []))
+    logged.update(robustness_metrics(record.get("robustness")))
     return {k: v for k, v in logged.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

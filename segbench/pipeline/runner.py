@@ -31,6 +31,7 @@ from segbench.evaluation.loop import evaluate
 from segbench.evaluation.modes import describe_mode
 from segbench.evaluation.parity import evaluate_backends, parity_metrics
 from segbench.evaluation.predictions import PredictionWriter
+from segbench.evaluation.robustness import adverse_conditions, check_corruptions, evaluate_corruptions
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.passport import Passport, passport_record
 from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
@@ -40,6 +41,7 @@ from segbench.pipeline.logged import model_metrics, per_class_csv, speed_metrics
 from segbench.pipeline.session import Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
+from segbench.report.robustness import print_robustness
 from segbench.results.per_class import per_class_table
 from segbench.train.loop import train
 from segbench.train.losses import build_loss
@@ -146,6 +148,13 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     }
     if info.categories:
         record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
+    robustness = {"adverse": adverse} if (adverse := adverse_conditions(val_set, intersections, unions)) else {}
+    if cfg.eval.corruptions:
+        robustness |= evaluate_corruptions(model, val_set, info, cfg, world, device, record, f"eval {spec.name}",
+                                           cfg.progress and world.main)
+        record["metrics"] |= {"mPC": robustness["mPC"], "rPC": robustness["rPC"]}
+    if robustness:
+        record["robustness"] = robustness
     return record
 
 
@@ -219,6 +228,7 @@ def run(cfg: SuiteConfig) -> Path | None:
             raise UserError(f"train.sync_bn: SyncBatchNorm runs on CUDA devices, but this job runs on {device}; "
                             "set train.sync_bn=false")
     check_batchable(val_set, cfg.eval.batch_size)
+    check_corruptions(cfg, val_set)
     if world.main:
         _warn_absent(val_set)
     with process_group(world, device), Session(cfg, "run", device, world, shard) as session:
@@ -234,6 +244,7 @@ def run(cfg: SuiteConfig) -> Path | None:
     if world.main:
         print_leaderboard(leaderboard(results, cfg.eval.metrics),
                           f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+        print_robustness(records, f"{cfg.name} under corruption (percent)")
     session.tracker.check_logged(path)
     return path
 

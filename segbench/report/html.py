@@ -14,6 +14,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from segbench.metrics.statistics import LEVEL
+from segbench.report import robustness
 from segbench.report.plots import confusion_svg, pareto_svg
 from segbench.report.rows import SETTINGS, labels, setting_groups
 from segbench.report.tables import TABLE, cell
@@ -106,6 +107,7 @@ def to_html(frame: pd.DataFrame, suite: str, notes: list[str] = ()) -> str:
         columns=columns, rows=rows, heatmap=heatmap(frame), hardware=frame["hardware"].dropna().nunique(),
         pareto=Markup(pareto) if pareto else None, confusions=confusions(best), overlays=overlay_strips(best),
         details=DETAILS if len(frame) > DETAILS else None, groups=len(groups), notes=list(notes),
+        robustness=robustness.section(frame, _templates()),
         settings=settings, sources=list(frame["source"].unique()))
 
 

@@ -43,7 +43,7 @@ SETTINGS = {  # settings that make numbers comparable: row column -> label
     "segbench": "segbench",
     "git_commit": "git commit",
 }
-NOT_IN_CSV = ("time", "confusion", "classes", "overlays")  # row columns for the page only
+NOT_IN_CSV = ("time", "confusion", "classes", "overlays", "robustness")  # row columns for the page only
 KEEP_NEWEST = ["suite", "model", "config_hash", "hardware"]  # of rows equal in these, the newest is reported
 
 
@@ -105,6 +105,7 @@ def model_rows(results: Results, source: str, time: float = math.nan, folder: Pa
             "confusion": np.asarray(record.confusion_matrix, np.int64) if record.confusion_matrix else None,
             "classes": list(classes),
             "overlays": _overlays(record, Path(source).parent if folder is None else folder),
+            "robustness": record.robustness.model_dump() if record.robustness else None,
         })
         iou = {scores.name: scores.IoU for scores in record.per_class}
         row.update({f"IoU.{name}": _number(iou.get(name)) for name in classes})

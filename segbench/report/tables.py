@@ -9,7 +9,8 @@ import pandas as pd
 
 from segbench.core.files import atomic_write, markdown_cell
 from segbench.metrics.statistics import LEVEL
-from segbench.report.rows import NOT_IN_CSV, SETTINGS, setting_groups
+from segbench.report import robustness
+from segbench.report.rows import NOT_IN_CSV, SETTINGS, labels, setting_groups
 
 # Leaderboard columns: row column -> (header, kind); kind picks the formatting.
 TABLE = {
@@ -68,7 +69,8 @@ def to_markdown(frame: pd.DataFrame, suite: str, notes: list[str] = ()) -> str:
         lines.append("- " + "; ".join(f"{label} {markdown_cell(group[key])}" for key, label in SETTINGS.items()))
     if notes:
         lines += ["", "Left out:", ""] + [f"- {markdown_cell(note)}" for note in notes]
-    return "\n".join(lines) + "\n"
+    robust = robustness.to_markdown(frame.assign(label=labels(frame)))
+    return "\n".join(lines) + "\n" + (f"\n{robust}" if robust else "")
 
 
 def to_csv(frame: pd.DataFrame, path: Path) -> Path:

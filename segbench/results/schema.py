@@ -22,6 +22,7 @@ from segbench.config.typed import ABSENT, Record, describe, error_line, errors, 
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
 from segbench.results.passport import MetricDefinition, PassportDetails
+from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
 
 SCHEMA_VERSION = 2
@@ -185,6 +186,7 @@ class ModelRecord(Record):
     data: DataIssues | None = None  # problems met in the data
     per_image: PerImage | None = None  # per-image intersections and unions
     passport: PassportDetails | None = None  # metric-passport details (boundary, calibration, iIoU, per case)
+    robustness: Robustness | None = None  # eval.corruptions: scores under corruption, mPC, rPC; ACDC: per condition
     speed: list[Speed] = []  # one record per bench backend and batch size
     speed_skipped: list[SkippedBackend] = []  # bench backends that could not run here
     mlflow_run_id: str | None = None  # the model's MLflow child run
