@@ -62,11 +62,12 @@ def zoo_add(
     run: Path = typer.Argument(..., help="a finished training run: its output folder or results.json"),
     model: str | None = typer.Option(None, help="the model of the run, if it has several"),
     name: str | None = typer.Option(None, help="the card's name (default MODEL_SUITE)"),
-    zoo_dir: Path | None = typer.Option(None, help="where to write the card (default: segbench's zoo/)"),
+    zoo_dir: Path | None = typer.Option(None, help="where to write the card (default: $SEGBENCH_ZOO; in a clone of "
+                                                   "segbench, its zoo/)"),
 ) -> None:
     """Write a model card (and copy its weights) from a finished training run."""
-    from segbench.zoo.cards import zoo_dir as default_zoo
+    from segbench.zoo.cards import writable_zoo_dir
     from segbench.zoo.verify import card_from_run
 
-    path = card_from_run(run, model, name, zoo_dir or default_zoo())
+    path = card_from_run(run, model, name, zoo_dir or writable_zoo_dir())
     typer.echo(f"card: {path}")

@@ -118,6 +118,16 @@ def zoo_dir() -> Path:
     return folder
 
 
+def writable_zoo_dir() -> Path:
+    """Where ``zoo add`` writes a card: ``$SEGBENCH_ZOO``, or the clone's ``zoo/``; never into an installed package,
+    whose files an upgrade replaces."""
+    folder = zoo_dir()
+    if not os.environ.get(ZOO_ENV) and folder.parent.name == "_resources":
+        raise UserError(f"zoo add: segbench's own zoo ({folder}) is inside the installed package, which an upgrade "
+                        f"replaces; set {ZOO_ENV}=FOLDER (your zoo, read by zoo list and eval zoo=) or pass --zoo-dir")
+    return folder
+
+
 class _CardError(UserError):
     pass
 
