@@ -94,17 +94,18 @@ def test_markdown_and_csv_values(tmp_path, suite):
     assert "IoU.pole" not in csv  # absent in every model
 
 
-def test_newest_result_per_model_and_hardware_is_kept(tmp_path, suite):
+def test_every_finished_run_is_a_row_told_apart_by_hardware_and_time(tmp_path, suite):
     save(tmp_path / "old", suite(("unet-r10", 0.5, 100.0)), mtime=1_000)
     save(tmp_path / "new", suite(("unet-r10", 0.6, 100.0)), mtime=2_000)
     save(tmp_path / "gpu", suite(("unet-r10", 0.55, 900.0), hardware="gpu-B"), mtime=1_500)
     build_report([tmp_path], tmp_path / "site")
     csv = pd.read_csv(tmp_path / "site" / "toy" / "leaderboard.csv")
-    assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55)]
-    assert str(tmp_path / "new" / "results.json") in set(csv["source"])
+    assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55), ("cpu-A", 0.5)]
+    assert {str(tmp_path / name / "results.json") for name in ("old", "new", "gpu")} == set(csv["source"])
     page = (tmp_path / "site" / "toy" / "index.html").read_text()
     heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)  # heatmap rows told apart
-    assert re.findall(r'<th id="T_heat_level0_row\d+"[^>]*>(.*?)</th>', heat) == ["unet-r10 @cpu-A", "unet-r10 @gpu-B"]
+    labels = re.findall(r'<th id="T_heat_level0_row\d+"[^>]*>(.*?)</th>', heat)
+    assert len(labels) == len(set(labels)) == 3 and labels[1] == "unet-r10 @gpu-B"
 
 
 def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path, suite):
@@ -193,25 +194,23 @@ def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, s
     from_files, from_mlflow = csv_rows(tmp_path / "files/toy/leaderboard.csv"), csv_rows(
         tmp_path / "mlflow/toy/leaderboard.csv")
     pd.testing.assert_frame_equal(from_files, from_mlflow)
-    # the newest run's numbers, with their intervals from the per-image data, GFLOPs and environment
-    assert list(from_mlflow["model"]) == ["fpn-r10", "unet-r10"]
-    for model in new["models"]:
-        row = from_mlflow.set_index("model").loc[model["name"]]
+    # every finished run's rows (a model run twice is two rows), with their intervals from the per-image data,
+    # GFLOPs and environment
+    assert list(from_mlflow["model"]) == ["fpn-r10", "fpn-r10", "unet-r10", "unet-r10"]
+    for model in new["models"] + old["models"]:
+        row = from_mlflow.set_index("mlflow_run_id").loc[model["mlflow_run_id"]]
         assert row["mIoU"] == pytest.approx(model["metrics"]["mIoU"], abs=1e-12)
         assert (row["mIoU_low"], row["mIoU_high"]) == pytest.approx(
             percentile_interval(model["per_image"]["intersection"], model["per_image"]["union"]), abs=1e-12)
-        assert (row["gflops_per_image"], row["hardware"], row["mlflow_run_id"]) == (1.25, "cpu-A",
-                                                                                     model["mlflow_run_id"])
+        assert (row["gflops_per_image"], row["hardware"]) == (1.25, "cpu-A")
     # the same page: two confusion matrices and the speed plot, its interval named in the legend
     pages = [(tmp_path / site / "toy" / "index.html").read_text() for site in ("files", "mlflow")]
     for page in pages:
         assert page.count("<svg") == 3 and "95% CI" in page and "mathdefault" not in page
-    # what was left out is said: the older run (both), the KILLED run (MLflow)
-    assert [n for n in files.notes["toy"] if "older" in n] == [
-        f"2 older result(s) of a model with the same config hash and hardware left out (the newest is shown): "
-        f"unet-r10 from {tmp_path / 'runs/old/results.json'}; fpn-r10 from {tmp_path / 'runs/old/results.json'}"]
-    assert stored.notes["toy"][0] == f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)"
-    assert "2 older result(s)" in stored.notes["toy"][1] and "psp-r10" not in from_mlflow["model"].to_list()
+    # what was left out is said: the KILLED run (MLflow); nothing of a finished run is left out
+    assert not files.notes.get("toy")
+    assert stored.notes["toy"] == [f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)"]
+    assert "psp-r10" not in from_mlflow["model"].to_list()
     markdown = (tmp_path / "mlflow/toy/leaderboard.md").read_text()
     assert f"- 1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)" in markdown
     assert f"<li>1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)</li>" in pages[1]

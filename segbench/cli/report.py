@@ -15,8 +15,8 @@ def report(
                                                        "sqlite:///mlflow.db); with sources, read as well"),
 ) -> None:
     """Build leaderboards per suite (Markdown, CSV, self-contained HTML) from results.json files or the FINISHED
-    runs in MLflow (the results.json each logged); what is left out (older results of the same model, config and
-    hardware; runs that did not finish) is named on the page and here."""
+    runs in MLflow (the results.json each logged), every finished run a row per model; what is left out (runs
+    that did not finish) is named on the page and here."""
     from segbench.report.build import build_report
 
     report = build_report(list(sources or []), out, tracking_uri, use_mlflow=not sources)

@@ -1,8 +1,8 @@
 """Leaderboard rows: one per model, from results.json files or MLflow runs, with the settings behind them.
 
-Quality stays in fractions, as in results.json. Within a suite, the newest row per (model, config hash,
-hardware) is kept, so rows with different settings or hardware stay apart; the older ones are named in the
-notes. Each results.json is read, summarised into rows and let go before the next one: memory grows with the
+Quality stays in fractions, as in results.json. Every finished run is reported: a model run twice is two rows,
+told apart by their time and run (the same MLflow run read from its file and from the store is one row). Each
+results.json is read, summarised into rows and let go before the next one: memory grows with the
 rows, not with the per-image data.
 """
 
@@ -44,7 +44,6 @@ SETTINGS = {  # settings that make numbers comparable: row column -> label
     "git_commit": "git commit",
 }
 NOT_IN_CSV = ("time", "confusion", "classes", "overlays", "robustness")  # row columns for the page only
-KEEP_NEWEST = ["suite", "model", "config_hash", "hardware"]  # of rows equal in these, the newest is reported
 
 
 def _number(value) -> float:
@@ -171,7 +170,8 @@ def mlflow_rows(uri: str | None, workspace: Path, notes: dict[str, list[str]]) -
 def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlflow: bool = False,
             workspace: Path | None = None) -> Collected:
     """All rows from results.json files (and from MLflow when asked; its artifacts downloaded into
-    ``workspace``), the newest per model, config and hardware kept and the older ones named in the notes."""
+    ``workspace``): one per model of every finished run; what was left out (runs that did not finish) is named in
+    the notes."""
     rows, notes = [], {}
     for source in sources:
         rows += file_rows(source)
@@ -185,14 +185,6 @@ def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlfl
     # The same MLflow run from a results.json and from MLflow: keep the file's row (its overlays are beside it).
     known = frame["mlflow_run_id"].notna()
     frame = pd.concat([frame[~known], frame[known].drop_duplicates("mlflow_run_id", keep="first")])
-    frame = frame.sort_values("time", na_position="first", kind="stable")
-    older = frame.duplicated(KEEP_NEWEST, keep="last")
-    for suite, group in frame[older].groupby("suite", sort=True):
-        listed = [f"{row.model} from {row.source}" for row in group.itertuples()]
-        notes.setdefault(str(suite), []).append(
-            f"{len(listed)} older result(s) of a model with the same config hash and hardware left out (the newest "
-            f"is shown): {_cap(listed)}")
-    frame = frame[~older]
     frame = frame.sort_values(["suite", "mIoU"], ascending=[True, False], na_position="last").reset_index(drop=True)
     return Collected(frame, notes)
 
