@@ -371,4 +371,6 @@ def to_dict(cfg: SuiteConfig) -> dict[str, Any]:
 def config_hash(cfg: SuiteConfig) -> str:
     """A short, stable hash of everything in ``cfg`` that changes the numbers."""
     values = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED and (k not in HASHED_WHEN_SET or v)}
+    if not values["eval"].get("corruptions"):  # a clean evaluation: the corruption settings change no number
+        values["eval"] = {k: v for k, v in values["eval"].items() if k not in ("corruptions", "severities")}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
