@@ -280,3 +280,14 @@ def test_every_rank_of_a_job_stops_at_the_same_non_finite_loss(tmp_path):
     assert all("at iteration 3 of 4" in outcome for outcome in outcomes), outcomes
     assert outcomes[1].startswith("train: the loss is inf")
     assert outcomes[0].startswith("train: the loss is 0.")  # finite here, stopped because another rank diverged
+
+
+def test_a_batch_of_one_for_a_model_with_global_pooling_and_batch_norm_is_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("run", "models=[deeplabv3-resnet10t]", "train.batch_size=1", "train.iters=2",
+                       "data.train_samples=2", "data.val_samples=2", "bench.enabled=false", "progress=false",
+                       "tracking.enabled=false", f"output_dir={tmp_path / 'out'}")
+    assert code == 2 and err.strip().splitlines() == [
+        "segbench: error: train deeplabv3-resnet10t: a batch-norm layer of the model sees one value per channel "
+        "with 1 image(s) per step (after global pooling); use train.batch_size=2 or more per process"]
+    assert not list(tmp_path.rglob("results.json"))

@@ -86,6 +86,22 @@ def _forever(loader: Iterable) -> Iterator:
         epoch += 1
 
 
+SINGLE_VALUE = "Expected more than 1 value per channel when training"  # batch norm on one value per channel
+
+
+def _forward(model: nn.Module, images: torch.Tensor, desc: str) -> torch.Tensor:
+    """``model(images)``; a batch too small for a batch-norm layer (one value per channel: a batch of one image
+    after a global pooling, as in PSPNet's 1x1 bin) is the user's setting, said on one line."""
+    try:
+        return model(images)
+    except ValueError as exc:
+        if SINGLE_VALUE not in str(exc):
+            raise
+        raise UserError(f"{desc}: a batch-norm layer of the model sees one value per channel with "
+                        f"{images.shape[0]} image(s) per step (after global pooling); use train.batch_size=2 or "
+                        "more per process") from None
+
+
 def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConfig,
           device: torch.device, desc: str = "train", progress: bool = True) -> TrainLog:
     """Train ``model`` in place for ``cfg.iters`` iterations over ``loader`` (cycled as needed); raise
@@ -106,7 +122,7 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
             group["lr"] = lr
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
-        loss = loss_fn(model(images), masks)
+        loss = loss_fn(_forward(model, images, desc), masks)
         value = loss.item()
         if not _all_finite(value, device):
             bar.close()
