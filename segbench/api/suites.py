@@ -100,14 +100,14 @@ def _outputs(model: nn.Module, normalisation: Any) -> int:
     """The number of output channels of ``model`` (one small forward pass on its own device)."""
     import torch
 
-    from segbench.models.sources.memory import _logits
+    from segbench.models.sources.memory import logits_of
 
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     was_training = model.training
     try:
         with torch.no_grad():
-            out = _logits(model.eval()(torch.zeros(1, 3, 64, 64, device=device)))
+            out = logits_of(model.eval()(torch.zeros(1, 3, 64, 64, device=device)))
     except Exception as exc:
         raise UserError(f"evaluate: the model's forward pass on a 1x3x64x64 batch raised {type(exc).__name__}: "
                         f"{(str(exc).splitlines() or [''])[0]}") from None

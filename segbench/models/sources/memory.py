@@ -40,7 +40,7 @@ def check(name: str) -> None:
                         "segbench.evaluate(model, ...), not from a suite file)")
 
 
-def _logits(output: Any) -> Any:
+def logits_of(output: Any) -> Any:
     """The logits of a model's output: a tensor, or the ``out``/``logits`` entry of a dict or an object."""
     if isinstance(output, dict):
         for key in ("out", "logits"):
@@ -55,7 +55,7 @@ def resolve(name: str, weights: str | None) -> Resolved:
         raise UserError(f"weights.memory:{name}: an in-memory model brings its own weights")
     held = HELD[name]
     return Resolved(NAME, name, held.classes, held.num_outputs, held.normalisation, {"kind": "memory"},
-                    lambda accepted=False: (held.module, _logits))
+                    lambda accepted=False: (held.module, logits_of))
 
 
 def fetch(name: str) -> str:
