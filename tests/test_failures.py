@@ -4,7 +4,6 @@ not), no MLflow run, and no file that was there before deleted or changed."""
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from failure_table import snapshot, store_runs
 from fixtures_layouts import write_image, write_mask
 from safetensors.torch import save_file
 
@@ -213,19 +213,6 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
 ]
 
 
-def _store_runs(uri: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments) if experiments else []
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
-
-
 @pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(cli, tmp_path, mlflow_uri, monkeypatch, setup, pattern):
     monkeypatch.chdir(tmp_path)
@@ -233,7 +220,7 @@ def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(cli, tmp_path, mlflow_u
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     (tmp_path / "keep.txt").write_text("a file of the user's")
     args = setup(tmp_path)
-    before = {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith(".cache")}
+    before = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".cache")}
     partials = set(tmp_path.rglob("*.partial"))
 
     code, out, err = cli(*args)
@@ -243,11 +230,11 @@ def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(cli, tmp_path, mlflow_u
     assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in out + err
-    after = {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith(".cache")}
+    after = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".cache")}
     assert after == before  # nothing written, nothing deleted, nothing changed
     assert set(tmp_path.rglob("*.partial")) == partials
     assert not (tmp_path / "outputs").exists()
-    assert _store_runs(mlflow_uri) == []
+    assert store_runs(mlflow_uri) == []
     assert not (tmp_path / "payload-ran").exists()
 
 

@@ -5,11 +5,11 @@ that the declarations reach the user."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import pytest
+from failure_table import snapshot
 
 TINY = ["models=[unet-resnet10t]", "train.iters=2", "train.batch_size=2", "data.train_samples=4",
         "data.val_samples=2", "eval.batch_size=2", "bench.enabled=false", "progress=false"]
@@ -84,11 +84,6 @@ CASES = [
 ]
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_bad_value_is_one_line_naming_the_key_exit_2_and_leaves_nothing(cli, tmp_path, monkeypatch, setup,
                                                                            pattern):
@@ -96,7 +91,7 @@ def test_a_bad_value_is_one_line_naming_the_key_exit_2_and_leaves_nothing(cli, t
     monkeypatch.setenv("SEGBENCH_CACHE_DIR", str(tmp_path.parent / f"{tmp_path.name}-cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = setup(tmp_path)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path, skip=())
 
     code, out, err = cli(*args)
 
@@ -105,7 +100,7 @@ def test_a_bad_value_is_one_line_naming_the_key_exit_2_and_leaves_nothing(cli, t
     assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in out + err
-    assert _snapshot(tmp_path) == before  # nothing written, nothing deleted
+    assert snapshot(tmp_path, skip=()) == before  # nothing written, nothing deleted
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
 
 

@@ -4,13 +4,13 @@ The ONNX files are written by hand with onnx.helper (a 1x1 convolution, 3 -> 7 c
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from failure_table import snapshot, store_runs
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -89,19 +89,6 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
 ]
 
 
-def _store_runs(uri: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments) if experiments else []
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
-
-
 @pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_an_exported_files_mistake_is_one_line_exit_2_and_leaves_nothing(cli, capsys, tmp_path, mlflow_uri,
                                                                          monkeypatch, setup, pattern):
@@ -109,7 +96,7 @@ def test_an_exported_files_mistake_is_one_line_exit_2_and_leaves_nothing(cli, ca
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     args = setup(tmp_path)
     capsys.readouterr()
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
 
     code, out, err = cli(*args)
 
@@ -118,6 +105,6 @@ def test_an_exported_files_mistake_is_one_line_exit_2_and_leaves_nothing(cli, ca
     assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in out + err
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
     assert not list(tmp_path.rglob("*.partial")) and not (tmp_path / "outputs").exists()
-    assert _store_runs(mlflow_uri) == []
+    assert store_runs(mlflow_uri) == []

@@ -3,7 +3,6 @@ one line that names the thing and what was expected, and leaves every file as it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -11,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from failure_table import snapshot
 
 
 def _results(tmp: Path, name: str = "run.json", **changes) -> str:
@@ -70,18 +70,13 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
 ]
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
-
-
 @pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_gate_mistake_is_one_line_exit_2_and_changes_nothing(cli, tmp_path, mlflow_uri, monkeypatch, setup,
                                                                 pattern):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     args = setup(tmp_path)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
 
     code, out, err = cli(*args)
 
@@ -90,4 +85,4 @@ def test_a_gate_mistake_is_one_line_exit_2_and_changes_nothing(cli, tmp_path, ml
     assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in out + err
-    assert _snapshot(tmp_path) == before  # nothing written, nothing deleted, nothing changed
+    assert snapshot(tmp_path) == before  # nothing written, nothing deleted, nothing changed

@@ -3,7 +3,6 @@ was expected, before anything exists (no output folder, ``.partial`` or not, no 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from failure_table import snapshot, store_runs
 from safetensors.torch import load_file, save_file
 
 pytest.importorskip("transformers")
@@ -174,19 +174,6 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
 ]
 
 
-def _store_runs(uri: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments) if experiments else []
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
-
-
 @pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_models_mistake_is_one_line_exit_2_and_leaves_nothing(cli, capsys, tmp_path, mlflow_uri, monkeypatch,
                                                                 setup, pattern):
@@ -194,7 +181,7 @@ def test_a_models_mistake_is_one_line_exit_2_and_leaves_nothing(cli, capsys, tmp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     args = setup(tmp_path)
     capsys.readouterr()  # what building the test's files printed
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
 
     code, out, err = cli(*args)
 
@@ -203,6 +190,6 @@ def test_a_models_mistake_is_one_line_exit_2_and_leaves_nothing(cli, capsys, tmp
     assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in out + err
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
     assert not list(tmp_path.rglob("*.partial")) and not (tmp_path / "outputs").exists()
-    assert _store_runs(mlflow_uri) == []
+    assert store_runs(mlflow_uri) == []

@@ -4,7 +4,6 @@ tracking server is refused within tracking's connect timeout, and an interrupted
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from failure_table import snapshot
 
 BASELINE = Path(__file__).resolve().parent.parent / "baselines" / "synthetic.json"
 HANG_GUARD_S = 120  # a subprocess still running after this long hangs
@@ -77,11 +77,6 @@ CASES: list[tuple[str, Callable[[Path, str], list[str]], str]] = [
 ]
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
-
-
 @pytest.mark.parametrize(("setup", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_report_mistake_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, mlflow_uri, monkeypatch, setup,
                                                                  pattern):
@@ -89,14 +84,14 @@ def test_a_report_mistake_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     (tmp_path / "keep.txt").write_text("a file of the user's")
     args = setup(tmp_path, mlflow_uri)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     code, out, err = cli(*args)
     lines = err.strip().splitlines()
     assert code == 2, (out, err)
     assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert out == ""
-    assert _snapshot(tmp_path) == before and not (tmp_path / "site").exists() and not (tmp_path / "reports").exists()
+    assert snapshot(tmp_path) == before and not (tmp_path / "site").exists() and not (tmp_path / "reports").exists()
     assert not (tmp_path / "nowhere.db").exists()
 
 
