@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 
 class UserError(Exception):
@@ -38,3 +39,12 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
 def warn(message: str) -> None:
     """Tell the user about something that will not stop the command but changes what its numbers mean."""
     print(f"segbench: warning: {message}", file=sys.stderr)
+
+
+class NotLogged(Exception):
+    """A command finished and wrote its results, but the tracking store failed on the way: ``path`` holds them
+    (the CLI exits 4; ``segbench log`` sends them later)."""
+
+    def __init__(self, path: Any, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path

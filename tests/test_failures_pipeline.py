@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from failure_table import snapshot, store_runs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_failures import TINY, _snapshot, _store_runs, binary_mask, folder_suite, folder_tree
+from test_failures import TINY, binary_mask, folder_suite, folder_tree
 
 from segbench.core.names import MAX_LENGTH, inside, safe_name
 
@@ -72,7 +73,7 @@ def test_a_suite_name_that_climbs_writes_inside_outputs_and_keeps_its_name(cli, 
     assert len(written) == 1 and written[0].is_relative_to(work / "outputs"), written
     assert written[0].parent.parent == work / "outputs" / safe_name("../../x")
     assert json.loads(written[0].read_text())["suite"]["name"] == "../../x"  # the full name in results.json
-    assert [r.data.tags["segbench.suite"] for r in _store_runs(mlflow_uri) if "segbench.suite" in r.data.tags] == \
+    assert [r.data.tags["segbench.suite"] for r in store_runs(mlflow_uri) if "segbench.suite" in r.data.tags] == \
         ["../../x"]  # and in MLflow
 
 
@@ -94,7 +95,7 @@ def test_an_hf_folder_model_by_absolute_path_writes_its_files_under_a_safe_name(
     assert (tmp_path / "out" / "predictions" / safe_name(model) / "labels").is_dir()
     assert {p.relative_to(tmp_path / "out").parts[0] for p in (tmp_path / "out").iterdir()} == \
         {"results.json", f"per_class_{safe_name(model)}.csv", "predictions"}
-    child = next(r for r in _store_runs(mlflow_uri) if "mlflow.parentRunId" in r.data.tags)
+    child = next(r for r in store_runs(mlflow_uri) if "mlflow.parentRunId" in r.data.tags)
     assert child.info.run_name == model and child.data.params["model"] == model
 
 
@@ -166,13 +167,13 @@ def test_a_store_that_fails_mid_run_costs_no_result_and_segbench_log_sends_the_r
     assert f"results: {tmp_path / 'out' / 'results.json'}" in out
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert (tmp_path / "out" / results["models"][0]["checkpoint"]["path"] / "model.safetensors").is_file()
-    assert {r.info.status for r in _store_runs(mlflow_uri)} == {"RUNNING"}  # as a dead server leaves them
+    assert {r.info.status for r in store_runs(mlflow_uri)} == {"RUNNING"}  # as a dead server leaves them
 
     monkeypatch.setattr(MlflowClient, "log_batch", real)
     code, out, err = cli("log", str(tmp_path / "out"))
     assert code == 0, err
     assert out.strip() == f"logged 2 runs of {tmp_path / 'out' / 'results.json'} to {mlflow_uri}"
-    runs = _store_runs(mlflow_uri)
+    runs = store_runs(mlflow_uri)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
     model = results["models"][0]
@@ -182,7 +183,7 @@ def test_a_store_that_fails_mid_run_costs_no_result_and_segbench_log_sends_the_r
     assert child.data.metrics[f"IoU.{model['per_class'][0]['class']}"] == pytest.approx(model["per_class"][0]["IoU"])
     code, out, err = cli("log", str(tmp_path / "out"))  # again: nothing to send
     assert code == 0 and out.strip() == f"the runs of {tmp_path / 'out' / 'results.json'} are already in {mlflow_uri}"
-    assert len(_store_runs(mlflow_uri)) == 2
+    assert len(store_runs(mlflow_uri)) == 2
 
 
 def test_segbench_log_to_another_store_creates_the_runs_and_records_their_ids(cli, tmp_path, monkeypatch,
@@ -196,7 +197,7 @@ def test_segbench_log_to_another_store_creates_the_runs_and_records_their_ids(cl
     code, out, err = cli("log", str(tmp_path / "out" / "results.json"), "--tracking-uri", mlflow_uri)
     assert code == 0, err
     after = json.loads((tmp_path / "out" / "results.json").read_text())
-    runs = {r.info.run_id: r for r in _store_runs(mlflow_uri)}
+    runs = {r.info.run_id: r for r in store_runs(mlflow_uri)}
     assert set(runs) == {after["mlflow"]["parent_run_id"], after["models"][0]["mlflow_run_id"]}
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
     assert after["mlflow"]["tracking_uri"] == mlflow_uri
@@ -220,7 +221,7 @@ def test_runs_left_running_by_a_dead_process_are_marked_killed_when_the_store_is
     alive = tracker.start("alive")  # this process: still running
     later = Tracker(TrackingConfig(uri=mlflow_uri), "synthetic")  # the next command that opens the store
     assert later.lost is None
-    status = {r.info.run_name: r.info.status for r in _store_runs(mlflow_uri)}
+    status = {r.info.run_name: r.info.status for r in store_runs(mlflow_uri)}
     assert status == {"orphan": "KILLED", "alive": "RUNNING"}
     tracker.end(alive)
 
@@ -298,7 +299,7 @@ def test_a_full_disk_while_writing_is_one_line_and_the_runs_fail(cli, tmp_path, 
     line = _one_line(code, err, "No space left on device")
     where = "checkpoints/unet-resnet10t/model.safetensors" if target == "checkpoint" else "results.json"
     assert f"out.partial/{where}'" in line
-    status = {"mlflow.parentRunId" in r.data.tags: r.info.status for r in _store_runs(mlflow_uri)}
+    status = {"mlflow.parentRunId" in r.data.tags: r.info.status for r in store_runs(mlflow_uri)}
     # the invocation failed; a model whose run was complete before the disk filled keeps it FINISHED
     assert status == {False: "FAILED", True: "FAILED" if target == "checkpoint" else "FINISHED"}
     assert (tmp_path / "out.partial").is_dir() and not (tmp_path / "out").exists()
@@ -318,8 +319,8 @@ def test_nothing_is_left_behind_by_a_refused_store(cli, tmp_path, monkeypatch, m
     store.parent.mkdir()
     shutil.copy(mlflow_uri[len("sqlite:///"):], store)
     (tmp_path / "keep.txt").write_text("a file of the user's")
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     read_only(store.parent)
     code, out, err = cli("run", *FAST, f"tracking.uri=sqlite:///{store}", f"output_dir={tmp_path / 'out'}")
     _one_line(code, err, f"cannot be written (its folder '{store.parent}' is read-only)")
-    assert _snapshot(tmp_path) == before and not list(tmp_path.glob("out*"))
+    assert snapshot(tmp_path) == before and not list(tmp_path.glob("out*"))

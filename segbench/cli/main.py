@@ -83,7 +83,7 @@ def entry() -> None:
     128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
     from segbench.cli.run import NOT_LOGGED
     from segbench.core.interrupts import signals_interrupt
-    from segbench.results.tracking import NotLogged
+    from segbench.errors import NotLogged
 
     # --debug is global: accepted in any position, not only before the command
     debug = "--debug" in sys.argv[1:] or os.environ.get("SEGBENCH_DEBUG", "") not in ("", "0")

@@ -20,7 +20,7 @@ NOT_LOGGED = 4  # finished, results written, but the tracking store failed on th
 def _finish(command: Callable[..., Path | None], *args: Any) -> None:
     """Run ``command(*args)`` and print where its results are (rank 0 of a torchrun job writes them); exit 4 with
     one line saying what MLflow misses when the tracking store failed on the way."""
-    from segbench.results.tracking import NotLogged
+    from segbench.errors import NotLogged
 
     try:
         path = command(*args)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from segbench.config.schema import TrackingConfig
-from segbench.errors import UserError
+from segbench.errors import NotLogged, UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
@@ -205,14 +205,6 @@ def retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
                 raise
             time.sleep(delay)
     return call(*args, **kwargs)
-
-
-class NotLogged(Exception):
-    """A command finished and wrote its results, but the tracking store failed on the way: ``path`` holds them."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(problem)
-        self.path = path
 
 
 def _first_line(error: BaseException) -> str:
