@@ -267,6 +267,9 @@ COMMANDS: dict[str, Run | Skip] = {
     "bench.min_seconds=3 bench.repeats=3 device=cpu tracking.enabled=false": Run(append=f"{BENCH} {ONE}"),
     # docs/gates.md
     "segbench gate RUN BASELINE": SYNOPSIS,
+    "python benches/gate_noise.py --pairs 10 --variant-runs 2 --keep /tmp/gate-noise": Skip(
+        "a measurement: 17 runs of the default suite, about 60 minutes of a quiet machine; tests/test_gate.py checks "
+        "the same verdicts on a fake clock"),
     "segbench gate RUN BASELINE [--max-drop mIoU=0.5] [--max-speed-drop 20] "
     "[--reference-model M | --absolute-speed]": SYNOPSIS,
     "[--require-significant] [--max-backend-diff mIoU=0.1] [--out DIR] [--tracking-uri URI]": SYNOPSIS,

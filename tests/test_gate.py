@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -359,15 +361,18 @@ COSTS = {"unet-r10": 0.02, "fpn-r10": 0.015, "psp-r10": 0.006}  # seconds per im
 def timed_suite(monkeypatch, images, record, results):
     """``timed_suite(loads, slower, machine)``: results.json data of three models timed through the timing code
     (psp-r10, the cheapest, alternately with the others), unet-r10's forward ``slower`` times as costly, every
-    forward ``machine`` times as costly, the load changing block by block as ``loads`` says."""
+    forward ``machine`` times as costly (or each model's as ``machine[name]`` says), the load changing block by
+    block as ``loads`` says."""
     from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
 
-    def make(loads: list[float], slower: float = 1.0, machine: float = 1.0) -> dict:
+    def make(loads: list[float], slower: float = 1.0, machine: float | dict[str, float] = 1.0) -> dict:
         clock = LoadedClock(monkeypatch, loads)
+        factor = machine if isinstance(machine, dict) else dict.fromkeys(COSTS, machine)
         records = []
         for i, (name, cost) in enumerate(COSTS.items()):
-            model = Costly(clock, cost * machine * (slower if name == "unet-r10" else 1.0))
-            reference = None if name == "psp-r10" else Reference("psp-r10", Costly(clock, COSTS["psp-r10"] * machine))
+            model = Costly(clock, cost * factor[name] * (slower if name == "unet-r10" else 1.0))
+            reference = None if name == "psp-r10" else Reference("psp-r10",
+                                                                Costly(clock, COSTS["psp-r10"] * factor["psp-r10"]))
             speed = measure_throughput(model, (1, 3, 8, 8), torch.device("cpu"),
                                        TimingPlan(warmup=1, iters=4, repeats=3), reference)
             records.append(record(name, *images(20, 0.6, seed=i)) | {"speed": [speed.to_dict()]})
@@ -431,3 +436,46 @@ def test_baseline_update_latest_creates_a_new_baseline(cli, tmp_path, mlflow_uri
     assert written["suite"]["name"] == "toy" and written["models"][0]["metrics"] == data["models"][0]["metrics"]
     code, out, err = cli("baseline", "update", "latest", str(target), "--tracking-uri", mlflow_uri)  # now: its suite
     assert code == 0 and json.loads(target.read_text()) == written
+
+
+def test_a_machine_that_slows_models_unequally_moves_them_together_and_passes(tmp_path, timed_suite):
+    """Measured on this project's 2-core machine: a core taken by another process moved unet's and fpn's ratio to
+    pspnet by -23 % to -40 % together (pspnet, the smallest, ran faster with one core). A regression moves one."""
+    baseline = write(tmp_path / "base.json", timed_suite(QUIET))
+    unequal = {"psp-r10": 1.0, "unet-r10": 1.4, "fpn-r10": 1.45}  # ratios to psp-r10 fall by 29 % and 31 %
+    result = gate(write(tmp_path / "busy.json", timed_suite(BUSY, machine=unequal)), baseline)
+    assert result.passed, text(result)
+    row = row_of(result, "unet-r10")
+    assert row["status"] == "noise" and row["change"] == pytest.approx(100 * (1 / 1.4 - 1), abs=5)
+    assert "the other models moved with it (median" in row["note"] and "the reference moved" in row["note"]
+    slowed = gate(write(tmp_path / "slowed.json", timed_suite(BUSY, slower=1 / 0.7, machine=unequal)), baseline)
+    row = row_of(slowed, "unet-r10")  # the same machine, and unet 30 % slower as well: it stands out
+    assert not slowed.passed and row["status"] == "fail", text(slowed)
+    assert row["change"] == pytest.approx(100 * (0.7 / 1.4 - 1), abs=5)
+    alone = re.search(r"and ([-+0-9.]+)% against the other models \(median ([-+0-9.]+)%\)", row["note"])
+    assert float(alone[1]) == pytest.approx(100 * ((0.7 / 1.4) * 1.45 - 1), abs=5)  # unet's ratio against fpn's
+    assert float(alone[2]) == pytest.approx(100 * (1 / 1.45 - 1), abs=5)
+    assert statuses(slowed)[("fpn-r10", "speed")] == "noise"
+    assert not gate(write(tmp_path / "busy.json", timed_suite(BUSY, machine=unequal)), baseline,
+                    GatePolicy(absolute_speed=True)).passed  # asked for: raw images/s, no suite
+
+
+def test_timings_on_other_threads_or_hardware_are_reported_not_gated(tmp_path, images, record, results):
+    same = images(50, 0.6), images(50, 0.5, seed=1)
+
+    def suite(unet: float, threads: int, hardware: str = "cpu-A") -> Path:
+        data = results(record("unet-r10", *same[0], ips=unet), record("fpn-r10", *same[1], ips=200.0),
+                       hardware=hardware)
+        data["environment"]["threads"] = threads
+        return write(tmp_path / f"{unet}-{threads}-{hardware}.json", data)
+
+    baseline = suite(100.0, threads=2)
+    fewer = gate(suite(50.0, threads=1), baseline)
+    assert fewer.passed and fewer.speed.mode == "unchecked"
+    assert fewer.speed.why.startswith("timed on 1 threads, the baseline on 2: models scale differently")
+    assert row_of(fewer, "unet-r10")["status"] == "flagged"
+    other = gate(suite(50.0, threads=2, hardware="cpu-B"), baseline)
+    assert other.passed and other.speed.why.startswith("timed on cpu-B, the baseline on cpu-A")
+    forced = gate(suite(50.0, threads=1), baseline, GatePolicy(reference_model="fpn-r10"))
+    assert not forced.passed and row_of(forced, "unet-r10")["change"] == pytest.approx(-50.0)
+    assert not gate(suite(50.0, threads=2), baseline).passed  # the same setup: gated as a ratio

@@ -35,14 +35,19 @@ def gate(
     Speed is compared as a ratio to a reference model timed in the same run, which cancels a machine that was
     busier during one run than during the other: by default the model segbench run timed alternately with every
     other, block by block (the suite's smallest built-in model), else the baseline's fastest model timed in both;
-    --reference-model names another; --absolute-speed compares raw images/s instead. With a single model and
-    neither option, speed is reported and flagged, never failed.
+    --reference-model names another; --absolute-speed compares raw images/s instead. With a single model, or
+    when run and baseline were timed on different intra-op thread counts or hardware (models scale differently
+    with both, so neither images/s nor their ratios compare), speed is reported and flagged, never failed, unless
+    an option forces a comparison.
 
     Noise: a speed drop fails only when the change of the medians is below -MAX_SPEED_DROP %, every typical
     repeat of the run is slower than every typical repeat of the baseline (typical: the repeats less the most
-    extreme quarter at each end), and the drop exceeds the noise floor, the widest typical spread of the repeats
-    compared, the reference's included. Timing adds repeats (up to 3x bench.repeats) while that spread is above
-    10 %. The output names the comparison made and says why each speed row passed or failed.
+    extreme quarter at each end), the drop exceeds the noise floor, the widest typical spread of the repeats
+    compared, the reference's included, and, with other models gated beside it, it is also beyond -MAX_SPEED_DROP
+    % against their median change: a busier machine slows small and large models unequally, so it moves every
+    model's ratio to the reference together, while a regression moves one. Timing adds repeats (up to 3x
+    bench.repeats) while that spread is above 10 %. The output names the comparison made and says why each speed
+    row passed or failed.
 
     Options: --kebab-case flags for a command's options; key=value only for suite config overrides (run, bench,
     eval, score).

@@ -242,6 +242,10 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
         notes.append("run and baseline ran on different hardware: raw speeds compared")
 
     mine = {m.name: m for m in run_results.models}
+    both = [base for base in base_results.models if base.name in mine]
+    speed_rows = {} if tolerance is None else {row["model"]: row for row in speeds.against_suite(
+        [speeds.speed_row(b.name, b, mine[b.name], tolerance, comparison, references) for b in both], tolerance,
+        comparison)}
     rows, noisy = [], []
     for base in base_results.models:
         name = base.name
@@ -251,7 +255,7 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
             continue
         rows += _quality_rows(name, base, mine[name], policy, paired, definitions)
         if tolerance is not None:
-            rows.append(speeds.speed_row(name, base, mine[name], tolerance, comparison, references))
+            rows.append(speed_rows[name])
             noisy.append(speeds.noisy(name, base, mine[name], tolerance))
     if any(noisy):
         notes.append("timed repeats spread wider than the speed tolerance (the machine was busy): "

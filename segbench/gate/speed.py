@@ -12,10 +12,15 @@ neither option, speed is reported and flagged, not failed.
 Noise. Each side gives a series of timed repeats: the model's images/s divided by the reference's in the block
 timed right after it (interleaved), or the model's repeats and the reference's taken apart (their ranges
 combined), or the raw repeats. Each series gives its median and its typical range (``typical_range``: the range
-less the most extreme quarter at each end; all of 3 repeats). A drop fails only when all three hold: the change of
+less the most extreme quarter at each end; all of 3 repeats). A drop fails only when all four hold: the change of
 the medians is below minus the tolerance; it is beyond the ranges (the run's highest typical figure under the
-baseline's lowest); and it is larger than the noise floor, the widest typical spread of the series compared (the
-reference's among them).
+baseline's lowest); it is larger than the noise floor, the widest typical spread of the series compared (the
+reference's among them); and, with other models gated beside it, it stands out from theirs: beyond the tolerance
+against their median change (``against_suite``). A busier machine, or fewer cores, slows small and large models
+unequally, so it moves the ratio of every model to the reference together; a regression moves one.
+
+Timings on different intra-op thread counts or hardware do not compare, raw or as ratios: the gate then reports
+speed and flags it, unless an option forces a comparison.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ def choose(run: Results, baseline: Results, max_speed_drop: float | None, refere
     if reference_model:
         _reference_records(reference_model, run, baseline)
         return SpeedComparison("ratio", reference_model, "named with --reference-model")
+    if differs := _machine_differs(run, baseline):
+        return SpeedComparison("unchecked", why=f"{differs}: models scale differently with threads and hardware, "
+                                                "so neither images/s nor their ratios compare; gate against a "
+                                                "baseline timed on this setup, or force with --reference-model")
     mine = {m.name: m for m in run.models}
     both = [m for m in baseline.models if m.name in mine and _finite(timed(m)) and _finite(timed(mine[m.name]))]
     names = {m.name for m in both}
@@ -96,6 +105,19 @@ def choose(run: Results, baseline: Results, max_speed_drop: float | None, refere
                                                  "--reference-model")
     return SpeedComparison("unchecked", why="one model timed in both, so no reference in the same run can cancel "
                                             "the machine's load; --absolute-speed gates raw images/s")
+
+
+def _machine_differs(run: Results, baseline: Results) -> str | None:
+    """What differs between the setups that timed run and baseline (intra-op threads, hardware), or None."""
+    setups = [results.environment for results in (run, baseline)]
+    if None in setups:
+        return None
+    mine, theirs = setups
+    if mine.threads and theirs.threads and mine.threads != theirs.threads:
+        return f"timed on {mine.threads} threads, the baseline on {theirs.threads}"
+    if mine.device_name and theirs.device_name and mine.device_name != theirs.device_name:
+        return f"timed on {mine.device_name}, the baseline on {theirs.device_name}"
+    return None
 
 
 def _finite(speed: Speed | None) -> bool:
@@ -171,6 +193,31 @@ def speed_row(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float,
     why = (f"the {basis} overlap (range {row['ci_low']:+.0f}% to {row['ci_high']:+.0f}%)" if not beyond_range
            else f"the drop is within the noise floor {floor:.0f}% (widest typical spread of the {basis})")
     return row | {"status": "noise", "note": f"{change:+.1f}% beyond the {-tolerance:+g}% limit but {why}"}
+
+
+def against_suite(rows: list[dict], tolerance: float, comparison: SpeedComparison) -> list[dict]:
+    """A ratio drop fails only when it also stands out from the suite: beyond the tolerance against the median
+    change of the run's other gated models. When they all moved by about as much, it was the reference that
+    moved against them (a busier machine or fewer cores slow small and large models unequally), not this model."""
+    if comparison.mode != "ratio":
+        return rows
+    changes = {row["model"]: 1 + row["change"] / 100 for row in rows if row.get("change") is not None}
+    judged = []
+    for row in rows:
+        others = [change for name, change in changes.items() if name != row["model"]]
+        if row["status"] != "fail" or row.get("change") is None or not others:
+            judged.append(row)
+            continue
+        shift = 100 * (statistics.median(others) - 1)
+        alone = 100 * (changes[row["model"]] / statistics.median(others) - 1)
+        if alone >= -tolerance - 1e-9:
+            note = (f"{row['change']:+.1f}% beyond the {-tolerance:+g}% limit, but the other models moved with it "
+                    f"(median {shift:+.1f}%; {alone:+.1f}% against them): the reference moved, not this model")
+            judged.append(row | {"status": "noise", "note": note})
+        else:
+            judged.append(row | {"note": row["note"] + f", and {alone:+.1f}% against the other models "
+                                                       f"(median {shift:+.1f}%)"})
+    return judged
 
 
 def _setting(speed: Speed, key: str) -> object:
