@@ -9,7 +9,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Run the test suite offline (in the current environment, where torch is already installed)."""
-    session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    session.run("pytest", *(session.posargs or ["-n", "auto"]), env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session(venv_backend="none")

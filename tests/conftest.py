@@ -10,6 +10,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # one process starve the others (tens of times more CPU for the same small models).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One of `pytest -n N`'s workers (README: pytest -n auto): one intra-op thread each, for it and the processes it
+    # starts, so that N workers share N cores rather than oversubscribe them (set before torch is imported).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: under `pytest -n N` the workers start on the longest tests and the short ones fill in
+    around them, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,7 @@ def test_tensorrt_matches_eager():
     assert (deploy("tensorrt", model, images)(images) - reference).abs().max().item() < 1e-2
 
 
+@pytest.mark.slow
 def test_run_records_parity_and_speed_per_backend(cli, tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = cli("run", *TINY, "eval.backends=[eager,onnxruntime,tensorrt]",

@@ -53,6 +53,7 @@ def _torchrun(processes: int, args: list[str], cwd: Path) -> subprocess.Complete
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_evaluation_is_identical_for_1_2_and_3_processes(tmp_path):
     from mlflow.tracking import MlflowClient
 

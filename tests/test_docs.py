@@ -163,7 +163,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "pip install -e .": INSTALL,
     "segbench run": Run(append=TRAIN),
     "pip install -e '.[dev]'": INSTALL,
-    "pytest": Skip("the test suite: this test is part of it"),
+    "pytest -n auto": Skip("the test suite: this test is part of it"),
     "segbench run models=[unet-r18,pspnet-resnet10t] train.iters=50 seed=1": Run(append=TRAIN),
     "segbench eval suite=voc data.root=/data/VOCdevkit/VOC2012 models=[torchvision:lraspp_mobilenet_v3_large]":
         Run(2, says="/data/VOCdevkit/VOC2012"),

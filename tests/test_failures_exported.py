@@ -53,6 +53,10 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("onnx a folder", lambda t: ["eval", *TINY, f"models=[onnx:{t}]"], r"does not exist \(a folder; name the file"),
     ("onnx a text file", lambda t: (t / "m.onnx").write_text("not a model") and
      ["eval", *TINY, f"models=[onnx:{t / 'm.onnx'}]"], r"'.*m\.onnx' is not an ONNX model \(.*Protobuf parsing failed"),
+    ("onnx a text file under a long path", lambda t: (t / ("a long folder name " * 6)).mkdir() or (
+        t / ("a long folder name " * 6) / "m.onnx").write_text("not a model") and
+     ["eval", *TINY, f"models=[onnx:{t / ('a long folder name ' * 6) / 'm.onnx'}]"],
+     r"is not an ONNX model \(.*the file failed:\s*Protobuf parsing failed"),
     ("torchscript given a .pt2", lambda t: ["eval", *TINY, f"models=[torchscript:{pt2(t / 'm.pt2')}]"],
      r"'.*m\.pt2' is not a TorchScript archive \(torch\.jit\.save\) \(a torch\.export \.pt2 program is export:PATH\)"),
     ("export given a state dict", lambda t: torch.save({"w": torch.zeros(2)}, t / "w.pt") or

@@ -37,6 +37,7 @@ def _runs(uri: str) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+@pytest.mark.slow
 def test_four_runs_started_together_in_an_empty_folder_all_finish(tmp_path):
     procs = [_segbench("run", *TINY, "train.iters=2", cwd=tmp_path) for _ in range(4)]
     outputs = [p.communicate(timeout=400) for p in procs]

@@ -192,6 +192,7 @@ def tracking_server() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_four_runs_started_together_against_a_postgresql_backed_server_all_finish(tracking_server, tmp_path, cli):
     from mlflow.tracking import MlflowClient
 

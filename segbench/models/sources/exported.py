@@ -69,6 +69,13 @@ def _not_format(source: str, path: Path, detail: str = "") -> UserError:
     return UserError(f"model '{source}:{path}': '{path}' is not {FORMATS[source]}" + (f" ({detail})" if detail else ""))
 
 
+def _reason(exc: Exception, path: Path) -> str:
+    """The first line of a loader's error, the file's path (named already) left out, so that a long path does not
+    push the reason past the 160 characters kept."""
+    first = (str(exc).splitlines() or [""])[0]
+    return first.replace(str(path), "the file").replace(str(path.resolve()), "the file")[:160]
+
+
 def _no_image_input(source: str, path: Path, found: str) -> UserError:
     return UserError(f"model '{source}:{path}': the file has no float image input (expected one float32 input "
                      f"N x 3 x H x W; it takes {found})")
@@ -110,7 +117,7 @@ def _read_onnx(path: Path) -> FileInfo:
     try:
         session = open_session(str(path), torch.device("cpu"))
     except Exception as exc:
-        raise _not_format("onnx", path, (str(exc).splitlines() or [""])[0][:160]) from None
+        raise _not_format("onnx", path, _reason(exc, path)) from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     found = ", ".join(f"{i.name} {i.type} {list(i.shape)}" for i in inputs) or "no input"
     if len(inputs) != 1 or inputs[0].type not in ORT_DTYPES:
@@ -135,7 +142,7 @@ def _read_torchscript(path: Path) -> FileInfo:
     try:
         module = _jit_load(path)
     except Exception as exc:
-        raise _not_format("torchscript", path, (str(exc).splitlines() or [""])[0][:160]) from None
+        raise _not_format("torchscript", path, _reason(exc, path)) from None
     shape = (None, None, None, None)
     return FileInfo("torchscript", path, shape, None, _probe("torchscript", path, module.eval(), shape, None),
                     "float32")
@@ -160,7 +167,7 @@ def _read_export(path: Path) -> FileInfo:
     try:
         program = torch.export.load(str(path)) if path.suffix == ".pt2" else torch.export.load(path.open("rb"))
     except Exception as exc:
-        raise _not_format("export", path, (str(exc).splitlines() or [""])[0][:160]) from None
+        raise _not_format("export", path, _reason(exc, path)) from None
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
     values = [n.meta.get("val") for n in placeholders]
