@@ -472,7 +472,7 @@ def test_timings_on_other_threads_or_hardware_are_reported_not_gated(tmp_path, i
     baseline = suite(100.0, threads=2)
     fewer = gate(suite(50.0, threads=1), baseline)
     assert fewer.passed and fewer.speed.mode == "unchecked"
-    assert fewer.speed.why.startswith("timed on 1 threads, the baseline on 2: models scale differently")
+    assert fewer.speed.why.startswith("timed on 1 thread, the baseline on 2 threads: models scale differently")
     assert row_of(fewer, "unet-r10")["status"] == "flagged"
     other = gate(suite(50.0, threads=2, hardware="cpu-B"), baseline)
     assert other.passed and other.speed.why.startswith("timed on cpu-B, the baseline on cpu-A")

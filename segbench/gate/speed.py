@@ -90,7 +90,8 @@ def choose(run: Results, baseline: Results, max_speed_drop: float | None, refere
     if differs := _machine_differs(run, baseline):
         return SpeedComparison("unchecked", why=f"{differs}: models scale differently with threads and hardware, "
                                                 "so neither images/s nor their ratios compare; gate against a "
-                                                "baseline timed on this setup, or force with --reference-model")
+                                                "baseline timed on this setup, or force a comparison with "
+                                                "--reference-model or --absolute-speed")
     mine = {m.name: m for m in run.models}
     both = [m for m in baseline.models if m.name in mine and _finite(timed(m)) and _finite(timed(mine[m.name]))]
     names = {m.name for m in both}
@@ -114,10 +115,14 @@ def _machine_differs(run: Results, baseline: Results) -> str | None:
         return None
     mine, theirs = setups
     if mine.threads and theirs.threads and mine.threads != theirs.threads:
-        return f"timed on {mine.threads} threads, the baseline on {theirs.threads}"
+        return f"timed on {_threads(mine.threads)}, the baseline on {_threads(theirs.threads)}"
     if mine.device_name and theirs.device_name and mine.device_name != theirs.device_name:
         return f"timed on {mine.device_name}, the baseline on {theirs.device_name}"
     return None
+
+
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
 
 
 def _finite(speed: Speed | None) -> bool:
