@@ -6,15 +6,16 @@ PAIRS + 1 times one after another, then the variants, and gates with the gate's 
     rerun    each plain run against the one before it: every gate should pass (a failure is a false failure)
     slow     one model's forward made slower (a sleep proportional to its own time, in evaluation mode, so timing
              sees it), gated against every plain run: every gate should fail on that model and only on it
-    busy     the whole run beside --busy other processes that keep cores busy: a machine-wide slowdown of every
-             model, gated against every plain run: every gate should pass
+    busy     the whole run beside --busy other processes that keep cores busy: a machine-wide load that changes
+             every model's speed (not equally), gated against every plain run: every gate should pass
     threads  the whole run on fewer threads (OMP_NUM_THREADS and torch.set_num_threads), gated against every plain
              run: every gate should pass (models scale differently with threads, so the gate does not compare
              speed across thread counts; it reports and flags it)
 
 It prints each gate's verdict, the wrong verdicts and the largest speed change seen; with --keep, summary.json too.
 
-    python benches/gate_noise.py --pairs 10 --variant-runs 3 --keep /tmp/gate-noise
+    python benches/gate_noise.py --pairs 10 --variant-runs 2 --keep /tmp/gate-noise   # about 60 min on 2 cores
+    python benches/gate_noise.py --pairs 10 --variant-runs 2 --keep /tmp/gate-noise --gate-only   # gate them again
     python benches/gate_noise.py --pairs 1 --variant-runs 1 --extra train.iters=2   # a smoke test
 
 Run it on a quiet machine: it measures (the timings are the point), and each run of the default suite takes a few
@@ -113,7 +114,7 @@ def verdicts(summary: dict) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=10, help="rerun pairs: PAIRS + 1 plain runs, one after another")
-    parser.add_argument("--variant-runs", type=int, default=3,
+    parser.add_argument("--variant-runs", type=int, default=2,
                         help="runs of each variant (slow, busy, threads), each gated against every plain run")
     parser.add_argument("--slow-model", default="unet-resnet10t")
     parser.add_argument("--slowdown", type=float, default=0.3, help="fewer images/s, as a fraction (0.3: 30 %%)")

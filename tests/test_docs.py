@@ -1,6 +1,5 @@
-"""Every command in the README's and the documentation pages' code blocks runs as written, as bash would run it,
-page by page in a temporary folder of each page's own, in the order a reader meets them on that page (a command
-shown on several pages runs on the first; a page that continues from the README's quick start runs it first).
+"""Every command in the README's and the documentation pages' code blocks runs as written, through bash, in one
+temporary folder, in the order a reader meets them (the README, then the site's pages in their nav order).
 
 ``COMMANDS`` says, for each command, the exit code it must give and the small overrides appended where it trains or
 times (so that it takes seconds), or why it is not run (an install line, a synopsis, a server). A command that needs a
@@ -407,32 +406,20 @@ def test_every_command_in_the_docs_is_in_the_table():
     assert unused == [], "COMMANDS entries for commands no longer in the docs (remove them)"
 
 
-def first_pages() -> dict[str, list[str]]:
-    """The documented commands by the page where each first appears (a command shown again later runs once)."""
-    by_page: dict[str, list[str]] = {}
-    for page, command in documented_commands():
-        if not any(command in commands for commands in by_page.values()):
-            by_page.setdefault(page, []).append(command)
-    return by_page
-
-
-# Pages whose commands continue from the README's quick start (`segbench run`): they read its outputs/synthetic.
-AFTER_QUICK_START = {"docs/models.md", "docs/reports.md"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("page", list(first_pages()))
-def test_the_commands_of_the_docs_run_as_written(page, tmp_path, capsys, monkeypatch):
-    """Each page's commands in order, in a folder of their own: a reader may start on any page."""
+def test_the_commands_of_the_docs_run_as_written(tmp_path, capsys, monkeypatch):
     env = prepare_folder(tmp_path)
     for key in set(os.environ) - set(env):
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    failures, durations, ran, skipped = [], [], 0, 0
+    seen, failures, durations, ran, skipped = set(), [], [], 0, 0
     start = time.perf_counter()
-    for command in ["segbench run"] * (page in AFTER_QUICK_START) + first_pages()[page]:
+    for page, command in documented_commands():
+        if command in seen:
+            continue
+        seen.add(command)
         expect = COMMANDS[command]
         if isinstance(expect, Skip):
             skipped += 1
@@ -444,8 +431,7 @@ def test_the_commands_of_the_docs_run_as_written(page, tmp_path, capsys, monkeyp
         if problem:
             failures.append(f"{page}: {problem}")
     with capsys.disabled():
-        print(f"\n{page}: {ran} documented commands run, {skipped} skipped, in {time.perf_counter() - start:.0f} s; "
-              "slowest:")
-        for seconds, command in sorted(durations, reverse=True)[:3]:
+        print(f"\n{ran} documented commands run, {skipped} skipped, in {time.perf_counter() - start:.0f} s; slowest:")
+        for seconds, command in sorted(durations, reverse=True)[:8]:
             print(f"  {seconds:6.1f} s  {command[:100]}")
     assert failures == [], "\n\n".join(failures)
