@@ -1,8 +1,10 @@
-"""What every failure table checks after a refusal: the tree's files unchanged and the MLflow store's runs."""
+"""What every failure table checks after a refusal: one line and exit 2, the tree's files unchanged, the MLflow
+store's runs."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 
@@ -19,3 +21,14 @@ def snapshot(root: Path, skip: tuple[str, ...] = ("mlflow.db",)) -> dict[str, st
     """Each file under ``root`` (but those named in ``skip``) by its relative path, with its sha256."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def assert_refused(code: int, out: str, err: str, pattern: str) -> str:
+    """Exit 2 and one ``segbench: error:`` line on stderr matching ``pattern`` (a regular expression), no traceback;
+    the line."""
+    lines = err.strip().splitlines()
+    assert code == 2, (out, err)
+    assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in out + err
+    return lines[0]

@@ -5,7 +5,6 @@ not), no MLflow run, and no file that was there before deleted or changed."""
 from __future__ import annotations
 
 import pickle
-import re
 import socket
 import threading
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from failure_table import snapshot, store_runs
+from failure_table import assert_refused, snapshot, store_runs
 from fixtures_layouts import write_image, write_mask
 from safetensors.torch import save_file
 
@@ -225,11 +224,7 @@ def test_a_mistake_is_one_line_exit_2_and_leaves_nothing(cli, tmp_path, mlflow_u
 
     code, out, err = cli(*args)
 
-    lines = err.strip().splitlines()
-    assert code == 2, (out, err)
-    assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in out + err
+    assert_refused(code, out, err, pattern)
     after = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".cache")}
     assert after == before  # nothing written, nothing deleted, nothing changed
     assert set(tmp_path.rglob("*.partial")) == partials

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from failure_table import snapshot, store_runs
+from failure_table import assert_refused, snapshot, store_runs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_failures import TINY, binary_mask, folder_suite, folder_tree
@@ -23,11 +23,7 @@ FAST = [*TINY, "train.iters=2", "data.num_workers=0"]
 
 
 def _one_line(code: int, err: str, pattern: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
-    assert pattern in lines[0], lines[0]
-    assert code == 2 and "Traceback" not in err
-    return lines[0]
+    return assert_refused(code, "", err, re.escape(pattern))
 
 
 # ---------------------------------------------------------------- names that become paths

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from failure_table import snapshot
+from failure_table import assert_refused, snapshot
 
 BASELINE = Path(__file__).resolve().parent.parent / "baselines" / "synthetic.json"
 HANG_GUARD_S = 120  # a subprocess still running after this long hangs
@@ -86,10 +85,7 @@ def test_a_report_mistake_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, m
     args = setup(tmp_path, mlflow_uri)
     before = snapshot(tmp_path)
     code, out, err = cli(*args)
-    lines = err.strip().splitlines()
-    assert code == 2, (out, err)
-    assert len(lines) == 1 and lines[0].startswith("segbench: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_refused(code, out, err, pattern)
     assert out == ""
     assert snapshot(tmp_path) == before and not (tmp_path / "site").exists() and not (tmp_path / "reports").exists()
     assert not (tmp_path / "nowhere.db").exists()
