@@ -461,7 +461,7 @@ def test_a_machine_that_slows_models_unequally_moves_them_together_and_passes(tm
                     GatePolicy(absolute_speed=True)).passed  # asked for: raw images/s, no suite
 
 
-def test_timings_on_other_threads_or_hardware_are_reported_not_gated(tmp_path, images, record, results):
+def test_timings_on_other_threads_or_hardware_are_reported_not_gated(cli, tmp_path, images, record, results):
     same = images(50, 0.6), images(50, 0.5, seed=1)
 
     def suite(unet: float, threads: int, hardware: str = "cpu-A") -> Path:
@@ -479,4 +479,10 @@ def test_timings_on_other_threads_or_hardware_are_reported_not_gated(tmp_path, i
     assert other.passed and other.speed.why.startswith("timed on cpu-B, the baseline on cpu-A")
     forced = gate(suite(50.0, threads=1), baseline, GatePolicy(reference_model="fpn-r10"))
     assert not forced.passed and row_of(forced, "unet-r10")["change"] == pytest.approx(-50.0)
+    assert forced.speed.why == "named with --reference-model; timed on 1 thread, the baseline on 2 threads"
+    code, out, err = cli("gate", str(suite(50.0, threads=1)), str(baseline))  # as a user types it
+    assert code == 0 and "raw images/s reported, not gated (timed on 1 thread, the baseline on 2 threads" in out
+    assert "flagged" in out and out.rstrip().endswith("PASS"), out
+    code, out, err = cli("gate", str(suite(50.0, threads=1)), str(baseline), "--absolute-speed")
+    assert code == 1 and "(asked for with --absolute-speed; timed on 1 thread, the baseline on 2 threads)" in out
     assert not gate(suite(50.0, threads=2), baseline).passed  # the same setup: gated as a ratio

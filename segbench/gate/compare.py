@@ -238,8 +238,6 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
     _check_finite_baseline(base_results, policy, comparison)
     paired = same_images(run_results, base_results)
     references = speeds.references(comparison, run_results, base_results)
-    if comparison.mode in ("absolute", "unchecked") and _hardware(run_results) != _hardware(base_results):
-        notes.append("run and baseline ran on different hardware: raw speeds compared")
 
     mine = {m.name: m for m in run_results.models}
     both = [base for base in base_results.models if base.name in mine]
@@ -267,7 +265,3 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
     rows += [{"model": name, "check": "present", "status": "new", "note": "not in the baseline"}
              for name in mine if name not in known]
     return GateResult(pd.DataFrame(rows, columns=COLUMNS), run_label, base_label, policy, comparison, paired, notes)
-
-
-def _hardware(results: Results) -> str | None:
-    return results.environment.device_name if results.environment else None

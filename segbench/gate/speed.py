@@ -82,12 +82,14 @@ def choose(run: Results, baseline: Results, max_speed_drop: float | None, refere
     """The comparison the gate makes; a named reference model missing from either side is a UserError."""
     if max_speed_drop is None:
         return SpeedComparison("off")
+    differs = _machine_differs(run, baseline)
+    forced = f"; {differs}" if differs else ""
     if absolute:
-        return SpeedComparison("absolute", why="asked for with --absolute-speed")
+        return SpeedComparison("absolute", why="asked for with --absolute-speed" + forced)
     if reference_model:
         _reference_records(reference_model, run, baseline)
-        return SpeedComparison("ratio", reference_model, "named with --reference-model")
-    if differs := _machine_differs(run, baseline):
+        return SpeedComparison("ratio", reference_model, "named with --reference-model" + forced)
+    if differs:
         return SpeedComparison("unchecked", why=f"{differs}: models scale differently with threads and hardware, "
                                                 "so neither images/s nor their ratios compare; gate against a "
                                                 "baseline timed on this setup, or force a comparison with "
