@@ -419,3 +419,27 @@ def test_folder_takes_jpeg_images_and_names_an_unpaired_one(tmp_path):
     write_image(root / "images/val/extra.jpg", seed=3)
     message = refused(DataConfig(name="folder", root=str(root), classes=["a", "b"]))
     assert "extra.jpg: image without its mask (expected " in message and "masks/val/extra.png" in message
+
+
+def test_data_set_facts_live_in_their_entries(tmp_path):
+    """VOC predictions are palette PNGs like its masks, ACDC groups samples by condition and the synthetic scenes
+    know their size, each from the data set's own entry (a plugin data set gets the same hooks)."""
+    import torch
+
+    from segbench.data.registry import DATASETS
+    from segbench.evaluation.predictions import PredictionWriter
+
+    root = make_voc(tmp_path)
+    cfg = DataConfig(name="voc", root=str(root))
+    val = build_dataset(cfg, "val")
+    writer = PredictionWriter(tmp_path / "pred", val, dataset_info(cfg), overlays=0)
+    targets = torch.as_tensor(np.stack([val.target(i) for i in range(len(val))]))
+    pred = torch.where(targets == 255, 0, targets)  # a prediction has a class everywhere
+    writer.write(0, torch.zeros(len(val), 3, *pred.shape[-2:]), pred)
+    written = Image.open(tmp_path / "pred" / "labels" / "2007_000033.png")
+    assert written.mode == "P" and written.getpalette()[3:6] == [128, 0, 0]
+    assert column(np.asarray(written)) == [0, 15, 0, 1, 20, 0, 7, 0]
+    assert not dataset_info(DataConfig(name="cityscapes")).palette_masks
+    assert DATASETS.get("acdc").group_of("night/GOPR0355/a") == "night"
+    assert DATASETS.get("cityscapes").group_of is None
+    assert DATASETS.get("synthetic").image_size(DataConfig(name="synthetic", image_size=96)) == (96, 96)

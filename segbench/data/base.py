@@ -30,6 +30,7 @@ class DatasetInfo:
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = 255
     categories: tuple[tuple[str, tuple[int, ...]], ...] = ()  # named groups of classes (Cityscapes' 7)
+    palette_masks: bool = False  # masks are palette PNGs (Pascal VOC): predictions are written the same way
 
     @property
     def num_classes(self) -> int:
@@ -44,6 +45,8 @@ class DatasetEntry:
     description: str
     check: Callable[["DataConfig", tuple[str, ...]], None] | None = None  # (data config, splits): raise if unusable
     metrics: tuple[type, ...] = ()  # accumulators of the data set's own metrics (segbench.metrics.protocol)
+    group_of: Callable[[str], str] | None = None  # sample id -> its group (ACDC: the adverse condition), scored apart
+    image_size: Callable[["DataConfig"], tuple[int, int]] | None = None  # (height, width) of every image, if known
 
 
 def sample_ids(dataset: Dataset) -> list[str]:

@@ -101,11 +101,12 @@ def _register_builtin() -> None:
     import segbench.data.layouts.synthetic as synthetic
     import segbench.data.layouts.voc as voc
 
-    DATASETS.register("synthetic", DatasetEntry("synthetic", synthetic.build, synthetic.info, synthetic.DESCRIPTION))
+    DATASETS.register("synthetic", DatasetEntry("synthetic", synthetic.build, synthetic.info, synthetic.DESCRIPTION,
+                                                image_size=synthetic.image_size))
     for module, name in ((cityscapes, "cityscapes"), (ade20k, "ade20k"), (voc, "voc"), (folder, "folder"),
                          (acdc, "acdc")):
         DATASETS.register(name, DatasetEntry(name, module.build, module.info, module.DESCRIPTION, module.check,
-                                             getattr(module, "METRICS", ())))
+                                             getattr(module, "METRICS", ()), getattr(module, "group_of", None)))
 
 
 _register_builtin()

@@ -23,7 +23,6 @@ from segbench.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 ALPHA = 0.5  # weight of the class colour in an overlay
 MIN_WIDTH = 360  # an overlay is at least this wide, so that its caption and legend fit beside small images
 PAD, SWATCH = 4, 10  # pixels around caption and legend text; side of a legend's colour square
-PALETTE_DATASETS = ("voc",)  # data sets whose masks are palette PNGs
 
 
 def class_to_raw(dataset: Dataset, num_classes: int, label_map: dict[int, int] | None = None) -> np.ndarray:
@@ -57,7 +56,7 @@ class PredictionWriter:
         self.title = title or self.folder.name
         self.ids = sample_ids(dataset)
         self.to_raw = class_to_raw(dataset, info.num_classes, label_map)
-        self.palette = info.name in PALETTE_DATASETS
+        self.palette = info.palette_masks
         self.targets = dataset  # the ground truth shown beside the prediction in an overlay
         self.overlay_paths: list[Path] = []
         self.written = 0

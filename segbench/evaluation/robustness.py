@@ -10,7 +10,7 @@ per corruption and per severity, and what producing the corrupted views cost. mP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import islice
 
 import numpy as np
@@ -28,7 +28,7 @@ from segbench.data.corruptions import (
     package_version,
     resolve,
 )
-from segbench.data.layouts.acdc import condition_of
+from segbench.data.registry import DATASETS
 from segbench.errors import UserError
 from segbench.evaluation.loop import evaluate
 from segbench.metrics.passport import Passport, passport_record
@@ -42,7 +42,6 @@ from segbench.metrics.robustness import (
     relative_pc,
 )
 
-GROUPED: dict[str, Callable[[str], str]] = {"acdc": condition_of}  # data set -> the group of a sample id
 CORRUPTIBLE = ("raw_image", "with_image", "sample_id")  # what a data set needs for corrupted views
 
 
@@ -156,9 +155,10 @@ def evaluate_corruptions(model: torch.nn.Module, val_set: Dataset, info: Dataset
 
 
 def adverse_conditions(dataset: Dataset, intersection: np.ndarray, union: np.ndarray) -> dict | None:
-    """Per adverse condition of a data set that has them (ACDC: fog, night, rain, snow, from each sample id's
+    """Per group of a data set whose entry groups its samples (ACDC: fog, night, rain, snow, from each sample id's
     prefix), mIoU, mDice and images; None for other data sets."""
-    group_of = GROUPED.get(getattr(dataset, "name", ""))
+    name = getattr(dataset, "name", "")
+    group_of = DATASETS.get(name).group_of if name in DATASETS else None
     if group_of is None or len(intersection) != len(dataset):
         return None
     return by_group(intersection, union, sample_ids(dataset), group_of)

@@ -156,7 +156,8 @@ def _check_memory(cfg: SuiteConfig) -> None:
     available = available_memory()
     if device.type != "cpu" or available is None:
         return
-    synthetic = (cfg.data.image_size, cfg.data.image_size) if cfg.data.name == "synthetic" else None
+    known_size = datasets.DATASETS.get(cfg.data.name).image_size
+    synthetic = known_size(cfg.data) if known_size is not None else None
     scale = max(cfg.eval.scales)
     eval_size = synthetic and (round(synthetic[0] * scale), round(synthetic[1] * scale))
     demands = [(f"bench.batch_sizes={batch}", batch, cfg.bench.input_size or (cfg.data.image_size,) * 2, "inference")

@@ -49,6 +49,9 @@ def condition_of(sample_id: str) -> str:
     return sample_id.split("/", 1)[0]
 
 
+group_of = condition_of  # the data set's entry: samples are scored per condition too
+
+
 def _folders(root: Path, split: str) -> list[Path]:
     conditions, folder = parse_split(split)
     return [root / kind / c / folder for c in conditions for kind in ("rgb_anon", "gt")]

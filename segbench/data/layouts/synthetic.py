@@ -106,6 +106,11 @@ def info(cfg: DataConfig) -> DatasetInfo:
     return DatasetInfo("synthetic", CLASSES, PALETTE, cfg.ignore_index)
 
 
+def image_size(cfg: DataConfig) -> tuple[int, int]:
+    """Every scene is ``data.image_size`` square."""
+    return cfg.image_size, cfg.image_size
+
+
 def _to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     image = (image - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
     return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(label.astype(np.int64))

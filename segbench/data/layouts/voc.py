@@ -50,7 +50,7 @@ def check(cfg: DataConfig, splits: tuple[str, ...]) -> None:
 
 
 def info(cfg: DataConfig) -> DatasetInfo:
-    return DatasetInfo("voc", CLASSES, PALETTE, cfg.ignore_index)
+    return DatasetInfo("voc", CLASSES, PALETTE, cfg.ignore_index, palette_masks=True)
 
 
 def build(cfg: DataConfig, split: str, seed: int) -> SegmentationFiles:
