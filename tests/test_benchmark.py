@@ -95,7 +95,7 @@ def test_out_of_memory_halves_the_batch_and_says_so():
     plan = TimingPlan(warmup=1, iters=2, repeats=1, oom="halve")
     result = measure_throughput(OutOfMemoryAbove(2), (8, 3, 8, 8), CPU, plan)
     assert result.batch_size == 2 and result.requested_batch_size == 8 and result.oom_halvings == 2
-    assert result.input_shape == (2, 3, 8, 8)
+    assert result.input_shape == [2, 3, 8, 8]  # as results.json stores it
 
 
 def test_out_of_memory_fails_naming_the_batch_size_by_default():

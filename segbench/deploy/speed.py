@@ -42,7 +42,8 @@ def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[in
         try:
             for batch in cfg.bench.batch_sizes:
                 records.append(measure_throughput(model, (batch, 3, height, width), device,
-                                                  TimingPlan.from_bench(cfg.bench, backend), reference).to_dict())
+                                                  TimingPlan.from_bench(cfg.bench, backend),
+                                                  reference).model_dump(exclude_unset=True))
         except BackendUnavailable as exc:
             skipped.append({"backend": backend, "reason": exc.reason})
             warn(f"{name}: backend {backend} not timed: {exc.reason}")

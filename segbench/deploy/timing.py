@@ -19,7 +19,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 from segbench.core.environment import synchronize
 from segbench.deploy.backends import PRECISIONS, BackendUnavailable, Deployed, deploy
 from segbench.errors import UserError
+from segbench.results.speed import Speed
 
 OOM_POLICIES = ("fail", "halve")
 _clock = time.perf_counter  # the host timer; tests replace it with a fake one
@@ -69,46 +70,6 @@ class Reference:
 
     name: str
     module: nn.Module
-
-
-@dataclass
-class SpeedResult:
-    """One throughput figure and everything needed to compare it with another."""
-
-    images_per_second: float  # median over repeats
-    images_per_second_repeats: list[float]
-    spread: float  # (max - min) / median over repeats
-    batch_size: int  # as measured (after any out-of-memory halving)
-    requested_batch_size: int
-    oom_halvings: int
-    input_shape: tuple[int, ...]  # (batch, channels, height, width)
-    latency_ms_p50: float  # per batch, over all timed iterations
-    latency_ms_p90: float
-    latency_ms_p99: float
-    warmup_iters: int
-    timed_iters: int  # per repeat
-    repeats: int  # timed blocks (at least the requested repeats; more when min_seconds asked for them)
-    params: int
-    gflops_per_image: float | None
-    peak_memory_mb: float | None
-    memory_measure: str  # cuda_max_allocated | cpu_peak_rss_growth
-    device: str
-    precision: str = "fp32"
-    memory_format: str = "contiguous"
-    compile: bool = False  # backend == "compile" (kept for readers of older results)
-    timer: str = "perf_counter"
-    backend: str = "eager"
-    provider: str = "torch"
-    backend_details: dict = field(default_factory=dict)  # Deployed.describe(): exporter, opset, shapes, ...
-    min_seconds: float = 0.0  # the minimum timed duration asked for
-    timed_seconds: float = 0.0  # the timed duration measured (all blocks)
-    isolated: bool = False  # measured in a fresh process of its own
-    extra: dict = field(default_factory=dict)
-    reference_model: str | None = None  # the model timed alternately with this one, block by block
-    reference_images_per_second_repeats: list[float] | None = None  # its figure in the block after each of ours
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -280,7 +241,7 @@ def _measure_within_memory(model: nn.Module, input_shape: tuple[int, int, int, i
 
 
 def measure_throughput(model: nn.Module, input_shape: tuple[int, int, int, int], device: torch.device,
-                       plan: TimingPlan | None = None, reference: Reference | None = None) -> SpeedResult:
+                       plan: TimingPlan | None = None, reference: Reference | None = None) -> Speed:
     """Images per second of ``model`` deployed and timed as ``plan`` says, on random input of ``input_shape``
     (N, C, H, W) on ``device``, with ``reference`` timed alternately when given. Raises BackendUnavailable when
     the backend cannot run here."""
@@ -291,14 +252,14 @@ def measure_throughput(model: nn.Module, input_shape: tuple[int, int, int, int],
     runner, blocks = measured.runner, measured.blocks
     per_repeat = _per_second(blocks, batch_size)
     ms = np.array([s for block in blocks for s in block]) * 1000
-    return SpeedResult(
+    return Speed(
         images_per_second=statistics.median(per_repeat),
         images_per_second_repeats=per_repeat,
         spread=spread(per_repeat),
         batch_size=batch_size,
         requested_batch_size=input_shape[0],
         oom_halvings=halvings,
-        input_shape=(batch_size, *input_shape[1:]),
+        input_shape=[batch_size, *input_shape[1:]],
         latency_ms_p50=float(np.percentile(ms, 50)),
         latency_ms_p90=float(np.percentile(ms, 90)),
         latency_ms_p99=float(np.percentile(ms, 99)),
@@ -317,8 +278,9 @@ def measure_throughput(model: nn.Module, input_shape: tuple[int, int, int, int],
         backend=plan.backend,
         provider=runner.provider,
         backend_details=runner.describe(),
-        min_seconds=plan.min_seconds,
+        min_seconds=float(plan.min_seconds),
         timed_seconds=float(sum(map(sum, blocks))),
+        isolated=False,
         reference_model=reference.name if measured.reference_blocks else None,
         reference_images_per_second_repeats=_per_second(measured.reference_blocks, batch_size)
         if measured.reference_blocks else None,
