@@ -375,7 +375,7 @@ def timed_suite(monkeypatch, images, record, results):
                                                                 Costly(clock, COSTS["psp-r10"] * factor["psp-r10"]))
             speed = measure_throughput(model, (1, 3, 8, 8), torch.device("cpu"),
                                        TimingPlan(warmup=1, iters=4, repeats=3), reference)
-            records.append(record(name, *images(20, 0.6, seed=i)) | {"speed": [speed.to_dict()]})
+            records.append(record(name, *images(20, 0.6, seed=i)) | {"speed": [speed.model_dump()]})
         return results(*records)
 
     return make

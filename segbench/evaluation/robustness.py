@@ -142,7 +142,7 @@ def evaluate_corruptions(model: torch.nn.Module, val_set: Dataset, info: Dataset
         "package": package_version(),
         "mPC": mpc,
         "rPC": rpc,
-        "intervals": {key: interval.to_dict() for key, interval in intervals.items()},
+        "intervals": {key: interval.model_dump() for key, interval in intervals.items()},
         "per_corruption": per_corruption(scored),
         "per_severity": {str(s): v for s, v in per_severity(scored).items()},
         "conditions": rows,

@@ -75,14 +75,6 @@ def per_severity(conditions: Sequence[Condition], metric: str = "mIoU") -> dict[
     return {s: float(np.mean([c.metrics[metric] for c in conditions if c.severity == s])) for s in severities}
 
 
-def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return float("nan"), float("nan")
-    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
-
-
 def bootstrap_robustness(clean: tuple[np.ndarray, np.ndarray], conditions: Sequence[Condition],
                          resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> dict[str, Interval]:
     """Percentile bootstrap intervals of mPC and rPC (from mIoU): each resample draws the images with replacement
@@ -102,8 +94,8 @@ def bootstrap_robustness(clean: tuple[np.ndarray, np.ndarray], conditions: Seque
         rpc_draws = mpc_draws / score(counts @ clean_i, counts @ clean_u)
     mpc = float(np.mean([score(np.asarray(c.intersection).sum(0), np.asarray(c.union).sum(0)) for c in conditions]))
     rpc = relative_pc(mpc, float(score(clean_i.sum(0), clean_u.sum(0))))
-    return {"mPC": Interval(mpc, *_percentiles(mpc_draws, level), level, resamples),
-            "rPC": Interval(rpc, *_percentiles(rpc_draws, level), level, resamples)}
+    return {"mPC": Interval.of(mpc, mpc_draws, level, resamples),
+            "rPC": Interval.of(rpc, rpc_draws, level, resamples)}
 
 
 def by_group(intersection: np.ndarray, union: np.ndarray, ids: Sequence[str],

@@ -8,10 +8,11 @@ intervals; seeded; vectorised as (resample counts) @ (per-image sums).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from segbench.config.typed import Record
 
 RESAMPLES = 1000
 CHUNK_BYTES = 32 * 2**20  # resample counts held at once (resamples x images float64)
@@ -19,21 +20,23 @@ LEVEL = 0.95
 STATISTICS = ("mIoU", "mDice")  # the scores per-image intersections and unions determine
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate and its bootstrap percentile interval, in the unit of the score (fractions)."""
+class Interval(Record):
+    """A point estimate and its bootstrap percentile interval, in the unit of the score (fractions); results.json
+    stores it as it is."""
 
-    estimate: float
-    low: float
-    high: float
-    level: float
+    estimate: float | None  # the point estimate
+    low: float | None  # percentile bootstrap interval over images
+    high: float | None
+    level: float  # e.g. 0.95
     resamples: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def of(cls, estimate: float, draws: np.ndarray, level: float, resamples: int, **extra) -> Interval:
+        """The percentile interval of ``draws`` (NaN draws left out) around ``estimate``."""
+        low, high = _percentiles(draws, level)
+        return cls(estimate=estimate, low=low, high=high, level=level, resamples=resamples, **extra)
 
 
-@dataclass(frozen=True)
 class Difference(Interval):
     """``run - baseline`` with its interval; ``paired`` when both were scored on the same images."""
 
@@ -69,7 +72,7 @@ def _counts(rng: np.random.Generator, images: int, resamples: int) -> np.ndarray
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
-    values = values[~np.isnan(values)]
+    values = values[np.isfinite(values)]  # a resample without the score (NaN, or inf for a ratio) is left out
     if not values.size:
         return float("nan"), float("nan")
     low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
@@ -108,7 +111,7 @@ def bootstrap(intersection, union, statistic: str = "mIoU", resamples: int = RES
     intersection, union = _arrays(intersection, union)
     draws = _draws(intersection, union, statistic, resamples, seed)
     estimate = float(score(intersection.sum(0), union.sum(0), statistic))
-    return Interval(estimate, *_percentiles(draws, level), level, resamples)
+    return Interval.of(estimate, draws, level, resamples)
 
 
 def bootstrap_difference(run: tuple, baseline: tuple, paired: bool, statistic: str = "mIoU",
@@ -132,4 +135,4 @@ def bootstrap_difference(run: tuple, baseline: tuple, paired: bool, statistic: s
     estimate = float(score(run_i.sum(0), run_u.sum(0), statistic) - score(base_i.sum(0), base_u.sum(0), statistic))
     kept = draws[~np.isnan(draws)]
     p_value = float(min(1.0, 2 * min((kept <= 0).mean(), (kept >= 0).mean()))) if kept.size else float("nan")
-    return Difference(estimate, *_percentiles(draws, level), level, resamples, paired=paired, p_value=p_value)
+    return Difference.of(estimate, draws, level, resamples, paired=paired, p_value=p_value)

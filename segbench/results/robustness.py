@@ -5,14 +5,7 @@ and scores per adverse condition (ACDC); and the MLflow metrics it adds to a mod
 from __future__ import annotations
 
 from segbench.config.typed import Record
-
-
-class IntervalRecord(Record):
-    estimate: float | None  # the point estimate (fraction)
-    low: float | None  # percentile bootstrap interval over images
-    high: float | None
-    level: float  # e.g. 0.95
-    resamples: int
+from segbench.metrics.statistics import Interval
 
 
 class CorruptedScores(Record):
@@ -42,7 +35,7 @@ class Robustness(Record):
     package: str | None = None  # version of the corruption package (imagecorruptions-imaug)
     mPC: float | None = None  # mean over corruptions and severities of mIoU
     rPC: float | None = None  # mPC / clean mIoU
-    intervals: dict[str, IntervalRecord] = {}  # mPC and rPC bootstrap intervals
+    intervals: dict[str, Interval] = {}  # mPC and rPC bootstrap intervals
     per_corruption: dict[str, dict[str, float | None]] = {}  # per corruption, each metric's mean over severities
     per_severity: dict[str, float | None] = {}  # severity -> mean mIoU over the corruptions
     conditions: list[CorruptedScores] = []  # one per corruption and severity
