@@ -1,0 +1,144 @@
+"""transformers' universal-segmentation models (Mask2Former, MaskFormer, OneFormer, EoMT) as ``hf:`` sources: their
+semantic scores, seen as the logits every other model gives.
+
+A universal model answers with queries: ``class_queries_logits`` (N x Q x K+1, the last class is "no object") and
+``masks_queries_logits`` (N x Q x h x w, at a quarter of the input for Mask2Former, MaskFormer and OneFormer). The
+semantic score of class k at a pixel is the MaskFormer paper's semantic inference: the softmax over the K+1 classes
+without the null class, times the sigmoid of the query's mask logits, summed over the queries. The mask logits are
+upsampled bilinearly (align_corners=False) to the input size *before* the sigmoid, as Mask2Former's own code does
+(transformers' ``post_process_semantic_segmentation`` goes through 384 x 384 first); the evaluator then crops the
+padding away, so the masks reach the label's size in one step.
+
+The scores are not probabilities: they sum to at most Q per pixel. The module returns their log: its argmax is the
+scores' argmax, and its softmax is the scores divided by their sum per pixel (the share of each class in the
+queries' vote), which is what the calibration error and the multi-scale average of softmax see.
+
+OneFormer needs its task input: "the task is semantic", tokenized by the tokenizer saved with its processor, read
+when the model is resolved. EoMT takes a fixed square input: the image is resized so that its short side is the
+model's ``image_size``, split along its long side into overlapping square crops (EoMT's own split), the scores of
+each crop computed at the crop's size, averaged where crops overlap, and resized to the input size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segbench.errors import UserError
+
+FAMILIES = {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer", "eomt": "EoMT"}
+TASK = "the task is semantic"  # OneFormer's task input for semantic segmentation, as its processor words it
+SIZE_DIVISOR = 32  # what Mask2Former's, MaskFormer's and OneFormer's image processors pad to
+SCORES = ("softmax over the K+1 classes without the null class x sigmoid of the mask logits (upsampled bilinearly "
+          "to {where} before the sigmoid), summed over the queries; padding cropped; returned as log scores "
+          "(their softmax: the scores divided by their sum per pixel)")
+
+
+def semantic_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x K x H x W semantic scores at ``size`` of N x Q x K+1 class logits and N x Q x h x w mask logits."""
+    if tuple(mask_logits.shape[-2:]) != tuple(size):
+        mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    classes = class_logits.softmax(dim=-1)[..., :-1]
+    return torch.einsum("bqc,bqhw->bchw", classes, mask_logits.sigmoid())
+
+
+def crop_starts(length: int, crop: int) -> list[int]:
+    """Where EoMT's overlapping crops of side ``crop`` start along a side of ``length`` (EoMT's own split)."""
+    count = math.ceil(length / crop)
+    overlap = (count * crop - length) / (count - 1) if count > 1 else 0
+    return [int(i * (crop - overlap)) for i in range(count)]
+
+
+class Semantic(nn.Module):
+    """A universal-segmentation network seen as a semantic one: images in, N x K x H x W log scores out, at the
+    input's size."""
+
+    def __init__(self, model: nn.Module, task: torch.Tensor | None = None, crop: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.crop = crop  # EoMT: the side of its square input
+        self.register_buffer("task", task, persistent=False)  # OneFormer: the task input's token ids (1 x T)
+
+    def _scores(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        extra = (self.task.expand(images.shape[0], -1),) if self.task is not None else ()
+        out = self.model(images, *extra)
+        return semantic_scores(out.class_queries_logits, out.masks_queries_logits, size)
+
+    def _cropped(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = images.shape
+        crop, tall = self.crop, height > width
+        short, long = (width, height) if tall else (height, width)
+        long = long if short == crop else int(crop * long / short)
+        size = (long, crop) if tall else (crop, long)
+        resized = images if size == (height, width) else F.interpolate(images, size=size, mode="bilinear",
+                                                                       align_corners=False)
+        starts = crop_starts(long, crop)
+        crops = [resized[..., s:s + crop, :] if tall else resized[..., s:s + crop] for s in starts]
+        scores = self._scores(torch.cat(crops), (crop, crop)).split(n)
+        total = scores[0].new_zeros(n, scores[0].shape[1], *size)
+        count = scores[0].new_zeros(1, 1, *size)
+        for start, part in zip(starts, scores):
+            region = (..., slice(start, start + crop), slice(None)) if tall else (..., slice(start, start + crop))
+            total[region] += part
+            count[region] += 1
+        merged = total / count
+        if size != (height, width):
+            merged = F.interpolate(merged, size=(height, width), mode="bilinear", align_corners=False)
+        return merged
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores = self._cropped(images) if self.crop else self._scores(images, tuple(images.shape[-2:]))
+        return scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
+
+
+def _scores(output: torch.Tensor) -> torch.Tensor:
+    return output
+
+
+def task_tokens(folder: Path, config: dict, model: str) -> torch.Tensor:
+    """OneFormer's task input ("the task is semantic") as token ids, by the tokenizer saved in ``folder``."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        length = int(config.get("task_seq_len", 77))
+        tokens = tokenizer([TASK], padding="max_length", max_length=length, truncation=True)
+    except Exception as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{model}: a OneFormer needs its task input '{TASK}', tokenized by the tokenizer saved with "
+                        f"its processor, and '{folder}' has no usable tokenizer ({reason}); save the "
+                        "OneFormerProcessor into the folder (processor.save_pretrained)") from None
+    return torch.tensor(tokens["input_ids"]) * torch.tensor(tokens["attention_mask"])
+
+
+def _crop_size(config: dict, model: str) -> int:
+    size = config.get("image_size", 640)
+    sides = set(size) if isinstance(size, (list, tuple)) else {size}
+    if len(sides) != 1 or not isinstance(next(iter(sides)), int):
+        raise UserError(f"{model}: an EoMT's image_size must be one side of a square, got {size!r}")
+    return sides.pop()
+
+
+class Universal:
+    """How a universal-segmentation folder becomes a semantic model: what its record says, what evaluation pads
+    its images to, and the wrapping of the network (read at resolve time, so a refusal comes before any run)."""
+
+    def __init__(self, folder: Path, config: dict, model: str) -> None:
+        family = config["model_type"]
+        self.task = task_tokens(folder, config, model) if family == "oneformer" else None
+        self.crop = _crop_size(config, model) if family == "eomt" else None
+        self.size_divisor = 1 if self.crop else SIZE_DIVISOR
+        where = (f"each {self.crop}x{self.crop} crop of the image resized to a short side of {self.crop}; crops "
+                 "averaged, then resized to the input size") if self.crop else "the padded input size"
+        self.record: dict[str, Any] = {"family": FAMILIES[family], "post_processing": SCORES.format(where=where)}
+        if self.task is not None:
+            self.record["task_input"] = TASK
+
+    def wrap(self, net: nn.Module) -> tuple[nn.Module, Any]:
+        """(the network answering log semantic scores, the function of its output that gives them)."""
+        return Semantic(net, self.task, self.crop), _scores
