@@ -11,6 +11,12 @@ import torch
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 FAMILIES = ("mask2former", "maskformer", "oneformer", "eomt")
+MASK_HEADS = {  # the last layer of each family's mask embedding
+    "mask2former": "model.transformer_module.decoder.mask_predictor.mask_embedder.2.0.weight",
+    "maskformer": "mask_embedder.2.0.weight",
+    "oneformer": "model.transformer_module.decoder.mask_embed.layers.2.0.weight",
+    "eomt": "mask_head.fc3.weight",
+}
 
 
 def _swin():
@@ -66,9 +72,11 @@ def build(family: str, labels, seed: int = 0):
             num_register_tokens=1, **small))
     else:
         raise ValueError(family)
-    with torch.no_grad():  # a class head spread wide enough that the random model predicts several classes
+    with torch.no_grad():  # a class head spread wide enough that the random model predicts several classes,
         head = net.model.transformer_module.decoder.class_embed if family == "oneformer" else net.class_predictor
         head.weight.normal_(0.0, 2.0)
+        masks = dict(net.named_parameters())[MASK_HEADS[family]]  # and masks that vary across the image
+        masks.mul_(30.0)
     return net.eval()
 
 

@@ -33,6 +33,7 @@ from segbench.errors import UserError
 
 FAMILIES = {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer", "eomt": "EoMT"}
 TASK = "the task is semantic"  # OneFormer's task input for semantic segmentation, as its processor words it
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # a fast or a slow CLIP tokenizer
 SIZE_DIVISOR = 32  # what Mask2Former's, MaskFormer's and OneFormer's image processors pad to
 SCORES = ("softmax over the K+1 classes without the null class x sigmoid of the mask logits (upsampled bilinearly "
           "to {where} before the sigmoid), summed over the queries; padding cropped; returned as log scores "
@@ -103,11 +104,17 @@ def _scores(output: torch.Tensor) -> torch.Tensor:
 def task_tokens(folder: Path, config: dict, model: str) -> torch.Tensor:
     """OneFormer's task input ("the task is semantic") as token ids, by the tokenizer saved in ``folder``."""
     try:
+        # transformers 5 makes an empty CLIP tokenizer for a folder without one: the files are looked for first
+        if not any(all((folder / f).is_file() for f in files) for files in TOKENIZER_FILES):
+            raise FileNotFoundError(f"no {' nor '.join(' + '.join(files) for files in TOKENIZER_FILES)}")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         length = int(config.get("task_seq_len", 77))
         tokens = tokenizer([TASK], padding="max_length", max_length=length, truncation=True)
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != tokenizer.pad_token_id and \
+                tokenizer.unk_token_id in tokens["input_ids"][0]:
+            raise ValueError(f"its tokenizer does not know the words of '{TASK}'")
     except Exception as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{model}: a OneFormer needs its task input '{TASK}', tokenized by the tokenizer saved with "
