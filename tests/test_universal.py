@@ -218,3 +218,21 @@ def test_complete_folders_pass_the_weights_check(tmp_path, family):
 
     save(family, tmp_path / family, CLASSES)
     assert _verify(tmp_path / family, None, family) == []
+
+
+def test_a_hub_id_in_the_hugging_face_cache_is_evaluated(cli, tmp_path, monkeypatch):
+    """``hf:OWNER/NAME`` of a universal model: found in the Hugging Face cache (what ``download=true`` fills)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    repo = tmp_path / "hub" / "models--segbench-tests--tiny-oneformer"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    save("oneformer", repo / "snapshots" / "0123abcd", CLASSES)
+    code, _, err = cli("eval", "models=[hf:segbench-tests/tiny-oneformer]", *QUICK, "bench.enabled=false",
+                       f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    origin = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]["origin"]["weights"]
+    assert origin["kind"] == "hub" and origin["family"] == "OneFormer"
+    assert origin["task_input"] == "the task is semantic"

@@ -91,7 +91,8 @@ def save(family: str, folder: Path, labels, seed: int = 0, tokenizer: bool = Tru
     if family == "oneformer":
         processor = t.OneFormerImageProcessor(**norm)
         if tokenizer:
-            t.OneFormerProcessor(processor, _tokenizer(folder.parent / f"{folder.name}-vocab"), task_seq_length=8).save_pretrained(folder)
+            tokens = _tokenizer(folder.parent / f"{folder.name}-vocab")
+            t.OneFormerProcessor(processor, tokens, task_seq_length=8).save_pretrained(folder)
         else:
             processor.save_pretrained(folder)
     else:
