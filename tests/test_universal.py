@@ -77,10 +77,17 @@ def test_segbench_eval_confusion_equals_the_published_semantic_inference(cli, tm
     record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
     images, labels = synthetic_val(6)
     tokens = task_tokens(folder) if family == "oneformer" else None
-    pred = reference_scores(family, net, images, tokens).argmax(1).numpy()
+    scores = reference_scores(family, net, images, tokens)
+    pred = scores.argmax(1).numpy()
     assert len(np.unique(pred)) > 1  # not a one-class prediction
     expected = confusion(labels.numpy(), pred, len(CLASSES))
     assert np.array_equal(np.array(record["confusion_matrix"])[:, :len(CLASSES)], expected)
+    # the calibration error sees each class's share of the scores: max score / sum of the scores, per pixel
+    share = (scores.max(1).values / scores.sum(1)).double().numpy()[labels.numpy() != 255]
+    calibration = record["passport"]["calibration"]
+    bins = np.minimum((share * calibration["bins"]).astype(int), calibration["bins"] - 1)
+    assert np.array_equal(calibration["pixels"], np.bincount(bins, minlength=calibration["bins"]))
+    np.testing.assert_allclose(sum(calibration["confidence_sum"]), share.sum(), rtol=1e-5)
     origin = record["origin"]["weights"]
     assert origin["family"] == {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer",
                                 "eomt": "EoMT"}[family]
@@ -143,6 +150,23 @@ def test_sliding_window_and_multi_scale_run_on_the_semantic_scores(cli, tmp_path
     record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
     assert np.array(record["confusion_matrix"]).sum() == 6 * 64 * 64
     assert record["evaluation"]["mode"] == "slide" and 0 <= record["metrics"]["mIoU"] <= 100
+
+
+def test_flip_averages_the_shares_of_the_scores(cli, tmp_path):
+    """Test-time flip averages softmax probabilities: here the scores' shares (scores / their sum per pixel) of the
+    image and of its mirror image, computed here."""
+    folder = tmp_path / "mask2former"
+    net = save("mask2former", folder, CLASSES)
+    code, _, err = cli("eval", f"models=[hf:{folder}]", *QUICK, "bench.enabled=false", "eval.flip=true",
+                       f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    images, labels = synthetic_val(6)
+    plain = reference_scores("mask2former", net, images)
+    mirrored = reference_scores("mask2former", net, images.flip(-1)).flip(-1)
+    shares = plain / plain.sum(1, keepdim=True) + mirrored / mirrored.sum(1, keepdim=True)
+    expected = confusion(labels.numpy(), shares.argmax(1).numpy(), len(CLASSES))
+    assert np.array_equal(np.array(record["confusion_matrix"])[:, :len(CLASSES)], expected)
 
 
 def test_post_processing_differs_from_transformers_only_in_where_it_resizes(tmp_path):
@@ -236,3 +260,25 @@ def test_a_hub_id_in_the_hugging_face_cache_is_evaluated(cli, tmp_path, monkeypa
     origin = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]["origin"]["weights"]
     assert origin["kind"] == "hub" and origin["family"] == "OneFormer"
     assert origin["task_input"] == "the task is semantic"
+
+
+def test_a_fine_tuned_universal_model_reloads_from_its_checkpoint(cli, tmp_path):
+    """segbench's training loop fine-tunes the network through its log scores; the saved checkpoint (the network
+    held as ``model`` by the semantic wrapper) passes the weights check and gives the run's confusion matrix."""
+    folder = tmp_path / "mask2former"
+    save("mask2former", folder, CLASSES)
+    code, _, err = cli("run", f"models=[hf:{folder}]", *QUICK, "train.iters=2", "train.batch_size=2",
+                       "data.train_samples=4", "bench.enabled=false", f"output_dir={tmp_path / 'train'}")
+    assert code == 0, err
+    trained = json.loads((tmp_path / "train" / "results.json").read_text())["models"][0]
+    checkpoint = next((tmp_path / "train" / "checkpoints").rglob("model.safetensors"))
+    code, _, err = cli("eval", f"models=[hf:{folder}]", f"weights.hf:{folder}={checkpoint}", *QUICK,
+                       "bench.enabled=false", f"output_dir={tmp_path / 'eval'}")
+    assert code == 0, err
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())["models"][0]
+    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
+    untrained = save("mask2former", tmp_path / "again", CLASSES)
+    images, _ = synthetic_val(6)
+    before = reference_scores("mask2former", untrained, images).argmax(1).numpy()
+    assert not np.array_equal(confusion(synthetic_val(6)[1].numpy(), before, len(CLASSES)),
+                              np.array(evaluated["confusion_matrix"])[:, :len(CLASSES)])  # training changed it
