@@ -39,7 +39,7 @@ def reference_scores(family: str, net, images: torch.Tensor, tokens=None) -> tor
     x = to_model_input(images)
     size = tuple(images.shape[-2:])
     with torch.no_grad():
-        if family == "eomt":  # one square crop: the short side resized to image_size, scores resized back
+        if family.startswith("eomt"):  # one square crop: short side resized to image_size, scores resized back
             side = net.config.image_size
             assert size[0] == size[1]
             crop = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
@@ -90,7 +90,7 @@ def test_segbench_eval_confusion_equals_the_published_semantic_inference(cli, tm
     np.testing.assert_allclose(sum(calibration["confidence_sum"]), share.sum(), rtol=1e-5)
     origin = record["origin"]["weights"]
     assert origin["family"] == {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer",
-                                "eomt": "EoMT"}[family]
+                                "eomt": "EoMT", "eomt_dinov3": "EoMT (DINOv3)"}[family]
     assert "sigmoid" in origin["post_processing"] and record["origin"]["normalisation"]["mean"] == list(MEAN)
     assert record["speed"][0]["images_per_second"] > 0 and record["speed"][0]["input_shape"] == [1, 3, 64, 64]
 

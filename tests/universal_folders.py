@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-FAMILIES = ("mask2former", "maskformer", "oneformer", "eomt")
+FAMILIES = ("mask2former", "maskformer", "oneformer", "eomt", "eomt_dinov3")
 MASK_HEADS = {  # the last layer of each family's mask embedding
     "mask2former": "model.transformer_module.decoder.mask_predictor.mask_embedder.2.0.weight",
     "maskformer": "mask_embedder.2.0.weight",
     "oneformer": "model.transformer_module.decoder.mask_embed.layers.2.0.weight",
     "eomt": "mask_head.fc3.weight",
+    "eomt_dinov3": "mask_head.fc3.weight",
 }
 
 
@@ -70,6 +71,10 @@ def build(family: str, labels, seed: int = 0):
         net = t.EomtForUniversalSegmentation(t.EomtConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=48, patch_size=8, num_blocks=1,
             num_register_tokens=1, **small))
+    elif family == "eomt_dinov3":
+        net = t.EomtDinov3ForUniversalSegmentation(t.EomtDinov3Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=48,
+            patch_size=8, num_blocks=1, num_register_tokens=1, **small))
     else:
         raise ValueError(family)
     with torch.no_grad():  # a class head spread wide enough that the random model predicts several classes,
@@ -97,5 +102,6 @@ def save(family: str, folder: Path, labels, seed: int = 0, tokenizer: bool = Tru
             processor.save_pretrained(folder)
     else:
         {"mask2former": t.Mask2FormerImageProcessor, "maskformer": t.MaskFormerImageProcessor,
-         "eomt": t.EomtImageProcessor}[family](**norm).save_pretrained(folder)
+         "eomt": t.EomtImageProcessor, "eomt_dinov3": t.EomtImageProcessor}[family](**norm).save_pretrained(
+            folder)
     return net

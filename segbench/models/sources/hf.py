@@ -31,7 +31,8 @@ PREPROCESSOR = "preprocessor_config.json"
 PROCESSOR = "processor_config.json"  # a whole processor (OneFormer's: image processor and tokenizer)
 
 
-UNIVERSAL = ("mask2former", "maskformer", "oneformer", "eomt")  # as universal.FAMILIES (kept apart: no torch here)
+# the universal-segmentation families, as universal.FAMILIES (named here too: this module imports no torch)
+UNIVERSAL = ("mask2former", "maskformer", "oneformer", "eomt", "eomt_dinov3")
 
 
 def _segmentation_types() -> dict[str, str]:

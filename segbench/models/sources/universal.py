@@ -1,13 +1,14 @@
-"""transformers' universal-segmentation models (Mask2Former, MaskFormer, OneFormer, EoMT) as ``hf:`` sources: their
-semantic scores, seen as the logits every other model gives.
+"""transformers' universal-segmentation models (Mask2Former, MaskFormer, OneFormer, EoMT on DINOv2 or DINOv3) as
+``hf:`` sources: their semantic scores, seen as the logits every other model gives.
 
 A universal model answers with queries: ``class_queries_logits`` (N x Q x K+1, the last class is "no object") and
 ``masks_queries_logits`` (N x Q x h x w, at a quarter of the input for Mask2Former, MaskFormer and OneFormer). The
 semantic score of class k at a pixel is the MaskFormer paper's semantic inference: the softmax over the K+1 classes
 without the null class, times the sigmoid of the query's mask logits, summed over the queries. The mask logits are
-upsampled bilinearly (align_corners=False) to the input size *before* the sigmoid, as Mask2Former's own code does
-(transformers' ``post_process_semantic_segmentation`` goes through 384 x 384 first); the evaluator then crops the
-padding away, so the masks reach the label's size in one step.
+upsampled bilinearly (align_corners=False) to the padded input size *before* the sigmoid, as Mask2Former's own code
+does (transformers' ``post_process_semantic_segmentation`` takes the sigmoid at 384 x 384 for Mask2Former, at the
+masks' own size for MaskFormer and OneFormer, and resizes the padded map); the evaluator then crops the padding
+away, so the masks reach the label's size in one step.
 
 The scores are not probabilities: they sum to at most Q per pixel. The module returns their log: its argmax is the
 scores' argmax, and its softmax is the scores divided by their sum per pixel (the share of each class in the
@@ -31,13 +32,17 @@ from torch import nn
 
 from segbench.errors import UserError
 
-FAMILIES = {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer", "eomt": "EoMT"}
+FAMILIES = {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer", "eomt": "EoMT",
+            "eomt_dinov3": "EoMT (DINOv3)"}
 TASK = "the task is semantic"  # OneFormer's task input for semantic segmentation, as its processor words it
 TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # a fast or a slow CLIP tokenizer
 SIZE_DIVISOR = 32  # what Mask2Former's, MaskFormer's and OneFormer's image processors pad to
-SCORES = ("softmax over the K+1 classes without the null class x sigmoid of the mask logits (upsampled bilinearly "
-          "to {where} before the sigmoid), summed over the queries; padding cropped; returned as log scores "
-          "(their softmax: the scores divided by their sum per pixel)")
+SCORES = ("softmax over the K+1 classes without the null class x sigmoid of the mask logits upsampled bilinearly "
+          "(before the sigmoid) to {where}, summed over the queries; returned as log scores (their softmax: the "
+          "scores divided by their sum per pixel)")
+PADDED = "the padded input size, padding cropped"
+CROPS = ("the crop's size (the image resized to a short side of {side}, split into overlapping {side}x{side} crops "
+         "whose scores are averaged where they overlap and resized to the input size)")
 
 
 def semantic_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -138,10 +143,9 @@ class Universal:
     def __init__(self, folder: Path, config: dict, model: str) -> None:
         family = config["model_type"]
         self.task = task_tokens(folder, config, model) if family == "oneformer" else None
-        self.crop = _crop_size(config, model) if family == "eomt" else None
+        self.crop = _crop_size(config, model) if family.startswith("eomt") else None
         self.size_divisor = 1 if self.crop else SIZE_DIVISOR
-        where = (f"each {self.crop}x{self.crop} crop of the image resized to a short side of {self.crop}; crops "
-                 "averaged, then resized to the input size") if self.crop else "the padded input size"
+        where = CROPS.format(side=self.crop) if self.crop else PADDED
         self.record: dict[str, Any] = {"family": FAMILIES[family], "post_processing": SCORES.format(where=where)}
         if self.task is not None:
             self.record["task_input"] = TASK
