@@ -180,6 +180,18 @@ def _logits(output: Any) -> Any:
     return output.logits
 
 
+def _normalisation(folder: Path, name: str) -> Normalisation:
+    """The input normalisation of the folder's image processor, else ImageNet's."""
+    if (folder / PREPROCESSOR).is_file():
+        return from_image_processor(read_json(folder / PREPROCESSOR, f"hf:{name}"), f"{PREPROCESSOR} of {name}")
+    # transformers 5 saves a whole processor's image processor inside processor_config.json
+    nested = read_json(folder / PROCESSOR, f"hf:{name}").get("image_processor") \
+        if (folder / PROCESSOR).is_file() else None
+    if isinstance(nested, dict):
+        return from_image_processor(nested, f"{PROCESSOR} of {name}")
+    return Normalisation(origin=f"ImageNet (no {PREPROCESSOR} in {name})")
+
+
 def resolve(name: str, weights: str | None) -> Resolved:
     """Read the classes and normalisation of ``hf:NAME`` from its folder."""
     _segmentation_types()
@@ -191,14 +203,7 @@ def resolve(name: str, weights: str | None) -> Resolved:
         num_outputs = len(labels) or int(config.get("num_labels", 2))
     except (TypeError, ValueError):
         raise UserError(f"hf:{name}: num_labels must be an integer, got {config.get('num_labels')!r}") from None
-    processor, combined = folder / PREPROCESSOR, folder / PROCESSOR
-    nested = read_json(combined, f"hf:{name}").get("image_processor") if combined.is_file() else None
-    if processor.is_file():
-        normalisation = from_image_processor(read_json(processor, f"hf:{name}"), f"{PREPROCESSOR} of {name}")
-    elif isinstance(nested, dict):  # transformers 5 saves a processor's image processor inside processor_config.json
-        normalisation = from_image_processor(nested, f"{PROCESSOR} of {name}")
-    else:
-        normalisation = Normalisation(origin=f"ImageNet (no {PREPROCESSOR} in {name})")
+    normalisation = _normalisation(folder, name)
     record = {"kind": "folder" if Path(name).expanduser().is_dir() else "hub", "path": str(folder),
               "model_type": config["model_type"]}
     if weights is not None:
