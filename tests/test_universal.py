@@ -282,3 +282,14 @@ def test_a_fine_tuned_universal_model_reloads_from_its_checkpoint(cli, tmp_path)
     before = reference_scores("mask2former", untrained, images).argmax(1).numpy()
     assert not np.array_equal(confusion(synthetic_val(6)[1].numpy(), before, len(CLASSES)),
                               np.array(evaluated["confusion_matrix"])[:, :len(CLASSES)])  # training changed it
+
+
+def test_scores_of_many_queries_are_summed_a_few_at_a_time():
+    """200 queries (Mask2Former's ADE20K checkpoints) are upsampled in chunks: the sum equals the one-shot einsum."""
+    from segbench.models.sources.universal import semantic_scores
+
+    torch.manual_seed(0)
+    out = type("Out", (), {"class_queries_logits": torch.randn(2, 200, 151),
+                           "masks_queries_logits": torch.randn(2, 200, 16, 24) * 5})
+    torch.testing.assert_close(semantic_scores(out.class_queries_logits, out.masks_queries_logits, (64, 96)),
+                               scores_of(out, (64, 96)), rtol=1e-5, atol=1e-5)

@@ -36,6 +36,7 @@ FAMILIES = {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer
             "eomt_dinov3": "EoMT (DINOv3)"}
 TASK = "the task is semantic"  # OneFormer's task input for semantic segmentation, as its processor words it
 TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # a fast or a slow CLIP tokenizer
+QUERIES_AT_ONCE = 25  # masks upsampled to the input size together
 SIZE_DIVISOR = 32  # what Mask2Former's, MaskFormer's and OneFormer's image processors pad to
 SCORES = ("softmax over the K+1 classes without the null class x sigmoid of the mask logits upsampled bilinearly "
           "(before the sigmoid) to {where}, summed over the queries; returned as log scores (their softmax: the "
@@ -47,10 +48,15 @@ CROPS = ("the crop's size (the image resized to a short side of {side}, split in
 
 def semantic_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """N x K x H x W semantic scores at ``size`` of N x Q x K+1 class logits and N x Q x h x w mask logits."""
-    if tuple(mask_logits.shape[-2:]) != tuple(size):
-        mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
     classes = class_logits.softmax(dim=-1)[..., :-1]
-    return torch.einsum("bqc,bqhw->bchw", classes, mask_logits.sigmoid())
+    scores = None
+    # a few queries at a time: Q masks at a Cityscapes image's size would take Q x 8 MB at once
+    for part, masks in zip(classes.split(QUERIES_AT_ONCE, dim=1), mask_logits.split(QUERIES_AT_ONCE, dim=1)):
+        if tuple(masks.shape[-2:]) != tuple(size):
+            masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        term = torch.einsum("bqc,bqhw->bchw", part, masks.sigmoid())
+        scores = term if scores is None else scores + term
+    return scores
 
 
 def crop_starts(length: int, crop: int) -> list[int]:
