@@ -4,18 +4,106 @@ own outputs with torch and numpy (the published semantic inference), never with 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from failure_table import assert_refused
-from universal_folders import FAMILIES, MEAN, STD, save
 
 from segbench.data.layouts.synthetic import CLASSES
 from segbench.data.registry import IMAGENET_MEAN, IMAGENET_STD
 
 transformers = pytest.importorskip("transformers")
+
+# --- tiny random checkpoints, built offline as transformers' own tests build them, saved with save_pretrained;
+# their processors with a non-ImageNet normalisation, and OneFormer's with a CLIP tokenizer of a few letters ---
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+FAMILIES = ("mask2former", "maskformer", "oneformer", "eomt", "eomt_dinov3")
+MASK_HEADS = {  # the last layer of each family's mask embedding
+    "mask2former": "model.transformer_module.decoder.mask_predictor.mask_embedder.2.0.weight",
+    "maskformer": "mask_embedder.2.0.weight",
+    "oneformer": "model.transformer_module.decoder.mask_embed.layers.2.0.weight",
+    "eomt": "mask_head.fc3.weight",
+    "eomt_dinov3": "mask_head.fc3.weight",
+}
+
+
+def _swin():
+    from transformers import SwinConfig
+
+    return SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64,
+                      out_features=["stage1", "stage2", "stage3", "stage4"])
+
+
+def _tokenizer(folder: Path):
+    """A CLIP tokenizer whose vocabulary is the letters of the task words (no merges): enough to tokenize the
+    task input."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in sorted(set("thetaskissemanticpanopticinstance")):
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def build(family: str, labels):
+    """The network of ``family`` with random weights and classes ``labels``, in eval mode."""
+    import transformers as t
+
+    torch.manual_seed(0)
+    small = dict(num_queries=8, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    if family == "mask2former":
+        net = t.Mask2FormerForUniversalSegmentation(t.Mask2FormerConfig(
+            backbone_config=_swin(), hidden_dim=32, feature_size=32, mask_feature_size=32, encoder_feedforward_dim=32,
+            dim_feedforward=32, encoder_layers=1, decoder_layers=2, num_attention_heads=2, **small))
+    elif family == "maskformer":
+        decoder = dict(model_type="detr", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=8)
+        net = t.MaskFormerForInstanceSegmentation(t.MaskFormerConfig(
+            backbone_config=_swin(), fpn_feature_size=32, mask_feature_size=32, decoder_config=decoder, **small))
+    elif family == "oneformer":
+        net = t.OneFormerForUniversalSegmentation(t.OneFormerConfig(
+            backbone_config=_swin(), hidden_dim=32, conv_dim=32, mask_dim=32, encoder_feedforward_dim=32,
+            dim_feedforward=32, encoder_layers=1, decoder_layers=2, num_attention_heads=2, text_encoder_width=32,
+            text_encoder_num_layers=1, text_encoder_vocab_size=64, task_seq_len=8, text_encoder_context_length=8,
+            **small))
+    else:  # EoMT on DINOv2 or DINOv3
+        model, config = ((t.EomtForUniversalSegmentation, t.EomtConfig) if family == "eomt" else
+                         (t.EomtDinov3ForUniversalSegmentation, t.EomtDinov3Config))
+        net = model(config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=48, patch_size=8, num_blocks=1, num_register_tokens=1, **small))
+    with torch.no_grad():  # a class head spread wide enough that the random model predicts several classes,
+        head = net.model.transformer_module.decoder.class_embed if family == "oneformer" else net.class_predictor
+        head.weight.normal_(0.0, 2.0)
+        masks = dict(net.named_parameters())[MASK_HEADS[family]]  # and masks that vary across the image
+        masks.mul_(30.0)
+    return net.eval()
+
+
+def save(family: str, folder: Path, labels):
+    """``build``'s network saved with save_pretrained into ``folder``, with its image processor (OneFormer's
+    processor with its tokenizer); the network."""
+    import transformers as t
+
+    net = build(family, labels)
+    net.save_pretrained(folder)
+    kind = {"mask2former": "Mask2Former", "maskformer": "MaskFormer", "oneformer": "OneFormer"}.get(family, "Eomt")
+    processor = getattr(t, f"{kind}ImageProcessor")(image_mean=list(MEAN), image_std=list(STD))
+    if family == "oneformer":
+        tokens = _tokenizer(folder.parent / f"{folder.name}-vocab")
+        processor = t.OneFormerProcessor(processor, tokens, task_seq_length=8)
+    processor.save_pretrained(folder)
+    return net
+
+
+# --- the published semantic inference, computed here ---------------------------------------------------------
 
 QUICK = ("data.val_samples=6", "eval.batch_size=3", "progress=false", "tracking.enabled=false")
 
@@ -93,6 +181,22 @@ def test_segbench_eval_confusion_equals_the_published_semantic_inference(cli, tm
                                 "eomt": "EoMT", "eomt_dinov3": "EoMT (DINOv3)"}[family]
     assert "sigmoid" in origin["post_processing"] and record["origin"]["normalisation"]["mean"] == list(MEAN)
     assert record["speed"][0]["images_per_second"] > 0 and record["speed"][0]["input_shape"] == [1, 3, 64, 64]
+
+
+def test_classes_are_matched_by_name_from_id2label(cli, tmp_path):
+    """A OneFormer whose id2label lists the suite's classes in reverse order and other spelling: channel i of the
+    network is suite class K-1-i."""
+    folder = tmp_path / "oneformer"
+    spelled = [c.upper() for c in reversed(CLASSES)]
+    net = save("oneformer", folder, spelled)
+    code, _, err = cli("eval", f"models=[hf:{folder}]", *QUICK, "bench.enabled=false", f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]
+    assert record["origin"]["label_mapping"]["channels"] == list(reversed(range(len(CLASSES))))
+    images, labels = synthetic_val(6)
+    pred = len(CLASSES) - 1 - reference_scores("oneformer", net, images, task_tokens(folder)).argmax(1).numpy()
+    expected = confusion(labels.numpy(), pred, len(CLASSES))
+    assert np.array_equal(np.array(record["confusion_matrix"])[:, :len(CLASSES)], expected)
 
 
 @pytest.mark.parametrize("family", ["mask2former", "oneformer"])
