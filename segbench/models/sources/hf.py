@@ -1,11 +1,13 @@
 """transformers' semantic-segmentation models, ``hf:FOLDER`` or ``hf:OWNER/NAME`` (SegFormer, UperNet, DPT, BEiT,
 MobileViT, ...): any ``save_pretrained`` folder that ``AutoModelForSemanticSegmentation`` loads, or a hub id
-already in the Hugging Face cache (``download=true`` fetches it).
+already in the Hugging Face cache (``download=true`` fetches it). The universal-segmentation families
+(Mask2Former, MaskFormer, OneFormer, EoMT: ``AutoModelForUniversalSegmentation``) come the same way, their semantic
+scores made in ``universal``.
 
 The logits are upsampled bilinearly (align_corners=False) to the image size, as
 ``post_process_semantic_segmentation`` does. Normalisation comes from the folder's
-``preprocessor_config.json`` (image_mean, image_std, rescale_factor), else ImageNet's; classes from
-the config's ``id2label``.
+``preprocessor_config.json`` (image_mean, image_std, rescale_factor), or the image processor inside its
+``processor_config.json``, else ImageNet's; classes from the config's ``id2label``.
 """
 
 from __future__ import annotations
@@ -26,15 +28,34 @@ NAME = "hf"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
 PREPROCESSOR = "preprocessor_config.json"
+PROCESSOR = "processor_config.json"  # a whole processor (OneFormer's: image processor and tokenizer)
+
+
+# the universal-segmentation families, as universal.FAMILIES (named here too: this module imports no torch)
+UNIVERSAL = ("mask2former", "maskformer", "oneformer", "eomt", "eomt_dinov3")
 
 
 def _segmentation_types() -> dict[str, str]:
-    """transformers' model types that AutoModelForSemanticSegmentation builds; a UserError without transformers."""
+    """transformers' model types that AutoModelForSemanticSegmentation builds, and the universal-segmentation
+    families segbench reads semantic scores from; a UserError without transformers."""
     try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
+            MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES,
+        )
     except ImportError:
         raise UserError("hf: models need the transformers package: pip install 'segbench[hf]'") from None
-    return dict(MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES)
+    universal = {k: v for k, v in MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES.items() if k in UNIVERSAL}
+    return dict(MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES) | universal
+
+
+def _auto(model_type: str) -> Any:
+    """The transformers Auto class that builds ``model_type``."""
+    import transformers
+
+    universal = model_type in UNIVERSAL
+    return transformers.AutoModelForUniversalSegmentation if universal else \
+        transformers.AutoModelForSemanticSegmentation
 
 
 def _config(folder: Path, name: str) -> dict:
@@ -49,7 +70,7 @@ def _config(folder: Path, name: str) -> dict:
     model_type = config.get("model_type")
     if model_type not in types:
         raise UserError(f"hf:{name}: model type '{model_type}' is not one of transformers' semantic-segmentation "
-                        f"models ({', '.join(sorted(types))})")
+                        f"or universal-segmentation models segbench reads ({', '.join(sorted(types))})")
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
         raise UserError(f"hf:{name}: '{folder}' holds no weights ({', '.join(WEIGHT_FILES[:2])})")
     if "id2label" in config:
@@ -122,18 +143,20 @@ def _verify(folder: Path, weights: str | None, name: str) -> list[str]:
     """The tensors of the model that its weights leave uninitialised (transformers would initialise them at
     random), found on the meta device; a UserError for tensors of another shape."""
     import torch
-    from transformers import AutoConfig, AutoModelForSemanticSegmentation
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         with torch.device("meta"):
-            net = AutoModelForSemanticSegmentation.from_config(config)
+            net = _auto(config.model_type).from_config(config)
     except Exception as exc:
         raise UserError(f"hf:{name}: transformers cannot build the model of '{folder}': {exc}".splitlines()[0]) \
             from None
     own = own_shapes(net)
     if weights is not None:  # segbench's own save of the fine-tuned network: its module names
         given = state_shapes(weights)
+        if config.model_type in UNIVERSAL:  # saved from universal.Semantic, which holds the network as `model`
+            given = {k.removeprefix("model."): v for k, v in given.items()}
     else:
         given, rename = {}, _renamer(net, own)
         for key, shape in _folder_shapes(folder, name).items():
@@ -157,6 +180,18 @@ def _logits(output: Any) -> Any:
     return output.logits
 
 
+def _normalisation(folder: Path, name: str) -> Normalisation:
+    """The input normalisation of the folder's image processor, else ImageNet's."""
+    if (folder / PREPROCESSOR).is_file():
+        return from_image_processor(read_json(folder / PREPROCESSOR, f"hf:{name}"), f"{PREPROCESSOR} of {name}")
+    # transformers 5 saves a whole processor's image processor inside processor_config.json
+    nested = read_json(folder / PROCESSOR, f"hf:{name}").get("image_processor") \
+        if (folder / PROCESSOR).is_file() else None
+    if isinstance(nested, dict):
+        return from_image_processor(nested, f"{PROCESSOR} of {name}")
+    return Normalisation(origin=f"ImageNet (no {PREPROCESSOR} in {name})")
+
+
 def resolve(name: str, weights: str | None) -> Resolved:
     """Read the classes and normalisation of ``hf:NAME`` from its folder."""
     _segmentation_types()
@@ -168,31 +203,33 @@ def resolve(name: str, weights: str | None) -> Resolved:
         num_outputs = len(labels) or int(config.get("num_labels", 2))
     except (TypeError, ValueError):
         raise UserError(f"hf:{name}: num_labels must be an integer, got {config.get('num_labels')!r}") from None
-    processor = folder / PREPROCESSOR
-    if processor.is_file():
-        normalisation = from_image_processor(read_json(processor, f"hf:{name}"), f"{PREPROCESSOR} of {name}")
-    else:
-        normalisation = Normalisation(origin=f"ImageNet (no {PREPROCESSOR} in {name})")
+    normalisation = _normalisation(folder, name)
     record = {"kind": "folder" if Path(name).expanduser().is_dir() else "hub", "path": str(folder),
               "model_type": config["model_type"]}
     if weights is not None:
         record["fine_tuned"] = weights
+    universal = None
+    if config["model_type"] in UNIVERSAL:
+        from segbench.models.sources.universal import Universal
+
+        universal = Universal(folder, config, f"hf:{name}")  # OneFormer's task input is read (or refused) here
+        record |= universal.record
 
     def build(accepted: bool = False) -> tuple[Any, Any]:
-        from transformers import AutoModelForSemanticSegmentation
-
         quiet_progress()
         try:
-            net = AutoModelForSemanticSegmentation.from_pretrained(str(folder), local_files_only=True)
+            net = _auto(config["model_type"]).from_pretrained(str(folder), local_files_only=True)
         except Exception as exc:
             raise UserError(f"hf:{name}: transformers cannot load '{folder}': {exc}".splitlines()[0]) from None
+        net, logits = universal.wrap(net) if universal is not None else (net, _logits)
         if weights is not None:
             load_state(net, read_state(weights), weights, f"hf:{name}", accepted)
-        return net, _logits
+        return net, logits
 
     classes = None if generic else labels
     return Resolved(NAME, name, classes, num_outputs, normalisation, record, build,
-                    lambda: _verify(folder, weights, name))
+                    lambda: _verify(folder, weights, name),
+                    size_divisor=universal.size_divisor if universal is not None else 1)
 
 
 def fetch(name: str) -> str:
@@ -203,7 +240,9 @@ def fetch(name: str) -> str:
 
 def names() -> list[tuple[str, str]]:
     return [("hf:FOLDER_OR_HUB_ID", "[transformers] AutoModelForSemanticSegmentation: SegFormer, UperNet, DPT, "
-                                    "BEiT, MobileViT, ... (a save_pretrained folder or a cached hub id)")]
+                                    "BEiT, MobileViT, ...; AutoModelForUniversalSegmentation: Mask2Former, "
+                                    "MaskFormer, OneFormer, EoMT (a save_pretrained folder or a cached hub id)")]
 
 
-SOURCE = Source(NAME, "transformers AutoModelForSemanticSegmentation", check, resolve, fetch, names)
+SOURCE = Source(NAME, "transformers AutoModelForSemanticSegmentation and AutoModelForUniversalSegmentation", check,
+                resolve, fetch, names)
