@@ -28,17 +28,25 @@ def dilation_pixels(height: int, width: int, ratio: float = DILATION_RATIO) -> i
     return max(1, int(round(ratio * math.sqrt(height ** 2 + width ** 2))))
 
 
+def _slide(x: torch.Tensor, width: int, dim: int,
+           reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``reduce`` over every run of ``width`` consecutive entries along ``dim`` (the output is ``width - 1``
+    shorter): windows of 1, 2, 4, ... entries are doubled from the previous ones, then two overlapping windows of
+    the largest power of two cover the rest, so a window costs O(log width) operations instead of O(width)."""
+    span = 1
+    while 2 * span <= width:
+        x = reduce(x.narrow(dim, 0, x.shape[dim] - span), x.narrow(dim, span, x.shape[dim] - span))
+        span *= 2
+    if span < width:
+        rest = width - span
+        x = reduce(x.narrow(dim, 0, x.shape[dim] - rest), x.narrow(dim, rest, x.shape[dim] - rest))
+    return x
+
+
 def _window(x: torch.Tensor, d: int, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``reduce`` (maximum or minimum) over the (2d+1)-square around each pixel of an N x (H+2d) x (W+2d) padded
     map, as N x H x W: separable, rows then columns, on the labels' own small integers."""
-    height, width = x.shape[-2] - 2 * d, x.shape[-1] - 2 * d
-    rows = x[..., :, 0:width]
-    for shift in range(1, 2 * d + 1):
-        rows = reduce(rows, x[..., :, shift:shift + width])
-    out = rows[..., 0:height, :]
-    for shift in range(1, 2 * d + 1):
-        out = reduce(out, rows[..., shift:shift + height, :])
-    return out
+    return _slide(_slide(x, 2 * d + 1, -1, reduce), 2 * d + 1, -2, reduce)
 
 
 def band(labels: torch.Tensor, d: int) -> torch.Tensor:

@@ -75,37 +75,70 @@ def match_predictions(dataset: SegmentationFiles, pred_dir: Path, allow_extra: b
     return matched
 
 
+def read_pair(dataset: SegmentationFiles, index: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``index``'s raw predicted values from ``path`` and its ground-truth class indices, checked."""
+    target = dataset.target(index)
+    try:
+        pred = read_mask(path)
+    except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
+        raise UserError(f"{path}: unreadable prediction: {describe_error(exc)}") from None
+    if pred.shape != target.shape:
+        raise UserError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
+                        f"{dataset.samples[index].mask.name} is {target.shape[1]}x{target.shape[0]}")
+    return pred, target
+
+
 def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes: int,
-               progress: bool = True, passports: dict | None = None
-               ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The K x 256 matrix of ground-truth class (rows) against raw 8-bit predicted value (columns), and for
-    each label space the per-image intersections and unions (images x K, for bootstrap intervals).
-    ``passports``: label space -> ScoredPassport, updated with each image in that space."""
+               progress: bool = True, passports: dict | None = None, label_space: str = "auto",
+               ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """The K x 256 matrix of ground-truth class (rows) against raw 8-bit predicted value (columns), for each
+    label space the per-image intersections and unions (images x K, for bootstrap intervals), and the passports.
+    ``passports``: a function of a label space giving its ScoredPassport, updated with each image in that space:
+    ``label_space`` itself, or for "auto" the space the first image decides (both when it cannot tell)."""
     k = num_classes
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
     per_image: dict[str, tuple[list, list]] = {space: ([], []) for space in tables}
     raw = np.zeros((k, RAW_VALUES), dtype=np.int64)
+    made: dict = {}
     for index, path in enumerate(tqdm(predictions, desc="scoring", leave=False, disable=None if progress else True)):
-        target = dataset.target(index)
-        try:
-            pred = read_mask(path)
-        except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
-            raise UserError(f"{path}: unreadable prediction: {describe_error(exc)}") from None
-        if pred.shape != target.shape:
-            raise UserError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
-                            f"{dataset.samples[index].mask.name} is {target.shape[1]}x{target.shape[0]}")
+        pred, target = read_pair(dataset, index, path)
         valid = (target >= 0) & (target < k)
         counts = np.bincount(np.where(valid, target * RAW_VALUES + pred, k * RAW_VALUES).ravel(),
                              minlength=k * RAW_VALUES + 1)[: k * RAW_VALUES].reshape(k, RAW_VALUES)
         raw += counts
-        for space, passport in (passports or {}).items():
+        if passports is not None and index == 0:
+            made = {space: passports(space) for space in _passport_spaces(counts, dataset.encoding, label_space)}
+        for space, passport in made.items():
             passport.update(index, tables[space][pred], target)
         for space, table in tables.items():
             matrix = collapse(counts, table)
             tp = np.diag(matrix)
             per_image[space][0].append(tp)
             per_image[space][1].append(matrix.sum(axis=1) + matrix[:, :k].sum(axis=0) - tp)
-    return raw, {space: (np.array(i).reshape(-1, k), np.array(u).reshape(-1, k)) for space, (i, u) in per_image.items()}
+    per_image_arrays = {space: (np.array(i).reshape(-1, k), np.array(u).reshape(-1, k))
+                        for space, (i, u) in per_image.items()}
+    return raw, per_image_arrays, made
+
+
+def _passport_spaces(counts: np.ndarray, encoding: LabelMap, label_space: str) -> tuple[str, ...]:
+    """The label spaces worth a passport: the one asked for, or the one the first image's values suggest (both
+    when they cannot tell; the choice is checked against the whole split afterwards)."""
+    if label_space != "auto":
+        return (label_space,)
+    try:
+        return (choose_space(counts, encoding, "auto", ""),)
+    except UserError:
+        return LABEL_SPACES[1:]
+
+
+def passport_in(space: str, dataset: SegmentationFiles, predictions: list[Path], passport) -> object:
+    """``passport`` updated with every image's predictions in ``space`` (a second pass, for the rare split whose
+    first image suggested the other label space)."""
+    table = prediction_table(space, dataset.encoding, passport.info.num_classes)
+    for index, path in enumerate(predictions):
+        pred, target = read_pair(dataset, index, path)
+        passport.update(index, table[pred], target)
+    return passport
 
 
 def prediction_table(space: str, encoding: LabelMap, num_classes: int) -> np.ndarray:
@@ -167,11 +200,13 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
                         "score against an on-disk data set (cityscapes, ade20k, voc, folder)")
     start = time.perf_counter()
     predictions = match_predictions(dataset, pred_dir, allow_extra=cfg.data.skip_bad and dataset.skipped > 0)
-    passports = ({space: ScoredPassport(cfg, info, dataset) for space in LABEL_SPACES[1:]}
-                 if cfg.eval.passport else {})
-    raw, per_image = accumulate(dataset, predictions, info.num_classes, cfg.progress, passports)
+    new_passport = (lambda space: ScoredPassport(cfg, info, dataset)) if cfg.eval.passport else None
+    raw, per_image, passports = accumulate(dataset, predictions, info.num_classes, cfg.progress, new_passport,
+                                           label_space)
     where = f"{pred_dir} ({dataset.name} {dataset.split})"
     space = choose_space(raw, dataset.encoding, label_space, where)
+    if new_passport is not None and space not in passports:
+        passports[space] = passport_in(space, dataset, predictions, new_passport(space))
     matrix = collapse(raw, prediction_table(space, dataset.encoding, info.num_classes))
     scores = metrics_with_void(matrix)
     extra_metrics, passport = (passports[space].finish(matrix, scores, per_image[space])
