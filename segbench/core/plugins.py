@@ -35,7 +35,8 @@ class Origin:
     version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The record kept in results.json: where the code comes from, and that it ran (a user's code always does)."""
+        return {k: v for k, v in asdict(self).items() if v is not None} | {"executes_code": True}
 
     def label(self) -> str:
         """A short mark for listings: ``package version`` or the module's name."""

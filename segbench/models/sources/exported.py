@@ -12,9 +12,10 @@ as segbench's own exports take, unless the suite states ``normalisation.MODEL``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ class FileInfo:
     num_outputs: int
     input_dtype: str  # float32 or float16
     names: tuple[str, str] = ("", "")  # ONNX: the image input's and the logits output's names
+    program: Any = field(default=None, compare=False, repr=False)  # export: the program, loaded once
+    sha256: str = ""  # export: of the bytes the program was read from
 
     @property
     def fixed_size(self) -> tuple[int | None, int | None] | None:
@@ -164,10 +167,9 @@ def _read_export(path: Path) -> FileInfo:
     if not any(n.endswith("archive_format") for n in names):
         raise _not_format("export", path, "a TorchScript archive is torchscript:PATH" if any(
             n.endswith("constants.pkl") for n in names) else "")
-    try:
-        program = torch.export.load(str(path)) if path.suffix == ".pt2" else torch.export.load(path.open("rb"))
-    except Exception as exc:
-        raise _not_format("export", path, _reason(exc, path)) from None
+    from segbench.models.sources.pt2 import load
+
+    program, data = load(path)
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
     values = [n.meta.get("val") for n in placeholders]
@@ -186,7 +188,8 @@ def _read_export(path: Path) -> FileInfo:
         count = _output_count("export", path, list(value.shape), str(value.dtype).removeprefix("torch."))
     if count is None:
         count = _probe("export", path, program.module(), shape, max_batch)
-    return FileInfo("export", path, shape, max_batch, count, dtype)
+    return FileInfo("export", path, shape, max_batch, count, dtype, program=program,
+                    sha256=hashlib.sha256(data).hexdigest())
 
 
 def _upper_bound(program: Any, size: Any) -> int | None:
@@ -225,7 +228,7 @@ def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch:
 READERS = {"onnx": _read_onnx, "torchscript": _read_torchscript, "export": _read_export}
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=4)  # an export program stays in memory with its FileInfo
 def _read_cached(source: str, path: Path, stamp: tuple[int, int]) -> FileInfo:
     return READERS[source](path)
 
@@ -240,8 +243,6 @@ def read(source: str, name: str) -> FileInfo:
 
 def _load(info: FileInfo) -> Any:
     """The file's runnable: an ``OrtFile``, a TorchScript module, or a torch.export program's module."""
-    import torch
-
     from segbench.models.sources.runners import ORT_DTYPES, OrtFile
 
     if info.format == "onnx":
@@ -249,7 +250,7 @@ def _load(info: FileInfo) -> Any:
         return OrtFile(str(info.path), info.names, dtype)
     if info.format == "torchscript":
         return _jit_load(info.path)
-    return torch.export.load(str(info.path) if info.path.suffix == ".pt2" else info.path.open("rb")).module()
+    return info.program.module()  # read (and checked) once, at config time
 
 
 def _identity(output: Any) -> Any:
@@ -266,8 +267,9 @@ def resolver(source: str) -> Any:
             raise UserError(f"weights.{source}:{name}: an exported file carries its own weights; name none")
         info = read(source, name)
         record = {"kind": "exported", "format": info.format, "path": str(info.path),
-                  "sha256": sha256_file(info.path), "input_shape": list(info.input_shape),
-                  "runs_with": "onnxruntime" if source == "onnx" else "torch"}
+                  "sha256": info.sha256 or sha256_file(info.path), "input_shape": list(info.input_shape),
+                  "runs_with": "onnxruntime" if source == "onnx" else "torch",
+                  "executes_code": source == "torchscript"}  # a TorchScript file is a program; the others data
         normalisation = Normalisation(origin="ImageNet (segbench's convention for exported files; state "
                                              f"normalisation.{source}:{name} otherwise)")
 
@@ -320,5 +322,5 @@ def _source(name: str, description: str) -> Source:
 SOURCES = (
     _source("onnx", "an ONNX file, run by ONNX Runtime (CPU provider; CUDA's on a GPU with onnxruntime-gpu)"),
     _source("torchscript", "a TorchScript file (torch.jit.save), run by torch"),
-    _source("export", "a torch.export program (torch.export.save, .pt2), run by torch"),
+    _source("export", "a torch.export program (torch.export.save, .pt2), run by torch; read as data"),
 )
