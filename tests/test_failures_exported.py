@@ -38,9 +38,9 @@ def conv_onnx(path: Path, shape: list, elem: int = 1, labels: bool = False) -> P
     return path
 
 
-def pt2(path: Path, dynamic: bool = False) -> Path:
+def pt2(path: Path, dynamic: bool = False, channels: int = 7) -> Path:
     shapes = ({0: torch.export.Dim.DYNAMIC},) if dynamic else None
-    program = torch.export.export(torch.nn.Conv2d(3, 7, 1), (torch.randn(2, 3, 8, 8),), dynamic_shapes=shapes)
+    program = torch.export.export(torch.nn.Conv2d(3, channels, 1), (torch.randn(2, 3, 8, 8),), dynamic_shapes=shapes)
     torch.export.save(program, str(path))
     return path
 
@@ -50,12 +50,12 @@ def payload(marker: Path) -> bytes:
     return b"cbuiltins\nexec\n(V" + f"open({str(marker)!r}, 'w').write('ran')".encode() + b"\ntR."
 
 
-def tampered(tmp: Path, change: Callable[[dict, Path], None], dynamic: bool = False) -> list[str]:
+def tampered(tmp: Path, change: Callable[[dict, Path], None], dynamic: bool = False, channels: int = 7) -> list[str]:
     """`segbench eval` of a .pt2 archive saved by torch, then changed member by member (``change`` gets the members
     by their name under the archive's root folder, and the marker file a payload would write)."""
     import zipfile
 
-    with zipfile.ZipFile(pt2(tmp / "good.pt2", dynamic)) as archive:
+    with zipfile.ZipFile(pt2(tmp / "good.pt2", dynamic, channels)) as archive:
         root = next(n for n in archive.namelist() if n.endswith("archive_format")).removesuffix("archive_format")
         members = {n.removeprefix(root): archive.read(n) for n in archive.namelist()}
     change(members, tmp / "MARKER")
@@ -78,6 +78,13 @@ def _in_program(members: dict, old: str, new: str) -> None:
     text = members["models/model.json"].decode()
     assert old in text
     members["models/model.json"] = text.replace(old, new, 1).encode()
+
+
+def _states_seven_outputs(members: dict, marker: Path) -> None:
+    """The program's output is stated as 2 x 7 x 8 x 8 (the suite's 7 classes); its convolution returns 5."""
+    program = json.loads(members["models/model.json"])
+    program["graph_module"]["graph"]["tensor_values"]["conv2d"]["sizes"][1] = {"as_int": 7}
+    members["models/model.json"] = json.dumps(program).encode()
 
 
 def _module_import(members: dict, marker: Path) -> None:
@@ -159,6 +166,9 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
      r"member '.*models/model\.json' of the archive holds a symbolic expression that is Python code"),
     ("export: a tree spec that imports a module", lambda t: tampered(t, _module_import),
      r"member '.*models/model\.json' of the archive names a Python module to import"),
+    ("export: an output shape that is not what it returns", lambda t: tampered(t, _states_seven_outputs, channels=5),
+     r"model 'export:.*bad\.pt2': the file states 7 output channels, but a forward pass of a 2 x 3 x 8 x 8 image "
+     r"returns 5$"),
     ("class map naming no output", lambda t: ["eval", *TINY, "eval.class_map.7=sky",
                                               f"models=[{fixed(t)}]"],
      r"eval\.class_map: '7' is not a class of the suite nor of any of its models"),

@@ -125,9 +125,10 @@ CHECK_SIZE = 64  # side of the trial image fed to it
 
 
 @cache
-def check_user_model(arch: str, backbone: str) -> None:
+def check_user_model(arch: str, backbone: str, num_classes: int = CHECK_CLASSES) -> None:
     """Prove at config time that a user's registered builder works: it is built on the meta device (no memory, no
-    weights) and must return an nn.Module whose output for a N x 3 x H x W input is N x K x H x W logits."""
+    weights) and must return an nn.Module whose output for a N x 3 x H x W input is N x K x H x W logits, K being
+    ``num_classes`` (the suite's, see segbench.models.suite.check_model)."""
     import torch
     from torch import nn
 
@@ -135,7 +136,7 @@ def check_user_model(arch: str, backbone: str) -> None:
     builder = (entry.origin or {}).get("builder", arch)
     try:
         with torch.device("meta"):
-            model = entry.build(backbone, CHECK_CLASSES)
+            model = entry.build(backbone, num_classes)
     except UserError:
         raise
     except Exception as exc:
@@ -152,11 +153,11 @@ def check_user_model(arch: str, backbone: str) -> None:
     except Exception as exc:
         raise UserError(f"model '{arch}': its forward pass on a 2x3x{CHECK_SIZE}x{CHECK_SIZE} batch raised "
                         f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
-    expected = (2, CHECK_CLASSES, CHECK_SIZE, CHECK_SIZE)
+    expected = (2, num_classes, CHECK_SIZE, CHECK_SIZE)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserError(f"model '{arch}': its builder {builder} gives a model whose output for a "
-                        f"2x3x{CHECK_SIZE}x{CHECK_SIZE} batch with num_classes={CHECK_CLASSES} is {got}, expected "
+                        f"2x3x{CHECK_SIZE}x{CHECK_SIZE} batch with num_classes={num_classes} is {got}, expected "
                         f"logits of shape {expected}")
 
 

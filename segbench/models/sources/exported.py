@@ -4,10 +4,11 @@
 A file is evaluated and timed as it will be deployed: nothing is re-exported. What the file states is read at
 config time (``read``): its image input (one float input N x 3 x H x W), the axes it fixes (ONNX graph input dims;
 a ``.pt2`` program's example input shape and range constraints; TorchScript states none), and its number of
-outputs (ONNX output dims, a ``.pt2`` program's output shape; otherwise one forward pass of a zero image at the
-file's own size, or 64 x 64). The file carries no class names: the suite's classes are assumed when the numbers
-agree, else ``eval.class_map`` names the outputs by index (``"0": road``). Its input normalisation is ImageNet's,
-as segbench's own exports take, unless the suite states ``normalisation.MODEL``.
+outputs, from one forward pass of a zero image at the file's own size (or 64 x 64), which must agree with what
+the file states (ONNX output dims, a ``.pt2`` program's output shape). The file carries no class names: the
+suite's classes are assumed when the numbers agree, else ``eval.class_map`` names the outputs by index
+(``"0": road``). Its input normalisation is ImageNet's, as segbench's own exports take, unless the suite states
+``normalisation.MODEL``.
 """
 
 from __future__ import annotations
@@ -131,8 +132,7 @@ def _read_onnx(path: Path) -> FileInfo:
     out_dtype = {"float": "float32"}.get(out.type[7:-1], out.type[7:-1])  # tensor(float) -> float32
     count = _output_count("onnx", path, list(out.shape), out_dtype)
     names = (inputs[0].name, out.name)
-    if count is None:
-        count = _probe("onnx", path, OrtFile(str(path), names, ORT_DTYPES[inputs[0].type]), shape, None)
+    count = _probe("onnx", path, OrtFile(str(path), names, ORT_DTYPES[inputs[0].type]), shape, None, count)
     return FileInfo("onnx", path, shape, None, count, dtype, names)
 
 
@@ -186,8 +186,7 @@ def _read_export(path: Path) -> FileInfo:
     count = None
     if isinstance(value, torch.Tensor):
         count = _output_count("export", path, list(value.shape), str(value.dtype).removeprefix("torch."))
-    if count is None:
-        count = _probe("export", path, program.module(), shape, max_batch)
+    count = _probe("export", path, program.module(), shape, max_batch, count)
     return FileInfo("export", path, shape, max_batch, count, dtype, program=program,
                     sha256=hashlib.sha256(data).hexdigest())
 
@@ -205,8 +204,10 @@ def _upper_bound(program: Any, size: Any) -> int | None:
         return None
 
 
-def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch: int | None) -> int:
-    """The number of output channels, from one forward pass of a zero image at the file's size."""
+def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch: int | None,
+           stated: int | None = None) -> int:
+    """The number of output channels, from one forward pass of a zero image at the file's size; a UserError if
+    the file ``stated`` another number (its output shape) than it returns."""
     import torch
 
     batch = shape[0] or 1
@@ -222,6 +223,9 @@ def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch:
     if out.dim() != 4 or not out.is_floating_point():
         raise UserError(f"model '{source}:{path}': it returns {out.dtype} of shape {list(out.shape)}, not N x K x H "
                         "x W float logits")
+    if stated is not None and int(out.shape[1]) != stated:
+        raise UserError(f"model '{source}:{path}': the file states {stated} output channels, but a forward pass of a "
+                        f"{' x '.join(map(str, size))} image returns {int(out.shape[1])}")
     return int(out.shape[1])
 
 
