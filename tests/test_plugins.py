@@ -119,11 +119,6 @@ BROKEN = {
                            "@segbench.register_model('raiser')\ndef raiser(num_classes):\n"
                            "    return nn.Conv2d(3, num_classes, 2, stride=2)\n",
                            "is (2, 3, 32, 32), expected logits of shape (2, 3, 64, 64)"),
-    "builder ignores num_classes": ("imports=[threeout]", "import segbench\nfrom torch import nn\n"
-                                    "@segbench.register_model('raiser')\ndef raiser(num_classes):\n"
-                                    "    return nn.Conv2d(3, 3, 1)\n",  # the suite has 7 classes
-                                    "its builder threeout.raiser gives a model whose output for a 2x3x64x64 batch "
-                                    "with num_classes=7 is (2, 3, 64, 64), expected logits of shape (2, 7, 64, 64)"),
     "no num_classes": ("imports=[noclasses]", "import segbench\n@segbench.register_model('raiser')\n"
                        "def raiser(k):\n    return None\n", "the builder must take a 'num_classes' parameter"),
 }

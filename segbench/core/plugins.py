@@ -86,6 +86,7 @@ def import_module(name: str, search: Sequence[Path] = ()) -> None:
             found = next((p for p in candidates if p.is_file()), None)
             if found is None:
                 raise UserError(f"imports: module file '{name}' does not exist")
+            _check_shadowing(name, found)
             spec = importlib.util.spec_from_file_location(found.stem, found)
             if spec is None or spec.loader is None:
                 raise UserError(f"imports: '{name}' is not a Python module")
@@ -106,8 +107,27 @@ def import_module(name: str, search: Sequence[Path] = ()) -> None:
             raise UserError(f"imports: cannot import module '{name}': no module named '{exc.name}' (expected a module "
                             "on PYTHONPATH or in the working folder, or a path to a .py file)") from None
         raise UserError(f"imports: module '{name}' failed to import: {_first_line(exc)}") from None
+    except SystemExit as exc:
+        raise UserError(f"imports: module '{name}' called sys.exit({exc.code}) while being imported (a module must not "
+                        "end the process)") from None
     except Exception as exc:
         raise UserError(f"imports: module '{name}' failed to import: {_first_line(exc)}") from None
+
+
+def _check_shadowing(name: str, path: Path) -> None:
+    """Refuse a module file whose name is one of Python's own modules, or of a module already imported from
+    elsewhere: importing it would replace that module for the whole process (and for segbench itself)."""
+    stem = path.stem
+    loaded = sys.modules.get(stem)
+    loaded_file = getattr(loaded, "__file__", None)
+    if loaded_file is not None and Path(loaded_file).resolve() == path.resolve():
+        return  # the same file again
+    if stem in sys.stdlib_module_names:
+        raise UserError(f"imports: '{name}' would replace Python's own module '{stem}' for the whole process; rename "
+                        "the file")
+    if loaded is not None:
+        raise UserError(f"imports: '{name}' would replace the module '{stem}' already imported from "
+                        f"{loaded_file or 'elsewhere'}; rename the file")
 
 
 def import_modules(names: Sequence[str], search: Sequence[Path] = ()) -> None:
@@ -127,6 +147,9 @@ def load_entry_points() -> tuple[str, ...]:
             entry.load()
         except UserError as exc:
             raise UserError(f"plugin '{entry.name}' of {package} ({entry.value}): {exc}") from None
+        except SystemExit as exc:
+            raise UserError(f"plugin '{entry.name}' of {package} ({entry.value}) called sys.exit({exc.code}) while "
+                            "being imported") from None
         except Exception as exc:
             raise UserError(f"plugin '{entry.name}' of {package} ({entry.value}) failed to load: "
                             f"{_first_line(exc)}") from None

@@ -139,7 +139,7 @@ def check_user_model(arch: str, backbone: str, num_classes: int = CHECK_CLASSES)
             model = entry.build(backbone, num_classes)
     except UserError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a builder that calls sys.exit is reported, not obeyed
         raise UserError(f"model '{arch}': its builder {builder} raised {type(exc).__name__}: "
                         f"{(str(exc).splitlines() or [''])[0]}") from None
     if not isinstance(model, nn.Module):
@@ -150,7 +150,7 @@ def check_user_model(arch: str, backbone: str, num_classes: int = CHECK_CLASSES)
             out = model.eval()(torch.empty(2, 3, CHECK_SIZE, CHECK_SIZE, device="meta"))
     except NotImplementedError:  # an operation without a meta kernel: the shape is checked when it runs
         return
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UserError(f"model '{arch}': its forward pass on a 2x3x{CHECK_SIZE}x{CHECK_SIZE} batch raised "
                         f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
     expected = (2, num_classes, CHECK_SIZE, CHECK_SIZE)
