@@ -102,6 +102,10 @@ def entry() -> None:
             sys.exit(2)
         except KeyboardInterrupt:
             code = 130
+        except SystemExit as exc:  # a user's code called sys.exit (segbench's own exits are typer.Exit): reported
+            typer.echo(f"segbench: error: a user's module called sys.exit({exc.code}); the command stopped "
+                       "unfinished", err=True)
+            sys.exit(2)
         except NotLogged as exc:  # zoo verify: a run finished, its store failed on the way
             typer.echo(f"segbench: not logged: {exc}", err=True)
             sys.exit(NOT_LOGGED)
