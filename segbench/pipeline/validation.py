@@ -49,6 +49,7 @@ def validate(cfg: SuiteConfig) -> None:
     before any work starts."""
     if not cfg.models:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
+    _check_cache_folder()
     splits = (cfg.data.train_split, cfg.data.val_split) if cfg.train.enabled else (cfg.data.val_split,)
     datasets.check_available(cfg.data, splits)  # first: a missing data root is the likeliest mistake
     specs = [models.parse_spec(spec, check=True) for spec in cfg.models]
@@ -70,6 +71,17 @@ def validate(cfg: SuiteConfig) -> None:
     check_eval_config(cfg.eval)
     _check_backends(cfg)
     _check_memory(cfg)
+
+
+def _check_cache_folder() -> None:
+    """``$SEGBENCH_CACHE_DIR`` names a folder, or nothing yet: not a file (checked before its first use)."""
+    from segbench.core.files import cache_dir
+
+    folder = cache_dir()
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"SEGBENCH_CACHE_DIR={os.environ.get('SEGBENCH_CACHE_DIR', '')!r}: segbench's cache folder "
+                        f"{folder} cannot be made, '{blocking}' is a file; name a folder")
 
 
 TRIAL = (2, 16, 16)  # the batch of labels a user's metric is updated with before the run
