@@ -79,7 +79,7 @@ CASES = [
      r"model 'quitter': its builder quitter\.quitter raised SystemExit: 0$"),
     ("a layout that exits when built", {"exits.py": EMPTY_LAYOUT.replace("return []", "raise SystemExit(0)")},
      ["eval", "imports=[exits]", "data.name=nothing", "models=[fcn32s-resnet10t]"],
-     r"a user's module called sys\.exit\(0\); the command stopped unfinished$"),
+     r"a user's module \(exits\) called sys\.exit\(0\); the command stopped unfinished$"),
     ("a layout with no samples", {"nothing.py": EMPTY_LAYOUT},
      ["eval", "imports=[nothing]", "data.name=nothing", "models=[fcn32s-resnet10t]"],
      r"data\.name=nothing: the val split has no samples \(expected at least one image and its mask\)$"),

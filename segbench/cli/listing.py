@@ -61,7 +61,7 @@ def _backbones(pattern: str) -> list[tuple[str, str]]:
 def _datasets(pattern: str) -> list[tuple[str, str]]:
     from segbench.data.registry import DATASETS
 
-    return [(name, entry.description + ("" if entry.build.__module__.startswith("segbench") else USER_CODE))
+    return [(name, entry.description + ("" if entry.build.__module__.startswith("segbench.") else USER_CODE))
             for name, entry in DATASETS.items()]
 
 

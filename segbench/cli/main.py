@@ -75,6 +75,14 @@ FILESYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM
               errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
+def _raised_in(exc: BaseException) -> str:
+    """The module whose code raised ``exc`` (the innermost frame of its traceback)."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_globals.get("__name__", "?") if frame is not None else "?"
+
+
 def entry() -> None:
     """Console-script entry point: exit 0 on success, 1 for a regression or a verification mismatch, 2 for bad
     input or a file-system failure (one line, no traceback), 3 for an internal error (its traceback only with
@@ -103,8 +111,11 @@ def entry() -> None:
         except KeyboardInterrupt:
             code = 130
         except SystemExit as exc:  # a user's code called sys.exit (segbench's own exits are typer.Exit): reported
-            typer.echo(f"segbench: error: a user's module called sys.exit({exc.code}); the command stopped "
-                       "unfinished", err=True)
+            where = _raised_in(exc)
+            if where.startswith(("click", "typer")):  # click's own exit (a closed pipe)
+                raise
+            typer.echo(f"segbench: error: a user's module ({where}) called sys.exit({exc.code}); the command "
+                       "stopped unfinished", err=True)
             sys.exit(2)
         except NotLogged as exc:  # zoo verify: a run finished, its store failed on the way
             typer.echo(f"segbench: not logged: {exc}", err=True)
