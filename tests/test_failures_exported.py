@@ -87,6 +87,13 @@ def _states_seven_outputs(members: dict, marker: Path) -> None:
     members["models/model.json"] = json.dumps(program).encode()
 
 
+def _calls_python(members: dict, marker: Path) -> None:
+    """The program's convolution node calls os.system (reachable as torch.os.system) instead of an operator."""
+    program = json.loads(members["models/model.json"])
+    program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+    members["models/model.json"] = json.dumps(program).encode()
+
+
 def _module_import(members: dict, marker: Path) -> None:
     """The input tree spec's context names an enum of module ``this`` (torch would import it: it prints a poem)."""
     program = json.loads(members["models/model.json"])
@@ -166,6 +173,9 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
      r"member '.*models/model\.json' of the archive holds a symbolic expression that is Python code"),
     ("export: a tree spec that imports a module", lambda t: tampered(t, _module_import),
      r"member '.*models/model\.json' of the archive names a Python module to import"),
+    ("export: a program that calls a Python function", lambda t: tampered(t, _calls_python),
+     r"model 'export:.*bad\.pt2': '.*bad\.pt2' is not a torch\.export program \(Operator .*system.* is not an "
+     r"allowed operator type"),
     ("export: an output shape that is not what it returns", lambda t: tampered(t, _states_seven_outputs, channels=5),
      r"model 'export:.*bad\.pt2': the file states 7 output channels, but a forward pass of a 2 x 3 x 8 x 8 image "
      r"returns 5$"),
