@@ -119,7 +119,7 @@ BROKEN = {
     "wrong output shape": ("imports=[halfsize]", "import segbench\nfrom torch import nn\n"
                            "@segbench.register_model('raiser')\ndef raiser(num_classes):\n"
                            "    return nn.Conv2d(3, num_classes, 2, stride=2)\n",
-                           "is (2, 3, 32, 32), expected logits of shape (2, 3, 64, 64)"),
+                           "is (2, 7, 32, 32), expected logits of shape (2, 7, 64, 64)"),
     "no num_classes": ("imports=[noclasses]", "import segbench\n@segbench.register_model('raiser')\n"
                        "def raiser(k):\n    return None\n", "the builder must take a 'num_classes' parameter"),
 }

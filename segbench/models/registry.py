@@ -104,9 +104,7 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
             entry.check(name)
         return ModelSpec(name=spec, arch=name, backbone="", source=source)
     if spec in ARCHITECTURES and not ARCHITECTURES.get(spec).takes_backbone:  # a user's model without a backbone
-        if check:
-            check_user_model(spec, "")
-        return ModelSpec(name=spec, arch=spec, backbone="")
+        return ModelSpec(name=spec, arch=spec, backbone="")  # its builder is tried with the suite's classes
     arch, sep, backbone = spec.partition("-")
     if not sep or not backbone:
         raise UserError(f"model '{spec}' is not of the form ARCH-BACKBONE (for example unet-resnet18) "
@@ -115,17 +113,14 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
     if not architecture.takes_backbone:
         raise UserError(f"model '{spec}': '{arch}' is registered without a backbone; name it '{arch}' alone")
     resolved = check_backbone(backbone) if check else BACKBONE_ALIASES.get(backbone, backbone)
-    if check and architecture.origin is not None:
-        check_user_model(arch, resolved)
     return ModelSpec(name=spec, arch=arch, backbone=resolved)
 
 
-CHECK_CLASSES = 3  # classes of the trial build that proves a user's builder works
 CHECK_SIZE = 64  # side of the trial image fed to it
 
 
 @cache
-def check_user_model(arch: str, backbone: str, num_classes: int = CHECK_CLASSES) -> None:
+def check_user_model(arch: str, backbone: str, num_classes: int) -> None:
     """Prove at config time that a user's registered builder works: it is built on the meta device (no memory, no
     weights) and must return an nn.Module whose output for a N x 3 x H x W input is N x K x H x W logits, K being
     ``num_classes`` (the suite's, see segbench.models.suite.check_model)."""
