@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -115,8 +116,8 @@ def import_module(name: str, search: Sequence[Path] = ()) -> None:
 
 
 def _check_shadowing(name: str, path: Path) -> None:
-    """Refuse a module file whose name is one of Python's own modules, or of a module already imported from
-    elsewhere: importing it would replace that module for the whole process (and for segbench itself)."""
+    """Refuse a module file whose name is one of Python's own modules, of a module already imported from elsewhere
+    or of an installed one: importing it would replace that module for the whole process (and for segbench)."""
     stem = path.stem
     loaded = sys.modules.get(stem)
     loaded_file = getattr(loaded, "__file__", None)
@@ -128,6 +129,15 @@ def _check_shadowing(name: str, path: Path) -> None:
     if loaded is not None:
         raise UserError(f"imports: '{name}' would replace the module '{stem}' already imported from "
                         f"{loaded_file or 'elsewhere'}; rename the file")
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != path.parent.resolve()]  # not the file's folder
+    try:
+        installed = importlib.machinery.PathFinder.find_spec(stem, elsewhere)
+    except (ImportError, ValueError):
+        installed = None
+    origin = getattr(installed, "origin", None)
+    if origin and Path(origin).resolve() != path.resolve():
+        raise UserError(f"imports: '{name}' would replace the installed module '{stem}' ({origin}) for the whole "
+                        "process; rename the file")
 
 
 def import_modules(names: Sequence[str], search: Sequence[Path] = ()) -> None:
