@@ -130,3 +130,21 @@ def test_a_user_modules_mistake_is_one_line_exit_2_and_leaves_nothing(cli, capsy
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "MARKER").exists() and not list(Path(tmp_path).rglob("*.partial"))
     assert store_runs(mlflow_uri) == []
+
+
+def test_a_user_metric_that_fails_on_the_evaluations_batches_is_one_line_naming_it(cli, tmp_path, mlflow_uri,
+                                                                                   monkeypatch):
+    """Past the trial batch (it fails on larger ones only): the failure is the user's module's, named in one line
+    with exit 2, not an internal error of segbench; the runs are closed FAILED and no results are written."""
+    (tmp_path / "tiny.py").write_text(MODEL)
+    (tmp_path / "late_metric.py").write_text(METRIC.format(update="assert batch.pred.shape[-1] <= 16, 'too big'"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+
+    code, out, err = cli("eval", "imports=[tiny,late_metric]", "models=[tiny]", *SMALL, "output_dir=out")
+
+    assert_refused(code, out, err, r"a user's module \(late_metric\) raised AssertionError: too big; the command "
+                                   r"stopped unfinished$")
+    assert not list(tmp_path.rglob("results.json"))
+    assert {run.info.status for run in store_runs(mlflow_uri)} == {"FAILED"}

@@ -23,6 +23,7 @@ from typing import Any
 from segbench.errors import UserError
 
 ENTRY_POINT_GROUP = "segbench.plugins"
+USER_MODULES: set[str] = set()  # the modules imported from imports: and entry points (their code is the user's)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,17 @@ def origin_of(obj: Any) -> Origin:
     return Origin(name, file, _sha256(file) if file else None, package, version)
 
 
+def user_module_of(exc: BaseException) -> str | None:
+    """The user's module (``imports:``, a plugin) whose code is innermost in ``exc``'s traceback, or None."""
+    found, frame = None, exc.__traceback__
+    while frame is not None:
+        name = frame.tb_frame.f_globals.get("__name__", "")
+        if any(name == m or name.startswith(m + ".") for m in USER_MODULES):
+            found = name
+        frame = frame.tb_next
+    return found
+
+
 def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
@@ -93,11 +105,14 @@ def import_module(name: str, search: Sequence[Path] = ()) -> None:
                 raise UserError(f"imports: '{name}' is not a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[found.stem] = module
+            USER_MODULES.add(found.stem)
             spec.loader.exec_module(module)
             return
         for folder in [Path.cwd(), *search]:
             if str(folder) not in sys.path:
                 sys.path.append(str(folder))
+        if name not in sys.modules:  # not one segbench or Python already holds
+            USER_MODULES.add(name)
         importlib.import_module(name)
     except UserError as exc:
         if str(exc).startswith("imports:"):
@@ -153,6 +168,7 @@ def load_entry_points() -> tuple[str, ...]:
     loaded = []
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         package = entry.dist.name if entry.dist is not None else "an installed package"
+        USER_MODULES.add(entry.module)
         try:
             entry.load()
         except UserError as exc:
