@@ -96,6 +96,7 @@ def test_an_exported_file_scores_what_the_model_scores_in_eager_mode(cli, export
     weights = record["origin"]["weights"]
     assert weights["kind"] == "exported" and weights["format"] == FILES[file] and weights["path"] == str(path)
     assert weights["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert weights["executes_code"] is (FILES[file] == "torchscript")  # a TorchScript file is a program
     assert record["origin"]["label_mapping"]["names_from"] == "suite"
     fixed = {"fixed.onnx": [None, 3, 64, 64], "batch1.onnx": [1, 3, 64, 64], "model.pt2": [None, 3, 64, 64]}
     assert weights["input_shape"] == fixed.get(file, [None, 3, None, None] if file == "dynamic.onnx" else [None] * 4)
@@ -150,3 +151,29 @@ def test_an_exported_file_is_not_trained(cli, exported, tmp_path):
     assert code == 2
     assert err.strip().splitlines()[-1].endswith("an exported file is evaluated and timed, not trained: use "
                                                  "`segbench eval` or `segbench bench` (or train.enabled=false)")
+
+
+def test_a_pt2_archive_is_read_once_and_its_guard_code_never_runs(cli, exported, tmp_path, monkeypatch):
+    """torch.export.load runs nothing here, once: the program's guard code (Python that ``module()`` would compile
+    and run with every call) is dropped, and the file scores what the original does."""
+    import zipfile
+
+    marker = tmp_path / "MARKER"
+    with zipfile.ZipFile(exported["folder"] / "model.pt2") as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    name = next(n for n in members if n.endswith("models/model.json"))
+    program = json.loads(members[name])
+    program["guards_code"] = [f"open({str(marker)!r}, 'w').write('ran') > 0"]
+    members[name] = json.dumps(program).encode()
+    with zipfile.ZipFile(tmp_path / "guarded.pt2", "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    loads = []
+    real = torch.export.load
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: loads.append(a) or real(*a, **k))
+
+    record = _record(cli, [f"models=[export:{tmp_path / 'guarded.pt2'}]"], tmp_path / "out")
+
+    assert not marker.exists()
+    assert len(loads) == 1  # at config time; the build uses the same program
+    assert record["confusion_matrix"] == exported["eager"]["confusion_matrix"]

@@ -4,6 +4,7 @@ The ONNX files are written by hand with onnx.helper (a 1x1 convolution, 3 -> 7 c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,9 +38,70 @@ def conv_onnx(path: Path, shape: list, elem: int = 1, labels: bool = False) -> P
     return path
 
 
-def pt2(path: Path) -> Path:
-    torch.export.save(torch.export.export(torch.nn.Conv2d(3, 7, 1), (torch.randn(2, 3, 8, 8),)), str(path))
+def pt2(path: Path, dynamic: bool = False, channels: int = 7) -> Path:
+    shapes = ({0: torch.export.Dim.DYNAMIC},) if dynamic else None
+    program = torch.export.export(torch.nn.Conv2d(3, channels, 1), (torch.randn(2, 3, 8, 8),), dynamic_shapes=shapes)
+    torch.export.save(program, str(path))
     return path
+
+
+def payload(marker: Path) -> bytes:
+    """A pickle (protocol 0) that writes ``marker`` when it is unpickled: builtins.exec of one line."""
+    return b"cbuiltins\nexec\n(V" + f"open({str(marker)!r}, 'w').write('ran')".encode() + b"\ntR."
+
+
+def tampered(tmp: Path, change: Callable[[dict, Path], None], dynamic: bool = False, channels: int = 7) -> list[str]:
+    """`segbench eval` of a .pt2 archive saved by torch, then changed member by member (``change`` gets the members
+    by their name under the archive's root folder, and the marker file a payload would write)."""
+    import zipfile
+
+    with zipfile.ZipFile(pt2(tmp / "good.pt2", dynamic, channels)) as archive:
+        root = next(n for n in archive.namelist() if n.endswith("archive_format")).removesuffix("archive_format")
+        members = {n.removeprefix(root): archive.read(n) for n in archive.namelist()}
+    change(members, tmp / "MARKER")
+    with zipfile.ZipFile(tmp / "bad.pt2", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(root + name, data)
+    return ["eval", *TINY, "data.image_size=8", f"models=[export:{tmp / 'bad.pt2'}]"]
+
+
+def _pickled_entry(members: dict, marker: Path, kind: str, path_name: str) -> None:
+    config = f"data/{kind}/model_{kind}_config.json"
+    entries = json.loads(members[config])
+    entries["config"]["evil"] = {"path_name": path_name, "is_param": False, "use_pickle": True,
+                                 "tensor_meta": None}
+    members[config] = json.dumps(entries).encode()
+    members[f"data/{kind}/{path_name}"] = payload(marker)
+
+
+def _in_program(members: dict, old: str, new: str) -> None:
+    text = members["models/model.json"].decode()
+    assert old in text
+    members["models/model.json"] = text.replace(old, new, 1).encode()
+
+
+def _states_seven_outputs(members: dict, marker: Path) -> None:
+    """The program's output is stated as 2 x 7 x 8 x 8 (the suite's 7 classes); its convolution returns 5."""
+    program = json.loads(members["models/model.json"])
+    program["graph_module"]["graph"]["tensor_values"]["conv2d"]["sizes"][1] = {"as_int": 7}
+    members["models/model.json"] = json.dumps(program).encode()
+
+
+def _calls_python(members: dict, marker: Path) -> None:
+    """The program's convolution node calls os.system (reachable as torch.os.system) instead of an operator."""
+    program = json.loads(members["models/model.json"])
+    program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+    members["models/model.json"] = json.dumps(program).encode()
+
+
+def _module_import(members: dict, marker: Path) -> None:
+    """The input tree spec's context names an enum of module ``this`` (torch would import it: it prints a poem)."""
+    program = json.loads(members["models/model.json"])
+    signature = program["graph_module"]["module_call_graph"][0]["signature"]
+    version, spec = json.loads(signature["in_spec"])
+    spec["context"] = json.dumps({"__enum__": True, "fqn": "this:x", "name": "y"})
+    signature["in_spec"] = json.dumps([version, spec])
+    members["models/model.json"] = json.dumps(program).encode()
 
 
 def fixed(tmp: Path) -> str:
@@ -86,6 +148,37 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
      r"apply to it: set eval\.backends=\[eager\]"),
     ("onnx under autocast", lambda t: ["bench", *TINY, "bench.precision=bf16", f"models=[{fixed(t)}]"],
      r"bench\.precision: model 'onnx:.*' runs its ONNX file at the precision it was exported with"),
+    # crafted .pt2 archives: torch.export.load would run each payload (it writes MARKER); segbench refuses them
+    ("export: pickled sample inputs", lambda t: tampered(t, lambda m, mark: m.update(
+        {"data/sample_inputs/model.pt": payload(mark)})),
+     r"member '.*data/sample_inputs/model\.pt' of the archive holds pickled objects other than tensors \(torch would "
+     r"unpickle them with weights_only=False\); segbench runs nothing from a model file"),
+    ("export: a constant marked use_pickle", lambda t: tampered(
+        t, lambda m, mark: _pickled_entry(m, mark, "constants", "tensor_9")),
+     r"member '.*data/constants/tensor_9' of the archive \('evil'\) is marked use_pickle"),
+    ("export: a weight marked use_pickle", lambda t: tampered(
+        t, lambda m, mark: _pickled_entry(m, mark, "weights", "weight_9")),
+     r"member '.*data/weights/weight_9' of the archive \('evil'\) is marked use_pickle"),
+    ("export: a pickled Python object", lambda t: tampered(
+        t, lambda m, mark: _pickled_entry(m, mark, "constants", "opaque_obj_0")),
+     r"member '.*data/constants/opaque_obj_0' of the archive \('evil'\) is a pickled Python or TorchScript object"),
+    ("export: torch's older pickled weights", lambda t: tampered(t, lambda m, mark: m.update(
+        {"data/weights/model.pt": payload(mark)})),
+     r"member '.*data/weights/model\.pt' of the archive is of torch's older, pickled format"),
+    ("export: a compiled library", lambda t: tampered(t, lambda m, mark: m.update(
+        {"data/aotinductor/model/model.so": b"\x7fELF"})),
+     r"member '.*data/aotinductor/model/model\.so' of the archive is not part of a torch\.export program"),
+    ("export: Python code in a symbolic expression", lambda t: tampered(t, lambda m, mark: _in_program(
+        m, "integer=True)", f"integer=True*(open({str(mark)!r}, 'w').write('ran') > 0))"), dynamic=True),
+     r"member '.*models/model\.json' of the archive holds a symbolic expression that is Python code"),
+    ("export: a tree spec that imports a module", lambda t: tampered(t, _module_import),
+     r"member '.*models/model\.json' of the archive names a Python module to import"),
+    ("export: a program that calls a Python function", lambda t: tampered(t, _calls_python),
+     r"model 'export:.*bad\.pt2': '.*bad\.pt2' is not a torch\.export program \(Operator .*system.* is not an "
+     r"allowed operator type"),
+    ("export: an output shape that is not what it returns", lambda t: tampered(t, _states_seven_outputs, channels=5),
+     r"model 'export:.*bad\.pt2': the file states 7 output channels, but a forward pass of a 2 x 3 x 8 x 8 image "
+     r"returns 5$"),
     ("class map naming no output", lambda t: ["eval", *TINY, "eval.class_map.7=sky",
                                               f"models=[{fixed(t)}]"],
      r"eval\.class_map: '7' is not a class of the suite nor of any of its models"),
@@ -107,3 +200,4 @@ def test_an_exported_files_mistake_is_one_line_exit_2_and_leaves_nothing(cli, ca
     assert snapshot(tmp_path) == before
     assert not list(tmp_path.rglob("*.partial")) and not (tmp_path / "outputs").exists()
     assert store_runs(mlflow_uri) == []
+    assert not (tmp_path / "MARKER").exists()  # no payload of a crafted file ran

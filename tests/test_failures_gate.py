@@ -22,6 +22,8 @@ def _results(tmp: Path, name: str = "run.json", **changes) -> str:
         index, field = key.split("__")
         if field == "ips":
             models[int(index[1:])]["speed"][0]["images_per_second"] = value
+        elif value == "drop":
+            del models[int(index[1:])]["metrics"][field]
         else:
             models[int(index[1:])]["metrics"][field] = value
     data = {"schema_version": 1, "suite": {"name": "toy", "config_hash": "h", "config": {"seed": 0}},
@@ -43,6 +45,10 @@ def _read_only(tmp: Path) -> list[str]:
 CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("NaN mIoU in the baseline", lambda t: ["gate", _results(t), _results(t, "base.json", m1__mIoU=float("nan"))],
      r"baseline: model 'fpn-r10' has mIoU = nan; a baseline must hold finite numbers"),
+    ("null mIoU in the baseline", lambda t: ["gate", _results(t), _results(t, "base.json", m1__mIoU=None)],
+     r"baseline: model 'fpn-r10' has no mIoU \(null\); a baseline must hold every gated metric"),
+    ("mIoU missing from the baseline", lambda t: ["gate", _results(t), _results(t, "base.json", m0__mIoU="drop")],
+     r"baseline: model 'unet-r10' has no mIoU \(missing\); a baseline must hold every gated metric"),
     ("infinite speed in the baseline", lambda t: ["gate", _results(t), _results(t, "base.json", m0__ips=float("inf"))],
      r"baseline: model 'unet-r10' has images/s = inf"),
     ("absolute speed and a reference model", lambda t: ["gate", _results(t), _results(t), "--absolute-speed",

@@ -91,6 +91,7 @@ def test_a_module_named_by_imports_registers_a_model_that_is_trained_evaluated_t
     assert set(records) == {"tinynet", "headonly-resnet10t"}
     plugin = records["tinynet"]["origin"]["plugin"]
     assert plugin["module"] == "my_models" and plugin["builder"] == "my_models.tinynet"
+    assert plugin["executes_code"] is True  # recorded: the user's code ran
     assert plugin["sha256"] == hashlib.sha256((tmp_path / "my_models.py").read_bytes()).hexdigest()
     for record in records.values():
         assert record["train"] is not None and 0.0 <= record["metrics"]["mIoU"] <= 1.0
@@ -118,7 +119,7 @@ BROKEN = {
     "wrong output shape": ("imports=[halfsize]", "import segbench\nfrom torch import nn\n"
                            "@segbench.register_model('raiser')\ndef raiser(num_classes):\n"
                            "    return nn.Conv2d(3, num_classes, 2, stride=2)\n",
-                           "is (2, 3, 32, 32), expected logits of shape (2, 3, 64, 64)"),
+                           "is (2, 7, 32, 32), expected logits of shape (2, 7, 64, 64)"),
     "no num_classes": ("imports=[noclasses]", "import segbench\n@segbench.register_model('raiser')\n"
                        "def raiser(k):\n    return None\n", "the builder must take a 'num_classes' parameter"),
 }
@@ -176,9 +177,11 @@ def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_pat
     listed = segbench_cli("list", "models", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith("tinyseg "))
-    assert "[segbench-example-plugin 0.1.0]" in line
+    assert "[segbench-example-plugin 0.1.0]" in line and line.endswith("(user code: it runs in segbench's process)")
+    assert not next(n for n in listed.stdout.splitlines() if n.startswith("unet ")).endswith("process)")
     datasets = segbench_cli("list", "datasets", cwd=tmp_path, env=env)
-    assert "suffix_pairs" in datasets.stdout
+    line = next(line for line in datasets.stdout.splitlines() if line.startswith("suffix_pairs "))
+    assert line.endswith("(user code: it runs in segbench's process)")
     root = tmp_path / "data"
     import numpy as np
 

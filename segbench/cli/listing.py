@@ -8,6 +8,8 @@ import typer
 
 from segbench.errors import UserError
 
+USER_CODE = "  (user code: it runs in segbench's process)"  # the mark of entries that execute a user's code
+
 
 def list_(
     kind: str = typer.Argument(..., help="models, backbones, datasets, losses, metrics or suites"),
@@ -39,9 +41,10 @@ def _suites(pattern: str) -> list[tuple[str, str]]:
 
 
 def _models(pattern: str) -> list[tuple[str, str]]:
-    from segbench.models.registry import list_models
+    from segbench.models.registry import ARCHITECTURES, list_models
 
-    return list_models()
+    code = {name for name, a in ARCHITECTURES.items() if a.origin is not None} | {"torchscript:PATH"}
+    return [(name, description + (USER_CODE if name in code else "")) for name, description in list_models()]
 
 
 def _backbones(pattern: str) -> list[tuple[str, str]]:
@@ -58,7 +61,8 @@ def _backbones(pattern: str) -> list[tuple[str, str]]:
 def _datasets(pattern: str) -> list[tuple[str, str]]:
     from segbench.data.registry import DATASETS
 
-    return [(name, entry.description) for name, entry in DATASETS.items()]
+    return [(name, entry.description + ("" if entry.build.__module__.startswith("segbench.") else USER_CODE))
+            for name, entry in DATASETS.items()]
 
 
 def _losses(pattern: str) -> list[tuple[str, str]]:
@@ -70,7 +74,7 @@ def _losses(pattern: str) -> list[tuple[str, str]]:
 def _metrics(pattern: str) -> list[tuple[str, str]]:
     from segbench.metrics.confusion import REGISTRY
 
-    return [(name, entry.describe()) for name, entry in REGISTRY.items()]
+    return [(name, entry.describe() + (USER_CODE if entry.origin else "")) for name, entry in REGISTRY.items()]
 
 
 LISTINGS: dict[str, Callable[[str], list[tuple[str, str]]]] = {

@@ -75,6 +75,14 @@ FILESYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM
               errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
+def _raised_in(exc: BaseException) -> str:
+    """The module whose code raised ``exc`` (the innermost frame of its traceback)."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_globals.get("__name__", "?") if frame is not None else "?"
+
+
 def entry() -> None:
     """Console-script entry point: exit 0 on success, 1 for a regression or a verification mismatch, 2 for bad
     input or a file-system failure (one line, no traceback), 3 for an internal error (its traceback only with
@@ -102,6 +110,13 @@ def entry() -> None:
             sys.exit(2)
         except KeyboardInterrupt:
             code = 130
+        except SystemExit as exc:  # a user's code called sys.exit (segbench's own exits are typer.Exit): reported
+            where = _raised_in(exc)
+            if where.startswith(("click", "typer")):  # click's own exit (a closed pipe)
+                raise
+            typer.echo(f"segbench: error: a user's module ({where}) called sys.exit({exc.code}); the command "
+                       "stopped unfinished", err=True)
+            sys.exit(2)
         except NotLogged as exc:  # zoo verify: a run finished, its store failed on the way
             typer.echo(f"segbench: not logged: {exc}", err=True)
             sys.exit(NOT_LOGGED)
@@ -111,10 +126,18 @@ def entry() -> None:
                 typer.echo(f"segbench: error: {where}{exc.strerror or exc} (a file-system error: free space, "
                            "permissions, or a file where a folder is expected)", err=True)
                 sys.exit(2)
+            from segbench.core.plugins import user_module_of
+
+            first = (str(exc).splitlines() or [""])[0][:300]
+            user = user_module_of(exc)
             if debug:
                 traceback.print_exc()
+            if user is not None:  # the user's code failed, not segbench
+                typer.echo(f"segbench: error: a user's module ({user}) raised {type(exc).__name__}: {first}; the "
+                           "command stopped unfinished", err=True)
+                sys.exit(2)
+            if debug:
                 sys.exit(INTERNAL_ERROR)
-            first = (str(exc).splitlines() or [""])[0][:300]
             typer.echo(f"segbench: internal error: {type(exc).__name__}: {first} (a bug in segbench, not in your "
                        "input; rerun with --debug or SEGBENCH_DEBUG=1 for the traceback, and please report it)",
                        err=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from typing import Any
 from segbench.errors import UserError
 
 ENTRY_POINT_GROUP = "segbench.plugins"
+USER_MODULES: set[str] = set()  # the modules imported from imports: and entry points (their code is the user's)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Origin:
     version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The record kept in results.json: where the code comes from, and that it ran (a user's code always does)."""
+        return {k: v for k, v in asdict(self).items() if v is not None} | {"executes_code": True}
 
     def label(self) -> str:
         """A short mark for listings: ``package version`` or the module's name."""
@@ -71,6 +74,17 @@ def origin_of(obj: Any) -> Origin:
     return Origin(name, file, _sha256(file) if file else None, package, version)
 
 
+def user_module_of(exc: BaseException) -> str | None:
+    """The user's module (``imports:``, a plugin) whose code is innermost in ``exc``'s traceback, or None."""
+    found, frame = None, exc.__traceback__
+    while frame is not None:
+        name = frame.tb_frame.f_globals.get("__name__", "")
+        if any(name == m or name.startswith(m + ".") for m in USER_MODULES):
+            found = name
+        frame = frame.tb_next
+    return found
+
+
 def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
@@ -85,16 +99,20 @@ def import_module(name: str, search: Sequence[Path] = ()) -> None:
             found = next((p for p in candidates if p.is_file()), None)
             if found is None:
                 raise UserError(f"imports: module file '{name}' does not exist")
+            _check_shadowing(name, found)
             spec = importlib.util.spec_from_file_location(found.stem, found)
             if spec is None or spec.loader is None:
                 raise UserError(f"imports: '{name}' is not a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[found.stem] = module
+            USER_MODULES.add(found.stem)
             spec.loader.exec_module(module)
             return
         for folder in [Path.cwd(), *search]:
             if str(folder) not in sys.path:
                 sys.path.append(str(folder))
+        if name not in sys.modules:  # not one segbench or Python already holds
+            USER_MODULES.add(name)
         importlib.import_module(name)
     except UserError as exc:
         if str(exc).startswith("imports:"):
@@ -105,8 +123,36 @@ def import_module(name: str, search: Sequence[Path] = ()) -> None:
             raise UserError(f"imports: cannot import module '{name}': no module named '{exc.name}' (expected a module "
                             "on PYTHONPATH or in the working folder, or a path to a .py file)") from None
         raise UserError(f"imports: module '{name}' failed to import: {_first_line(exc)}") from None
+    except SystemExit as exc:
+        raise UserError(f"imports: module '{name}' called sys.exit({exc.code}) while being imported (a module must not "
+                        "end the process)") from None
     except Exception as exc:
         raise UserError(f"imports: module '{name}' failed to import: {_first_line(exc)}") from None
+
+
+def _check_shadowing(name: str, path: Path) -> None:
+    """Refuse a module file whose name is one of Python's own modules, of a module already imported from elsewhere
+    or of an installed one: importing it would replace that module for the whole process (and for segbench)."""
+    stem = path.stem
+    loaded = sys.modules.get(stem)
+    loaded_file = getattr(loaded, "__file__", None)
+    if loaded_file is not None and Path(loaded_file).resolve() == path.resolve():
+        return  # the same file again
+    if stem in sys.stdlib_module_names:
+        raise UserError(f"imports: '{name}' would replace Python's own module '{stem}' for the whole process; rename "
+                        "the file")
+    if loaded is not None:
+        raise UserError(f"imports: '{name}' would replace the module '{stem}' already imported from "
+                        f"{loaded_file or 'elsewhere'}; rename the file")
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != path.parent.resolve()]  # not the file's folder
+    try:
+        installed = importlib.machinery.PathFinder.find_spec(stem, elsewhere)
+    except (ImportError, ValueError):
+        installed = None
+    origin = getattr(installed, "origin", None)
+    if origin and Path(origin).resolve() != path.resolve():
+        raise UserError(f"imports: '{name}' would replace the installed module '{stem}' ({origin}) for the whole "
+                        "process; rename the file")
 
 
 def import_modules(names: Sequence[str], search: Sequence[Path] = ()) -> None:
@@ -122,10 +168,14 @@ def load_entry_points() -> tuple[str, ...]:
     loaded = []
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         package = entry.dist.name if entry.dist is not None else "an installed package"
+        USER_MODULES.add(entry.module)
         try:
             entry.load()
         except UserError as exc:
             raise UserError(f"plugin '{entry.name}' of {package} ({entry.value}): {exc}") from None
+        except SystemExit as exc:
+            raise UserError(f"plugin '{entry.name}' of {package} ({entry.value}) called sys.exit({exc.code}) while "
+                            "being imported") from None
         except Exception as exc:
             raise UserError(f"plugin '{entry.name}' of {package} ({entry.value}) failed to load: "
                             f"{_first_line(exc)}") from None

@@ -12,8 +12,10 @@ as packaged for any image size by Michaelis et al. 2019 (``imagecorruptions``; s
   therefore the same in every run, model, process, shard and torchrun rank.
 - **Computed once.** Corrupted images are cached as PNG files under ``cache_dir()/corruptions``, addressed by the
   sha256 of the image's pixels, the corruption, the severity, the package version and (for randomised ones) the
-  seed key; the least recently used files go when the cache outgrows ``$SEGBENCH_CORRUPTION_CACHE_GB`` (default
-  10; 0 turns the cache off).
+  seed key, and each carrying the sha256 of its own pixels: an entry whose pixels, size or digest do not match
+  (damaged, swapped, resized) is recomputed and replaced. The least recently used files go when the cache
+  outgrows ``$SEGBENCH_CORRUPTION_CACHE_GB`` (default 10; 0 turns the cache off; anything but a number >= 0 is
+  refused). ``check_setup`` refuses, before any work, images under 32 x 32 and a cache setting that cannot work.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ SEEDED_BY_ARGUMENT = ("glass_blur", "impulse_noise")  # these take ``seed=`` (un
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIDE = 32  # the package refuses smaller images
 DEFAULT_LIMIT_GB = 10.0
+LIMIT_VARIABLE = "SEGBENCH_CORRUPTION_CACHE_GB"
+DIGEST = "segbench-sha256"  # the PNG text chunk that holds the sha256 of an entry's pixels
 _RANDOM_LOCK = threading.Lock()  # numpy's global generator is shared by the threads of a process
 
 
@@ -138,6 +142,50 @@ def compute(image: np.ndarray, name: str, severity: int, seed_key: str) -> np.nd
         return module.corrupt(image, severity=severity, corruption_name=name, **kwargs)
 
 
+def cache_limit_bytes() -> int:
+    """The corruption cache's size limit from ``$SEGBENCH_CORRUPTION_CACHE_GB`` (default 10 GB; 0: no cache); a
+    UserError for anything but a finite number >= 0."""
+    text = os.environ.get(LIMIT_VARIABLE, "").strip()
+    if not text:
+        return int(DEFAULT_LIMIT_GB * 1e9)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        raise UserError(f"{LIMIT_VARIABLE}={text!r}: expected the corruption cache's size in GB, a number >= 0 (0 "
+                        "turns the cache off)")
+    return int(value * 1e9)
+
+
+def check_setup(dataset: "Corruptible") -> None:
+    """Raise a UserError, before any work, where corrupting ``dataset`` cannot work: images under 32 x 32 (the
+    package refuses them), an unreadable cache size, a cache folder that is a file."""
+    limit = cache_limit_bytes()
+    sizes = list(getattr(dataset, "sizes", None) or [])
+    if not sizes and len(dataset):
+        sizes = [dataset.raw_image(0).shape[:2]]
+    small = [(h, w) for h, w in sizes if min(h, w) < MIN_SIDE]
+    if small:
+        height, width = small[0]
+        raise UserError(f"eval.corruptions: corruptions need images of at least {MIN_SIDE}x{MIN_SIDE} pixels, and "
+                        f"{getattr(dataset, 'name', 'the data set')} {getattr(dataset, 'split', '')} has one of "
+                        f"{width}x{height}")
+    folder = cache_dir() / "corruptions"
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if limit > 0 and blocking is not None:
+        raise UserError(f"eval.corruptions: the corruption cache's folder {folder} cannot be made: '{blocking}' is a "
+                        f"file (set SEGBENCH_CACHE_DIR to a folder, or {LIMIT_VARIABLE}=0 for no cache)")
+
+
+def pixels_digest(image: np.ndarray, key: str) -> str:
+    """The sha256 of a cache entry's address, shape and pixels: what the entry must hold to be trusted (an entry
+    copied to another address does not match it)."""
+    digest = hashlib.sha256(f"{key}|{image.shape}".encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
 @dataclass
 class CacheStats:
     """What this process's corruption cache did: corrupted images computed and read from the cache."""
@@ -183,9 +231,7 @@ class CorruptionCache:
 
     def __init__(self, folder: Path | None = None, limit_bytes: int | None = None) -> None:
         self.folder = Path(folder) if folder is not None else cache_dir() / "corruptions"
-        if limit_bytes is None:
-            limit_bytes = int(float(os.environ.get("SEGBENCH_CORRUPTION_CACHE_GB", DEFAULT_LIMIT_GB)) * 1e9)
-        self.limit_bytes = limit_bytes
+        self.limit_bytes = cache_limit_bytes() if limit_bytes is None else limit_bytes
         self._writes = 0
 
     def key(self, image: np.ndarray, name: str, severity: int, seed_key: str) -> str:
@@ -200,12 +246,16 @@ class CorruptionCache:
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.png"
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The cached image at ``key`` (marked as recently used), or None."""
+    def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+        """The cached image at ``key`` (marked as recently used), or None where there is none, or where its pixels
+        are not those it was stored with (its sha256) or not of ``shape``."""
         path = self.path(key)
         try:
             with Image.open(path) as image:
+                stated = image.info.get(DIGEST) if image.mode == "RGB" else None
                 pixels = np.asarray(image.convert("RGB"))
+            if stated != pixels_digest(pixels, key) or (shape is not None and pixels.shape != tuple(shape)):
+                return None  # swapped, resized or written by another tool: computed again and replaced
             os.utime(path)
         except (OSError, ValueError, SyntaxError):  # absent, half-deleted by a prune, or damaged: compute again
             return None
@@ -215,8 +265,11 @@ class CorruptionCache:
         """Store ``image`` at ``key``; a full or read-only disk only costs a recomputation later."""
         if self.limit_bytes <= 0:
             return
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        from PIL.PngImagePlugin import PngInfo
+
+        buffer, info = io.BytesIO(), PngInfo()
+        info.add_text(DIGEST, pixels_digest(image, key))
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1, pnginfo=info)
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
@@ -224,7 +277,10 @@ class CorruptionCache:
             tmp.write_bytes(buffer.getvalue())
             os.replace(tmp, path)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # its folder is not there (or is a file)
+                pass
             return
         self._writes += 1
         if self._writes % self.PRUNE_EVERY == 1:
@@ -258,7 +314,7 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed_key: str,
     when it was computed before."""
     store = store if store is not None else CorruptionCache()
     key = store.key(image, name, severity, seed_key)
-    if store.limit_bytes > 0 and (cached := store.get(key)) is not None:
+    if store.limit_bytes > 0 and (cached := store.get(key, image.shape)) is not None:
         STATS.hits += 1
         return cached
     corrupted = compute(image, name, severity, seed_key)

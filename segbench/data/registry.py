@@ -29,8 +29,12 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 def build_dataset(cfg: "DataConfig", split: str, seed: int = 0) -> "Dataset":
     """The split named ``split`` (e.g. cfg.train_split, cfg.val_split) of the data set named by ``cfg.name``;
-    ``cfg.train_split`` gets the training transforms."""
-    return DATASETS.get(cfg.name).build(cfg, split, seed)
+    ``cfg.train_split`` gets the training transforms; a UserError for a split without samples."""
+    dataset = DATASETS.get(cfg.name).build(cfg, split, seed)
+    if len(dataset) == 0:
+        raise UserError(f"data.name={cfg.name}: the {split} split has no samples (expected at least one image and its "
+                        "mask)")
+    return dataset
 
 
 def dataset_info(cfg: "DataConfig") -> DatasetInfo:

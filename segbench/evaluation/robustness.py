@@ -24,6 +24,7 @@ from segbench.data.corruptions import (
     CorruptedView,
     CorruptionCache,
     CorruptionMeter,
+    check_setup,
     check_severity,
     package_version,
     resolve,
@@ -65,6 +66,7 @@ def check_corruptions(cfg: SuiteConfig, dataset: Dataset) -> None:
     if missing:
         raise UserError(f"eval.corruptions: the {getattr(dataset, 'name', '?')} data set cannot hand over its raw "
                         f"images (no {', '.join(missing)}), so it cannot be corrupted")
+    check_setup(dataset)  # images of at least 32 x 32, a cache that can work
 
 
 class ViewBatches(Sampler):

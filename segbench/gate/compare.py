@@ -138,9 +138,6 @@ def _quality_rows(name: str, base: ModelRecord, mine: ModelRecord, policy: GateP
         row = {"model": name, "check": metric, "unit": "pp" if entry.unit == "fraction" else entry.unit,
                "limit": -sign * tolerance, "baseline": None if b is None else scale * b,
                "run": None if r is None else scale * r}
-        if b is None:
-            rows.append(row | {"status": "skipped", "note": "no baseline value"})
-            continue
         if r is None:
             rows.append(row | {"status": "fail", "note": "no value in the run"})
             continue
@@ -198,8 +195,15 @@ def _parity_rows(record: ModelRecord, max_diff_points: dict[str, float]) -> list
 
 
 def _check_finite_baseline(baseline: Results, policy: GatePolicy, speed: SpeedComparison) -> None:
-    """A baseline is trusted: a NaN or infinite gated figure in it is a UserError naming model and metric."""
+    """A baseline is trusted: a gated quality metric it lacks or holds as null, or a NaN or infinite gated figure
+    in it, is a UserError naming model and metric (a check against nothing would pass whatever the run scores)."""
     for model in baseline.models:
+        for metric in policy.max_drop_points:
+            if model.metrics.get(metric) is None:
+                state = "null" if metric in model.metrics else "missing"
+                raise UserError(f"baseline: model '{model.name}' has no {metric} ({state}); a baseline must hold every "
+                                "gated metric (update it from a good run with `segbench baseline update`, or gate "
+                                "other metrics with --max-drop)")
         figures = {metric: model.metrics.get(metric) for metric in policy.max_drop_points}
         if speed.mode != "off" and model.first_speed is not None:
             figures["images/s"] = model.first_speed.images_per_second

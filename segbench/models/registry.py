@@ -104,9 +104,7 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
             entry.check(name)
         return ModelSpec(name=spec, arch=name, backbone="", source=source)
     if spec in ARCHITECTURES and not ARCHITECTURES.get(spec).takes_backbone:  # a user's model without a backbone
-        if check:
-            check_user_model(spec, "")
-        return ModelSpec(name=spec, arch=spec, backbone="")
+        return ModelSpec(name=spec, arch=spec, backbone="")  # its builder is tried with the suite's classes
     arch, sep, backbone = spec.partition("-")
     if not sep or not backbone:
         raise UserError(f"model '{spec}' is not of the form ARCH-BACKBONE (for example unet-resnet18) "
@@ -115,19 +113,17 @@ def parse_spec(spec: str, check: bool = False) -> ModelSpec:
     if not architecture.takes_backbone:
         raise UserError(f"model '{spec}': '{arch}' is registered without a backbone; name it '{arch}' alone")
     resolved = check_backbone(backbone) if check else BACKBONE_ALIASES.get(backbone, backbone)
-    if check and architecture.origin is not None:
-        check_user_model(arch, resolved)
     return ModelSpec(name=spec, arch=arch, backbone=resolved)
 
 
-CHECK_CLASSES = 3  # classes of the trial build that proves a user's builder works
 CHECK_SIZE = 64  # side of the trial image fed to it
 
 
 @cache
-def check_user_model(arch: str, backbone: str) -> None:
+def check_user_model(arch: str, backbone: str, num_classes: int) -> None:
     """Prove at config time that a user's registered builder works: it is built on the meta device (no memory, no
-    weights) and must return an nn.Module whose output for a N x 3 x H x W input is N x K x H x W logits."""
+    weights) and must return an nn.Module whose output for a N x 3 x H x W input is N x K x H x W logits, K being
+    ``num_classes`` (the suite's, see segbench.models.suite.check_model)."""
     import torch
     from torch import nn
 
@@ -135,10 +131,10 @@ def check_user_model(arch: str, backbone: str) -> None:
     builder = (entry.origin or {}).get("builder", arch)
     try:
         with torch.device("meta"):
-            model = entry.build(backbone, CHECK_CLASSES)
+            model = entry.build(backbone, num_classes)
     except UserError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a builder that calls sys.exit is reported, not obeyed
         raise UserError(f"model '{arch}': its builder {builder} raised {type(exc).__name__}: "
                         f"{(str(exc).splitlines() or [''])[0]}") from None
     if not isinstance(model, nn.Module):
@@ -149,14 +145,14 @@ def check_user_model(arch: str, backbone: str) -> None:
             out = model.eval()(torch.empty(2, 3, CHECK_SIZE, CHECK_SIZE, device="meta"))
     except NotImplementedError:  # an operation without a meta kernel: the shape is checked when it runs
         return
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UserError(f"model '{arch}': its forward pass on a 2x3x{CHECK_SIZE}x{CHECK_SIZE} batch raised "
                         f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
-    expected = (2, CHECK_CLASSES, CHECK_SIZE, CHECK_SIZE)
+    expected = (2, num_classes, CHECK_SIZE, CHECK_SIZE)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserError(f"model '{arch}': its builder {builder} gives a model whose output for a "
-                        f"2x3x{CHECK_SIZE}x{CHECK_SIZE} batch with num_classes={CHECK_CLASSES} is {got}, expected "
+                        f"2x3x{CHECK_SIZE}x{CHECK_SIZE} batch with num_classes={num_classes} is {got}, expected "
                         f"logits of shape {expected}")
 
 

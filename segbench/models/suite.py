@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segbench.errors import UserError
+from segbench.models.archs import ARCHITECTURES
 from segbench.models.normalisation import Normalisation, stated, timm_normalisation
-from segbench.models.registry import ModelPlan, ModelSpec, parse_spec, plan_model
+from segbench.models.registry import ModelPlan, ModelSpec, check_user_model, parse_spec, plan_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -123,6 +124,8 @@ def check_model(name: str, cfg: "SuiteConfig", classes: Sequence[str] | None = N
     from segbench.models.sources.exported import check_suite_fit
 
     spec = parse_spec(name, check=True)
+    if not spec.external and ARCHITECTURES.get(spec.arch).origin is not None:  # a user's builder, with these classes
+        check_user_model(spec.arch, spec.backbone, len(classes))
     plan, _ = plan_suite_model(spec, cfg, classes, load_backbone=False)
     check_suite_fit(spec.source, spec.arch, cfg)  # an exported file's fixed shapes and backends
     if not spec.external and spec.backbone in cfg.backbone_weights:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ from segbench.config.schema import TrackingConfig
 from segbench.core.files import flatten
 from segbench.core.names import safe_name
 from segbench.errors import UserError
+from segbench.metrics.confusion import REGISTRY
 from segbench.results.robustness import robustness_metrics
-from segbench.results.schema import RESULTS_NAME, read_results, write_results
+from segbench.results.schema import RESULTS_NAME, Results, check_headlines, read_results, write_results
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
 WHOLE = ("loss", "label_map", "backbone_key_map")  # logged as one param each: their keys are not param names
@@ -69,7 +71,7 @@ def speed_metrics(speed: list[dict]) -> dict[str, float]:
 def model_metrics(record: dict) -> dict[str, float]:
     """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
     logged = dict(record["metrics"])
-    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
+    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record.get("per_class") or []})
     logged.update({f"IoU.category.{k}": v for k, v in (record.get("categories") or {}).get("IoU", {}).items()})
     evaluation = record.get("evaluation") or {}
     for key, name in (("images_per_second", "eval_images_per_second"), ("forward_share", "eval_forward_share"),
@@ -82,7 +84,8 @@ def model_metrics(record: dict) -> dict[str, float]:
         logged["train_seconds"] = record["train"]["seconds"]
     logged.update(speed_metrics(record.get("speed") or []))
     logged.update(robustness_metrics(record.get("robustness")))
-    return {k: v for k, v in logged.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in logged.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # NaN: not measured
 
 
 def model_params(record: dict) -> dict[str, object]:
@@ -115,12 +118,40 @@ def _new(params: dict[str, Any], logged: set[str]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in logged}
 
 
+def _unit(metric: str, results: Results) -> str | None:
+    """A metric's unit: the registry's, else the one results.json defines (a user's metric), else unknown."""
+    if metric in REGISTRY:
+        return REGISTRY.get(metric).unit
+    defined = results.metric_definitions.get(metric)
+    return defined.get("unit") if isinstance(defined, dict) else getattr(defined, "unit", None)
+
+
+def check_sendable(results: Results, path: Path) -> None:
+    """Refuse, before any store is opened, a results.json whose numbers are not what the schema promises: a
+    headline metric NaN or null without ``invalid_reason``, a fraction (mIoU, per-class IoU, ...) outside [0, 1],
+    a speed that is not a positive finite number."""
+    check_headlines(results, str(path))
+    for i, record in enumerate(results.models):
+        where = f"{path}: models[{i}] ('{record.name}')"
+        fractions = [(f"metrics.{k}", v) for k, v in record.metrics.items() if _unit(k, results) == "fraction"]
+        fractions += [(f"per_class.{row.name}.{k}", getattr(row, k)) for row in record.per_class
+                      for k in ("IoU", "Dice", "Acc")]
+        for key, value in fractions:
+            if value is not None and math.isfinite(value) and not 0 <= value <= 1:
+                raise UserError(f"{where}.{key} is {value}, outside [0, 1] (a fraction); segbench log sends "
+                                "results.json files as segbench wrote them")
+        for j, speed in enumerate(record.speed):
+            value = speed.images_per_second
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"{where}.speed[{j}].images_per_second is {value}; expected a positive number")
+
+
 def send_results(source: Path, uri: str | None = None) -> tuple[str, Path, int]:
     """Log the runs of a finished results.json (a file or its folder) to MLflow: the runs it names are completed
     and closed FINISHED, runs the store never got are created and their ids written into results.json. Return the
     store, the results.json and the number of runs logged (0: the store has them all already)."""
     path = source / RESULTS_NAME if source.is_dir() else source
-    read_results(path)  # its structure checked: one line for a wrong file
+    check_sendable(read_results(path), path)  # structure and ranges, before any store is opened
     results = json.loads(path.read_text(encoding="utf-8"))
     if results.get("kind") == "bench":
         raise UserError(f"{path}: segbench log sends results.json files of run, eval or score")

@@ -49,6 +49,7 @@ def validate(cfg: SuiteConfig) -> None:
     before any work starts."""
     if not cfg.models:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
+    _check_cache_folder()
     splits = (cfg.data.train_split, cfg.data.val_split) if cfg.train.enabled else (cfg.data.val_split,)
     datasets.check_available(cfg.data, splits)  # first: a missing data root is the likeliest mistake
     specs = [models.parse_spec(spec, check=True) for spec in cfg.models]
@@ -66,9 +67,55 @@ def validate(cfg: SuiteConfig) -> None:
     for name in cfg.eval.metrics:
         metrics.REGISTRY.get(name)
     check_passport_config(cfg.eval, cfg.data, len(classes))
+    _check_user_metrics(cfg, datasets.dataset_info(cfg.data))
     check_eval_config(cfg.eval)
     _check_backends(cfg)
     _check_memory(cfg)
+
+
+def _check_cache_folder() -> None:
+    """``$SEGBENCH_CACHE_DIR`` names a folder, or nothing yet: not a file (checked before its first use)."""
+    from segbench.core.files import cache_dir
+
+    folder = cache_dir()
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"SEGBENCH_CACHE_DIR={os.environ.get('SEGBENCH_CACHE_DIR', '')!r}: segbench's cache folder "
+                        f"{folder} cannot be made, '{blocking}' is a file; name a folder")
+
+
+TRIAL = (2, 16, 16)  # the batch of labels a user's metric is updated with before the run
+
+
+def _check_user_metrics(cfg: SuiteConfig, info: datasets.DatasetInfo) -> None:
+    """Each user's metric the evaluation will update (``imports:``, plugins) takes one trial batch of random labels
+    without raising: a mistake in ``update`` is one line naming the metric, before the run. A metric whose
+    ``build`` needs what only the run has (the data set) is left to the run."""
+    import torch
+
+    from segbench.metrics.protocol import Batch, Setup
+    from segbench.metrics.registry import REGISTRY, accumulators
+
+    if not cfg.eval.passport:
+        return
+    users = {e.accumulator: name for name, e in REGISTRY.items() if e.origin and e.accumulator in accumulators()}
+    generator = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, info.num_classes, TRIAL, generator=generator) for _ in range(2)]
+    batch = Batch(labels[0], labels[1], torch.rand(TRIAL, generator=generator), {})
+    for accumulator, name in users.items():
+        try:
+            part = accumulator.build(Setup(info, cfg.eval, cfg.data, None, "cpu"))
+        except Exception:
+            continue
+        if part is None or part.reader is not None:
+            continue
+        try:
+            with torch.no_grad():
+                part.update(batch)
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"metric '{name}' ({accumulator.__module__}.{accumulator.__qualname__}): its update raised "
+                            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}, on a trial batch of "
+                            f"{' x '.join(map(str, TRIAL))} labels (checked before the run)") from None
 
 
 def _check_files(cfg: SuiteConfig, backbones: set[str]) -> None:

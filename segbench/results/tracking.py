@@ -48,6 +48,16 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: ``mlruns`` beside the database file (MLflow's
+    default is ``./mlruns`` in the working folder, wherever the store is); None: the store decides."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite" or not parsed.path or parsed.path == "/:memory:":
+        return None
+    database = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else Path(parsed.path)
+    return (database.resolve().parent / "mlruns").as_uri()
+
+
 def check_store(uri: str) -> None:
     """Raise a UserError unless the MLflow store at ``uri`` is reachable and its schema ready (a new sqlite
     store is created and migrated here, safely under concurrency)."""
@@ -273,7 +283,7 @@ class Tracker:
         if found:
             return found.experiment_id
         try:
-            return retry_locked(self.client.create_experiment, name)
+            return retry_locked(self.client.create_experiment, name, artifact_location=artifact_root(self.uri))
         except MlflowException:
             found = retry_locked(self.client.get_experiment_by_name, name)
             if found is None:

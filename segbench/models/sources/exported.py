@@ -4,17 +4,19 @@
 A file is evaluated and timed as it will be deployed: nothing is re-exported. What the file states is read at
 config time (``read``): its image input (one float input N x 3 x H x W), the axes it fixes (ONNX graph input dims;
 a ``.pt2`` program's example input shape and range constraints; TorchScript states none), and its number of
-outputs (ONNX output dims, a ``.pt2`` program's output shape; otherwise one forward pass of a zero image at the
-file's own size, or 64 x 64). The file carries no class names: the suite's classes are assumed when the numbers
-agree, else ``eval.class_map`` names the outputs by index (``"0": road``). Its input normalisation is ImageNet's,
-as segbench's own exports take, unless the suite states ``normalisation.MODEL``.
+outputs, from one forward pass of a zero image at the file's own size (or 64 x 64), which must agree with what
+the file states (ONNX output dims, a ``.pt2`` program's output shape). The file carries no class names: the
+suite's classes are assumed when the numbers agree, else ``eval.class_map`` names the outputs by index
+(``"0": road``). Its input normalisation is ImageNet's, as segbench's own exports take, unless the suite states
+``normalisation.MODEL``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,8 @@ class FileInfo:
     num_outputs: int
     input_dtype: str  # float32 or float16
     names: tuple[str, str] = ("", "")  # ONNX: the image input's and the logits output's names
+    program: Any = field(default=None, compare=False, repr=False)  # export: the program, loaded once
+    sha256: str = ""  # export: of the bytes the program was read from
 
     @property
     def fixed_size(self) -> tuple[int | None, int | None] | None:
@@ -128,8 +132,7 @@ def _read_onnx(path: Path) -> FileInfo:
     out_dtype = {"float": "float32"}.get(out.type[7:-1], out.type[7:-1])  # tensor(float) -> float32
     count = _output_count("onnx", path, list(out.shape), out_dtype)
     names = (inputs[0].name, out.name)
-    if count is None:
-        count = _probe("onnx", path, OrtFile(str(path), names, ORT_DTYPES[inputs[0].type]), shape, None)
+    count = _probe("onnx", path, OrtFile(str(path), names, ORT_DTYPES[inputs[0].type]), shape, None, count)
     return FileInfo("onnx", path, shape, None, count, dtype, names)
 
 
@@ -164,10 +167,9 @@ def _read_export(path: Path) -> FileInfo:
     if not any(n.endswith("archive_format") for n in names):
         raise _not_format("export", path, "a TorchScript archive is torchscript:PATH" if any(
             n.endswith("constants.pkl") for n in names) else "")
-    try:
-        program = torch.export.load(str(path)) if path.suffix == ".pt2" else torch.export.load(path.open("rb"))
-    except Exception as exc:
-        raise _not_format("export", path, _reason(exc, path)) from None
+    from segbench.models.sources.pt2 import load
+
+    program, data = load(path)
     user_inputs = set(program.graph_signature.user_inputs)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs]
     values = [n.meta.get("val") for n in placeholders]
@@ -184,9 +186,9 @@ def _read_export(path: Path) -> FileInfo:
     count = None
     if isinstance(value, torch.Tensor):
         count = _output_count("export", path, list(value.shape), str(value.dtype).removeprefix("torch."))
-    if count is None:
-        count = _probe("export", path, program.module(), shape, max_batch)
-    return FileInfo("export", path, shape, max_batch, count, dtype)
+    count = _probe("export", path, program.module(), shape, max_batch, count)
+    return FileInfo("export", path, shape, max_batch, count, dtype, program=program,
+                    sha256=hashlib.sha256(data).hexdigest())
 
 
 def _upper_bound(program: Any, size: Any) -> int | None:
@@ -202,8 +204,10 @@ def _upper_bound(program: Any, size: Any) -> int | None:
         return None
 
 
-def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch: int | None) -> int:
-    """The number of output channels, from one forward pass of a zero image at the file's size."""
+def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch: int | None,
+           stated: int | None = None) -> int:
+    """The number of output channels, from one forward pass of a zero image at the file's size; a UserError if
+    the file ``stated`` another number (its output shape) than it returns."""
     import torch
 
     batch = shape[0] or 1
@@ -219,13 +223,16 @@ def _probe(source: str, path: Path, run: Any, shape: tuple[Any, ...], max_batch:
     if out.dim() != 4 or not out.is_floating_point():
         raise UserError(f"model '{source}:{path}': it returns {out.dtype} of shape {list(out.shape)}, not N x K x H "
                         "x W float logits")
+    if stated is not None and int(out.shape[1]) != stated:
+        raise UserError(f"model '{source}:{path}': the file states {stated} output channels, but a forward pass of a "
+                        f"{' x '.join(map(str, size))} image returns {int(out.shape[1])}")
     return int(out.shape[1])
 
 
 READERS = {"onnx": _read_onnx, "torchscript": _read_torchscript, "export": _read_export}
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=4)  # an export program stays in memory with its FileInfo
 def _read_cached(source: str, path: Path, stamp: tuple[int, int]) -> FileInfo:
     return READERS[source](path)
 
@@ -240,8 +247,6 @@ def read(source: str, name: str) -> FileInfo:
 
 def _load(info: FileInfo) -> Any:
     """The file's runnable: an ``OrtFile``, a TorchScript module, or a torch.export program's module."""
-    import torch
-
     from segbench.models.sources.runners import ORT_DTYPES, OrtFile
 
     if info.format == "onnx":
@@ -249,7 +254,7 @@ def _load(info: FileInfo) -> Any:
         return OrtFile(str(info.path), info.names, dtype)
     if info.format == "torchscript":
         return _jit_load(info.path)
-    return torch.export.load(str(info.path) if info.path.suffix == ".pt2" else info.path.open("rb")).module()
+    return info.program.module()  # read (and checked) once, at config time
 
 
 def _identity(output: Any) -> Any:
@@ -266,8 +271,9 @@ def resolver(source: str) -> Any:
             raise UserError(f"weights.{source}:{name}: an exported file carries its own weights; name none")
         info = read(source, name)
         record = {"kind": "exported", "format": info.format, "path": str(info.path),
-                  "sha256": sha256_file(info.path), "input_shape": list(info.input_shape),
-                  "runs_with": "onnxruntime" if source == "onnx" else "torch"}
+                  "sha256": info.sha256 or sha256_file(info.path), "input_shape": list(info.input_shape),
+                  "runs_with": "onnxruntime" if source == "onnx" else "torch",
+                  "executes_code": source == "torchscript"}  # a TorchScript file is a program; the others data
         normalisation = Normalisation(origin="ImageNet (segbench's convention for exported files; state "
                                              f"normalisation.{source}:{name} otherwise)")
 
@@ -320,5 +326,5 @@ def _source(name: str, description: str) -> Source:
 SOURCES = (
     _source("onnx", "an ONNX file, run by ONNX Runtime (CPU provider; CUDA's on a GPU with onnxruntime-gpu)"),
     _source("torchscript", "a TorchScript file (torch.jit.save), run by torch"),
-    _source("export", "a torch.export program (torch.export.save, .pt2), run by torch"),
+    _source("export", "a torch.export program (torch.export.save, .pt2), run by torch; read as data"),
 )
