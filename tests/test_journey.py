@@ -1,7 +1,8 @@
-"""A user's first day, typed at a shell: the CLI as a subprocess in one folder, command after command, each exit
-code as documented (docs/usage.md), and every finished run in the report. Then the same through the CLI for a model
-of each source: a torchvision state dict, an ``hf:`` folder, an ``hf:ORG/NAME`` hub id in the Hugging Face cache and
-an ``smp:`` folder."""
+"""A user's first day at a shell: the CLI in one folder, command after command, each exit code as documented
+(docs/usage.md), and every finished run in the report; the commands go through the console entry point in this
+process (the words a shell passes it, in the folder and environment a shell would have), and Ctrl-C goes to a real
+``segbench`` process. Then the same through the CLI, as subprocesses, for a model of each source: a torchvision
+state dict, an ``hf:`` folder, an ``hf:ORG/NAME`` hub id in the Hugging Face cache and an ``smp:`` folder."""
 
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ SMALL = ["models=[unet-resnet10t]", "train.iters=2", "train.batch_size=2", "data
 
 
 class Shell:
-    """``segbench ...`` typed in one folder, with every cache and store inside it and nothing online."""
+    """``segbench ...`` typed in one folder, with every cache and store inside it and nothing online. Given ``cli``
+    (tests/conftest.py), commands run through the console entry point in this process, in that folder and
+    environment, without a new interpreter's seconds of imports for each; else each is a subprocess."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, cli=None, monkeypatch=None) -> None:
+        self.folder, self.cli = folder, cli
         exe = shutil.which("segbench")
         self.command = [exe] if exe else [sys.executable, "-m", "segbench"]
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEGBENCH_DEBUG")}
@@ -42,6 +45,12 @@ class Shell:
             "SEGBENCH_CACHE_DIR": str(folder / ".cache"), "SEGBENCH_ZOO": str(folder / "zoo"),
             "OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_ENABLE_ASYNC_LOGGING": "false", "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        if cli is not None:
+            for key in set(os.environ) - set(self.env):
+                monkeypatch.delenv(key)
+            for key, value in self.env.items():
+                monkeypatch.setenv(key, value)
+            monkeypatch.chdir(folder)
 
     def start(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([*self.command, *args], cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
@@ -49,10 +58,14 @@ class Shell:
 
     def __call__(self, *args: str, exit: int = 0) -> str:
         """Run ``segbench ARGS``; it must exit with ``exit``; return its stdout."""
-        proc = self.start(*args)
-        out, err = proc.communicate(timeout=600)
-        said = f"segbench {' '.join(args)}: exit {proc.returncode}\n{out[-3000:]}\n{err[-3000:]}"
-        assert proc.returncode == exit, said
+        if self.cli is not None:
+            code, out, err = self.cli(*args)
+        else:
+            proc = self.start(*args)
+            out, err = proc.communicate(timeout=600)
+            code = proc.returncode
+        said = f"segbench {' '.join(args)}: exit {code}\n{out[-3000:]}\n{err[-3000:]}"
+        assert code == exit, said
         assert "Traceback" not in err, err[-3000:]
         return out
 
@@ -115,8 +128,8 @@ def folder_data_set(root: Path) -> tuple[list[str], Path, float]:
     return suite, preds, (background + foreground) / 2
 
 
-def test_day_one(tmp_path):
-    shell = Shell(tmp_path)
+def test_day_one(tmp_path, cli, monkeypatch):
+    shell = Shell(tmp_path, cli, monkeypatch)
     (tmp_path / "zoo").mkdir()
 
     first = shell.run(*SMALL)
