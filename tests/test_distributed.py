@@ -122,6 +122,7 @@ def _train_rank(rank: int, size: int, port: int, root: str, out: str) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
 
 
+@pytest.mark.slow
 def test_two_ranks_that_train_hold_identical_weights(tmp_path):
     root = seven_images(tmp_path / "data")
     torch.multiprocessing.spawn(_train_rank, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2)

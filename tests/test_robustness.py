@@ -131,6 +131,7 @@ print(sum(float(batch.sum()) for batch in batches))
 """
 
 
+@pytest.mark.slow
 def test_a_hand_over_the_command_abandons_prints_nothing_in_the_loader_workers(tmp_path):
     """The cause of a traceback on interrupt under load: a signal lands while the command receives a batch's
     tensors from a loader worker (a file descriptor each, over a socket); the worker's resource-sharer thread
@@ -171,6 +172,7 @@ def test_a_half_migrated_store_is_refused_with_its_remedy(cli, tmp_path):
     assert "move it away" in err and not (tmp_path / "out.partial").exists()
 
 
+@pytest.mark.slow
 def test_an_internal_error_is_one_line_exit_3_and_its_traceback_only_under_debug(cli, tmp_path, monkeypatch,
                                                                                  mlflow_uri):
     import segbench.pipeline.runner
@@ -246,6 +248,7 @@ def test_an_existing_partial_folder_is_never_deleted(cli, tmp_path, mlflow_uri):
     assert code == 2 and (tmp_path / "out.partial" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_progress_bars_stay_out_of_logs(tmp_path):
     proc = _segbench("run", *TINY[:-1], "train.iters=2", "tracking.enabled=false", f"output_dir={tmp_path / 'o'}",
                      cwd=tmp_path)
@@ -326,6 +329,7 @@ def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
         torch.testing.assert_close(model(images), by_hand)
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_saved_predictions(cli, tmp_path, mlflow_uri):
     import base64
 
