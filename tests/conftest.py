@@ -17,9 +17,33 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+def pytest_configure(config):
+    """Under `pytest -n N` (xdist's default distribution, "load"), tests marked ``xdist_group`` go to one worker:
+    see ``pytest_collection_modifyitems``. A worker parses the command line again (where the distribution is
+    "load"), so it is told to name the groups in its test ids, as xdist's workers do under --dist loadgroup."""
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("loadgroup"):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: tell each worker whether tests are distributed by group (see ``pytest_configure``)."""
+    node.workerinput["loadgroup"] = node.config.getvalue("dist") == "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """The slow tests first: under `pytest -n N` the workers start on the longest tests and the short ones fill in
-    around them, instead of one long test running alone at the end."""
+    around them, instead of one long test running alone at the end. The tests of a module that share one of its
+    module-scoped fixtures (exported files, a pair of runs, a server) form an ``xdist_group``: one worker runs them
+    all and sets the fixture up once, where load distribution would set it up on every worker."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values()
+        if any(found[-1].scope == "module" and found[-1].baseid == module for found in definitions):
+            item.add_marker(pytest.mark.xdist_group(module))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

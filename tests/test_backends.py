@@ -27,6 +27,7 @@ def trained_like(name: str) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet-resnet10t", "fcn8s-resnet10t"])  # smp's U-Net; one of segbench's own
 def test_onnx_logits_equal_eager(name):
     model = trained_like(name)
@@ -45,6 +46,7 @@ def test_onnx_logits_equal_eager(name):
     assert described["input_shape"] == [2, 3, 64, 96] and described["dynamic_axes"] == ["batch"]
 
 
+@pytest.mark.slow
 def test_a_dynamic_export_serves_other_image_sizes():
     model = trained_like("fcn8s-resnet10t")
     deployed = deploy("onnxruntime", model, torch.randn(1, 3, 64, 64), dynamic_spatial=True)

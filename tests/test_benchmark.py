@@ -189,6 +189,7 @@ def test_gpu_paths(precision):
     assert result.peak_memory_mb > 0 and result.images_per_second > 0
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri):
     out = tmp_path / "bench"
     code, stdout, stderr = cli("bench", "models=[unet-resnet10t,pspnet-resnet10t]", "bench.batch_sizes=[1,2]",
@@ -240,6 +241,7 @@ def test_speed_metrics_name_each_backend():
     assert "images_per_second.onnxruntime.bs4" not in metrics
 
 
+@pytest.mark.slow
 def test_an_isolated_child_reports_a_users_mistake_on_one_line():
     from segbench.config.schema import SuiteConfig
     from segbench.deploy.speed import time_isolated

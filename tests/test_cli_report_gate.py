@@ -93,6 +93,7 @@ def test_report_writes_markdown_csv_and_html(cli, tmp_path):
     assert [row[3] for row in rows] == ["91.56", "68.61", "57.55"]
 
 
+@pytest.mark.slow
 def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypatch, mlflow_uri):
     store = Path(mlflow_uri[len("sqlite:///"):]).rename(tmp_path / "migrated.db")  # not yet where segbench looks
     (tmp_path / "cwd").mkdir()
@@ -130,6 +131,7 @@ def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypat
     assert code == 2 and "elsewhere.db" in err and not (tmp_path / "elsewhere.db").exists()
 
 
+@pytest.mark.slow
 def test_report_from_mlflow_and_from_files_of_a_real_run_are_the_same(cli, tmp_path, mlflow_uri):
     """`segbench run` logs its runs; `segbench report` of its folder and of the store give the same tables and
     the same plots (speed, confusion matrices, prediction overlays fetched from the model's MLflow run)."""

@@ -53,6 +53,7 @@ def test_deterministic_corruptions_equal_the_package_output(name, store):
         assert np.array_equal(corrupt(image, name, severity, "b", store), expected), severity  # from the cache
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RANDOMISED)
 def test_randomised_corruptions_are_the_same_for_the_same_key(name, store):
     image = scene()
@@ -74,6 +75,7 @@ def _corrupt_all(names: tuple[str, ...]) -> dict[str, bytes]:
     return {name: corrupt(scene(), name, 2, "img-7", store).tobytes() for name in names}
 
 
+@pytest.mark.slow
 def test_randomised_corruptions_are_the_same_in_other_processes():
     here = _corrupt_all(RANDOMISED)
     with multiprocessing.get_context("spawn").Pool(2) as pool:

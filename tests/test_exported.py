@@ -24,6 +24,8 @@ EVAL = ["data.val_samples=5", "eval.batch_size=2", "bench.enabled=false", "progr
 FILES = {"fixed.onnx": "onnx", "dynamic.onnx": "onnx", "batch1.onnx": "onnx", "model.ts": "torchscript",
          "model.pt2": "export"}
 
+pytestmark = pytest.mark.slow  # every test needs the module's exported files (one fixture, about a minute)
+
 
 def _trained(num_classes: int) -> torch.nn.Module:
     """The model after a few steps on the synthetic training split, so that it predicts several classes."""

@@ -262,6 +262,7 @@ print(stopped)
 """
 
 
+@pytest.mark.slow
 def test_a_signal_while_loader_workers_hand_over_a_batch_prints_no_traceback(tmp_path):
     """The cause of a flaky signal test: the command, interrupted while a worker hands it a batch's tensors
     (a file descriptor over a socket), closes the socket; the worker's resource-sharer thread printed the broken

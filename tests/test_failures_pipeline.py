@@ -97,6 +97,7 @@ def test_an_hf_folder_model_by_absolute_path_writes_its_files_under_a_safe_name(
 
 # ---------------------------------------------------------------- default output folders
 
+@pytest.mark.slow
 def test_runs_in_one_folder_each_get_their_own_output_folder_and_the_report_shows_them_all(cli, tmp_path,
                                                                                            monkeypatch, mlflow_uri):
     monkeypatch.chdir(tmp_path)
@@ -134,6 +135,7 @@ def test_two_claims_of_one_default_folder_get_two_folders(tmp_path):
 
 # ---------------------------------------------------------------- the tracking store fails mid-run
 
+@pytest.mark.slow
 def test_a_store_that_fails_mid_run_costs_no_result_and_segbench_log_sends_the_runs(cli, tmp_path, monkeypatch,
                                                                                    mlflow_uri):
     from mlflow.exceptions import MlflowException
@@ -182,6 +184,7 @@ def test_a_store_that_fails_mid_run_costs_no_result_and_segbench_log_sends_the_r
     assert len(store_runs(mlflow_uri)) == 2
 
 
+@pytest.mark.slow
 def test_segbench_log_to_another_store_creates_the_runs_and_records_their_ids(cli, tmp_path, monkeypatch,
                                                                              mlflow_uri):
     monkeypatch.chdir(tmp_path)

@@ -91,6 +91,7 @@ def test_a_report_mistake_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, m
     assert not (tmp_path / "nowhere.db").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_report_says_what_a_report_leaves(tmp_path):
     """Ctrl-C while the report waits for a tracking server that accepts and never answers: exit 130 and the
     report's own message, not the one of an interrupted run."""

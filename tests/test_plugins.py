@@ -199,6 +199,7 @@ def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_pat
     assert record["origin"]["plugin"]["version"] == "0.1.0"
 
 
+@pytest.mark.slow
 def test_the_example_plugin_passes_its_own_tests(tmp_path):
     site = _site_with_example_plugin(tmp_path / "site")
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)]), "HF_HUB_OFFLINE": "1"}
@@ -278,6 +279,7 @@ def test_import_segbench_does_not_import_torch():
     assert done.stdout.split() == ["False", "False"], done.stderr
 
 
+@pytest.mark.slow
 def test_the_readme_example_of_evaluate_runs_as_written(tmp_path):
     readme = (REPO / "README.md").read_text()
     start = readme.index("```python", readme.index("segbench.evaluate"))

@@ -110,6 +110,7 @@ def _results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_run_reports_every_corruption_and_severity_with_mpc_and_rpc(two_runs):
     tmp, uri, stdout = two_runs
     results = _results(tmp / "first")
@@ -131,6 +132,7 @@ def test_a_run_reports_every_corruption_and_severity_with_mpc_and_rpc(two_runs):
     assert "under corruption" in stdout and "mPC" in stdout
 
 
+@pytest.mark.slow
 def test_corruptions_are_computed_once_per_data_set(two_runs):
     tmp, _, _ = two_runs
     costs = [[m["robustness"]["cost"] for m in _results(tmp / run)["models"]] for run in ("first", "second")]
@@ -140,6 +142,7 @@ def test_corruptions_are_computed_once_per_data_set(two_runs):
     assert len(list((tmp / "cache" / "corruptions").glob("??/*.png"))) == 32
 
 
+@pytest.mark.slow
 def test_mpc_and_rpc_go_to_mlflow(two_runs):
     from mlflow.tracking import MlflowClient
 
@@ -152,6 +155,7 @@ def test_mpc_and_rpc_go_to_mlflow(two_runs):
             record["robustness"]["per_corruption"]["contrast"]["mIoU"])
 
 
+@pytest.mark.slow
 def test_the_gate_checks_mpc(two_runs, cli, tmp_path):
     tmp, _, _ = two_runs
     baseline = tmp / "first" / "results.json"
@@ -167,6 +171,7 @@ def test_the_gate_checks_mpc(two_runs, cli, tmp_path):
     assert code == 0, out + err
 
 
+@pytest.mark.slow
 def test_the_report_shows_robustness(two_runs, cli, tmp_path):
     tmp, _, _ = two_runs
     code, out, err = cli("report", str(tmp / "first"), "--out", str(tmp_path / "report"))
@@ -177,6 +182,7 @@ def test_the_report_shows_robustness(two_runs, cli, tmp_path):
     assert "rPC" in markdown and "contrast" in markdown
 
 
+@pytest.mark.slow
 def test_a_corrupted_view_scores_as_images_corrupted_beforehand(tmp_path):
     """segbench's evaluation under gaussian_blur at severity 2 equals evaluating the same model on a folder whose
     images were corrupted with the package first."""

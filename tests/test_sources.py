@@ -293,6 +293,7 @@ def test_list_models_shows_the_sources(cli):
     assert "torchvision:deeplabv3_resnet50" in out and "hf:" in out and "smp:" in out
 
 
+@pytest.mark.slow
 def test_evaluation_end_to_end_on_voc_gives_1_for_the_models_own_predictions(tmp_path):
     """A VOC tree whose masks are the model's own predictions: mIoU 1.0 through segbench's evaluator, with the
     model's classes in another order and spelling and its own normalisation."""

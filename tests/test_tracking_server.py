@@ -273,7 +273,8 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_server_killed_mid_training_loses_nothing_and_segbench_log_sends_the_runs_later(tmp_path, mlflow_uri):
+def test_a_server_killed_mid_training_loses_nothing_and_segbench_log_sends_the_runs_later(tmp_path, mlflow_uri, cli,
+                                                                                        monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
 
     from segbench.models.checkpoints import sha256_file
@@ -309,7 +310,8 @@ def test_a_server_killed_mid_training_loses_nothing_and_segbench_log_sends_the_r
             run.kill()
             run.wait(timeout=30)
         _stop_server(server)
-    print(f"run exited {seconds:.1f} s after the tracking server was killed")
+    with capsys.disabled():  # shown as it is, and kept out of what `cli` captures below
+        print(f"run exited {seconds:.1f} s after the tracking server was killed")
 
     assert run.returncode == 4, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if line.startswith("segbench: ")]
@@ -324,10 +326,14 @@ def test_a_server_killed_mid_training_loses_nothing_and_segbench_log_sends_the_r
     server = _sqlite_server(store, port, log)  # the store comes back
     try:
         _wait_healthy(url, server, log)
-        done = subprocess.run([sys.executable, "-m", "segbench", "log", str(out)], cwd=tmp_path, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUNS_S)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.strip() == f"logged 2 runs of {out / 'results.json'} to {url}"
+        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:  # the environment the run had
+            monkeypatch.delenv(key)
+        for key, value in LOCAL.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(tmp_path)
+        code, logged_out, logged_err = cli("log", str(out))  # in this process: no second interpreter start
+        assert code == 0, logged_err[-2000:]
+        assert logged_out.strip() == f"logged 2 runs of {out / 'results.json'} to {url}"
         client = MlflowClient(tracking_uri=url)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         logged = read_results(out / "results.json")

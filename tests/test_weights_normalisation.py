@@ -93,6 +93,7 @@ def test_a_backbone_file_is_fed_its_backbones_timm_statistics(cli, tmp_path, rec
     assert len(note) == 1 and f"normalisation.{BACKBONE}" in note[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", [BACKBONE, MODEL])
 def test_an_explicit_setting_overrides_the_default(cli, tmp_path, received, key):
     save_file(backbone_state(), tmp_path / "lite0.safetensors")
@@ -115,6 +116,7 @@ def test_imagenet_preset_feeds_segbenchs_data_unchanged(cli, tmp_path, received)
     torch.testing.assert_close(received[0], first_batch(args), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_folder_keeps_its_own_normalisation(cli, tmp_path, received):
     save_file(backbone_state(), tmp_path / "lite0.safetensors")
     train = ["train.iters=1", "train.batch_size=2", "data.train_samples=2", *SMALL,

@@ -94,6 +94,7 @@ def test_download_checks_the_sum_and_caches(tmp_path):
     assert not list((tmp_path / "cache2" / "weights").iterdir())  # nothing half-downloaded is kept
 
 
+@pytest.mark.slow
 def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
     run_dir = tmp_path / "run"
     code, _, err = cli("run", "models=[pspnet-resnet10t]", *TINY, "tracking.enabled=false",
@@ -166,6 +167,7 @@ def test_malformed_card_fields_are_one_line_naming_file_and_field(cli, tmp_path,
     assert "\n" not in line and str(tmp_path / "bad.yaml") in line and field in line
 
 
+@pytest.mark.slow
 def test_one_bad_card_does_not_break_the_others(cli, tmp_path, monkeypatch):
     from segbench.zoo.cards import zoo_dir
 

@@ -8,7 +8,9 @@ pixels that do not count.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segbench.core.registry import Registry
@@ -16,6 +18,8 @@ from segbench.data.base import IMAGENET_MEAN, IMAGENET_STD, DatasetEntry, Datase
 from segbench.errors import UserError
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import torch
     from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -62,14 +66,38 @@ def _check_transform_settings(cfg: "DataConfig") -> None:
         raise UserError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {low_high}")
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's generators in a loader worker from the seed torch gave it."""
+def _start_worker(worker_id: int) -> None:
+    """A loader worker's start: Python's and NumPy's generators seeded from the seed torch gave it, and its
+    resource-sharer thread kept quiet about hand-overs that the command abandoned.
+
+    A worker hands each batch's tensors to the command through multiprocessing's resource-sharer thread, a file
+    descriptor per tensor over a socket. A signal interrupts the command wherever it is, also in the middle of
+    such a hand-over; the command then closes the socket, and the worker's thread, which catches everything and
+    passes it to ``sys.excepthook``, would print a traceback (EOFError, ConnectionResetError, BrokenPipeError)
+    while the command stops as asked. The receiving side raises its own error in every other case, so nothing is
+    lost by not printing the sender's copy. The hook is set here, in the worker, because the command's own hook is
+    not what a worker inherits: typer sets its own when the command starts, before any worker is forked."""
     import numpy as np
     import torch
 
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    sys.excepthook = _quiet_abandoned_transfers(sys.excepthook)
+
+
+Hook = Callable[[type[BaseException], BaseException, "TracebackType | None"], object]
+SHARER = ("multiprocessing", "resource_sharer.py")
+
+
+def _quiet_abandoned_transfers(previous: Hook) -> Hook:
+    """``previous``, silent for a broken connection in multiprocessing's resource-sharer thread."""
+    def hook(kind: type[BaseException], error: BaseException, trace: "TracebackType | None") -> object:
+        if issubclass(kind, (EOFError, ConnectionError)) and trace is not None and \
+                Path(trace.tb_frame.f_code.co_filename).parts[-2:] == SHARER:
+            return None
+        return previous(kind, error, trace)
+    return hook
 
 
 def check_batchable(dataset: "Dataset", batch_size: int) -> None:
@@ -93,7 +121,7 @@ def make_loader(dataset: "Dataset", batch_size: int, shuffle: bool, num_workers:
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       drop_last=shuffle and len(dataset) >= batch_size, num_workers=num_workers,
                       pin_memory=torch.device(device).type == "cuda", persistent_workers=num_workers > 0,
-                      worker_init_fn=_seed_worker if num_workers > 0 else None,
+                      worker_init_fn=_start_worker if num_workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))
 
 
