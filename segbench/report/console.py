@@ -58,8 +58,8 @@ def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
                 cells.append("-")
             elif column in METRICS:
                 cells.append(f"{100 * value:.2f}")
-            elif isinstance(value, float):
-                cells.append(f"{value:.2f}")
+            elif isinstance(value, float):  # two decimals, two significant digits below 0.1 (0.0028 M)
+                cells.append(f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g}")
             else:
                 cells.append(str(value))
         table.add_row(*cells)
