@@ -46,9 +46,8 @@ class Results(schema.Results):
         """The report's confusion-matrix plot of ``model`` (the only model when None), normalised per
         ground-truth row (a matplotlib ``Figure``)."""
         from segbench.report.plots import confusion_figure
-        from segbench.results.leaderboard import model_record
 
-        record = model_record(self, model)
+        record = self.model_record(model)
         classes = self.dataset.classes if self.dataset else []
         return confusion_figure(self.confusion(record.name), classes, record.name)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field, ValidationError
@@ -21,12 +21,10 @@ from pydantic import Field, ValidationError
 from segbench.config.typed import ABSENT, Record, describe, error_line, errors, plain
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
+from segbench.results.leaderboard import Tables
 from segbench.results.passport import MetricDefinition, PassportDetails
 from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -203,7 +201,7 @@ class ModelRecord(Record):
         return self.speed[0] if self.speed else None
 
 
-class Results(Record):
+class Results(Record, Tables):
     schema_version: int  # 2 written; 1 read
     kind: Kind
     suite: Suite  # what was run
@@ -217,38 +215,6 @@ class Results(Record):
     def to_dict(self) -> dict:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
         return plain(self)
-
-    def leaderboard(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """The models as a pandas DataFrame, one row per model (quality as fractions, images/s, parameters in
-        millions), best mIoU first: the table ``segbench run`` prints."""
-        from segbench.results.leaderboard import leaderboard
-
-        return leaderboard(self, columns)
-
-    def per_class(self) -> pd.DataFrame:
-        """One row per model and class: IoU, Dice, Acc (fractions) and support (ground-truth pixels)."""
-        from segbench.results.leaderboard import per_class
-
-        return per_class(self)
-
-    def speed(self) -> pd.DataFrame:
-        """One row per model and speed measurement (backend, batch size): images/s, latency, memory, FLOPs, ..."""
-        from segbench.results.leaderboard import speed
-
-        return speed(self)
-
-    def robustness(self) -> pd.DataFrame:
-        """One row per model and corrupted view (corruption, severity, metrics) or adverse condition."""
-        from segbench.results.leaderboard import robustness
-
-        return robustness(self)
-
-    def confusion(self, model: str | None = None) -> np.ndarray:
-        """The confusion matrix of ``model`` (the only model when None): int64, rows ground truth, columns
-        prediction."""
-        from segbench.results.leaderboard import confusion
-
-        return confusion(self, model)
 
 
 # ---------------------------------------------------------------- reading and writing
