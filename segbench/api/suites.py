@@ -25,12 +25,14 @@ def _results(path: Path | None) -> Results | None:
 
 
 def run(suite: str | Path = "synthetic", overrides: Sequence[str] = ()) -> Results | None:
-    """Train, evaluate and time every model of ``suite`` as ``segbench run`` does; return its results (None on the
-    other ranks of a torchrun job, which write nothing)."""
-    from segbench.pipeline.runner import run as run_suite
+    """Train, evaluate and time every model of ``suite`` as ``segbench run`` does (its results.json and MLflow
+    runs included); return its results (None on the other ranks of a torchrun job, which write nothing)."""
+    from segbench.api.results import typed
+    from segbench.pipeline.runner import run_suite
     from segbench.pipeline.validation import load_config
 
-    return _results(run_suite(load_config(_overrides(suite, overrides))))
+    results, _ = run_suite(load_config(_overrides(suite, overrides)))
+    return typed(results) if results is not None else None
 
 
 def bench(suite: str | Path = "synthetic", overrides: Sequence[str] = ()) -> Results | None:
