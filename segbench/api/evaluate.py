@@ -73,17 +73,23 @@ def evaluate(model: nn.Module, suite: str | Path = "synthetic", classes: Sequenc
     with _restored(model):
         outputs = check_model(model, device, len(names) if names is not None else None)
         held = Held(model, names, outputs, norm)
-        try:
-            with holding(name, held) as spec:
-                del held
-                cfg = load_config([*items, "train.enabled=false", f"models=[{spec}]",
-                                   *([] if any(i.startswith("bench.enabled=") for i in items) else
-                                     ["bench.enabled=false"])])
-                results, _ = run_suite(cfg, folder=folder)
-        except SystemExit as exc:  # the model's code called sys.exit: reported, never taken for success
-            raise UserError(f"evaluate: the model's code called sys.exit({exc.code!r}) during the evaluation") \
-                from None
+        with holding(name, held) as spec, exits_reported("evaluate: the model's code", "during the evaluation"):
+            del held
+            cfg = load_config([*items, "train.enabled=false", f"models=[{spec}]",
+                               *([] if any(i.startswith("bench.enabled=") for i in items) else
+                                 ["bench.enabled=false"])])
+            results, _ = run_suite(cfg, folder=folder)
     return typed(results)
+
+
+@contextmanager
+def exits_reported(who: str, when: str) -> Iterator[None]:
+    """A ``sys.exit`` in user code (a model, a plugin) as a UserError that says so: a program calling the API is
+    never ended by it, nor told that all went well."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise UserError(f"{who} called sys.exit({exc.code!r}) {when}") from None
 
 
 def overrides_of(suite: Any, overrides: Any) -> list[str]:

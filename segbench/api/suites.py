@@ -27,17 +27,21 @@ def _results(path: Path | None) -> Results | None:
 def run(suite: str | Path = "synthetic", overrides: Sequence[str] = ()) -> Results | None:
     """Train, evaluate and time every model of ``suite`` as ``segbench run`` does (its results.json and MLflow
     runs included); return its results (None on the other ranks of a torchrun job, which write nothing)."""
+    from segbench.api.evaluate import exits_reported
     from segbench.api.results import typed
     from segbench.pipeline.runner import run_suite
     from segbench.pipeline.validation import load_config
 
-    results, _ = run_suite(load_config(_overrides(suite, overrides)))
+    with exits_reported("segbench.run: user code (a plugin or imports: module)", "during the run"):
+        results, _ = run_suite(load_config(_overrides(suite, overrides)))
     return typed(results) if results is not None else None
 
 
 def bench(suite: str | Path = "synthetic", overrides: Sequence[str] = ()) -> Results | None:
     """Time every model of ``suite`` as ``segbench bench`` does; return its results."""
+    from segbench.api.evaluate import exits_reported
     from segbench.pipeline.runner import bench as bench_suite
     from segbench.pipeline.validation import load_config
 
-    return _results(bench_suite(load_config(_overrides(suite, overrides))))
+    with exits_reported("segbench.bench: user code (a plugin or imports: module)", "while timing"):
+        return _results(bench_suite(load_config(_overrides(suite, overrides))))
