@@ -116,6 +116,7 @@ def test_two_threads_with_the_default_name_each_score_their_own_model(tmp_path, 
     assert _files(tmp_path) == set()
 
 
+@pytest.mark.slow
 def test_twenty_calls_with_twenty_names_keep_no_model_alive(tmp_path, monkeypatch):
     import segbench
 
@@ -313,3 +314,23 @@ def test_a_plugin_that_calls_sys_exit_is_reported_by_run_and_bench(tmp_path, mon
         check_user_model.cache_clear()
         sys.modules.pop("exits_plugin", None)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_the_robustness_table_holds_every_corrupted_view(tmp_path, monkeypatch):
+    import segbench
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SEGBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    results = segbench.evaluate(_net(4), overrides=[*SMALL, "eval.corruptions=[gaussian_noise,contrast]",
+                                                    "eval.severities=[1,3]"])
+    table = results.robustness()
+    assert sorted(zip(table["corruption"], table["severity"])) == [("contrast", 1), ("contrast", 3),
+                                                                    ("gaussian_noise", 1), ("gaussian_noise", 3)]
+    stored = results.models[0].robustness
+    for name, rows in table.groupby("corruption"):  # the mean over severities, by hand, is the record's figure
+        assert rows["mIoU"].mean() == pytest.approx(stored.per_corruption[name]["mIoU"])
+    assert table["mIoU"].mean() == pytest.approx(stored.mPC)
+    assert _files(work) == set()
