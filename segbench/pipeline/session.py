@@ -28,7 +28,7 @@ from segbench.core.names import safe_name
 from segbench.errors import UserError
 from segbench.pipeline.logged import parent_params, parent_tags
 from segbench.pipeline.sweep import Shard
-from segbench.results.schema import SCHEMA_VERSION, write_results
+from segbench.results.schema import SCHEMA_VERSION, check_headlines, to_results, write_results
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
 PARTIAL = ".partial"
@@ -163,6 +163,7 @@ class Session:
         if not self.world.main:
             return None
         if self.work_dir is None:  # no folder (the Python API): logged to MLflow only, when tracking is on
+            check_headlines(to_results(results))  # what the writer refuses is refused in memory too
             if self.tracker.uri is not None:
                 with tempfile.TemporaryDirectory(prefix="segbench-") as folder:
                     self.tracker.artifact(self.parent, write_results(Path(folder) / filename, results))
