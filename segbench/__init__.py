@@ -1,13 +1,16 @@
 """segbench: benchmarking and model-zoo evaluation for semantic segmentation.
 
-The Python API (``segbench.run``, ``segbench.bench``, ``segbench.evaluate``, ``segbench.register_model``,
+The Python API (``segbench.run``, ``segbench.bench``, ``segbench.evaluate``, ``segbench.read_results``,
+``segbench.gate``, ``segbench.report``, ``segbench.Results``, ``segbench.register_model``,
 ``segbench.register_dataset``, ``segbench.register_metric``, ``segbench.UserError``) is imported on first use, so
 ``import segbench`` stays cheap.
 """
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -15,13 +18,52 @@ __version__ = "0.1.0"
 _API = {
     "run": "segbench.api.suites",
     "bench": "segbench.api.suites",
-    "evaluate": "segbench.api.suites",
+    "evaluate": "segbench.api.evaluate",
+    "Results": "segbench.api.results",
+    "read_results": "segbench.api.results",
     "register_model": "segbench.api.register",
     "register_dataset": "segbench.api.register",
     "register_metric": "segbench.api.register",
     "UserError": "segbench.errors",
 }
-__all__ = ["__version__", *_API]
+_COMMANDS = ("gate", "report")  # API functions named like a subpackage (segbench/gate/, segbench/report/)
+__all__ = ["__version__", *_API, *_COMMANDS]
+
+
+class _Command:
+    """``segbench.gate`` and ``segbench.report``: called, the API function (``segbench.api.results``); read for an
+    attribute, the subpackage of the same name (``segbench.gate.compare``), so both keep working."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Any:  # the function itself: help() and inspect.signature() show it
+        return getattr(import_module("segbench.api.results"), self._name)
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self.__wrapped__.__doc__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(import_module(f"segbench.{self._name}"), name)
+
+    def __repr__(self) -> str:
+        return f"<segbench.{self._name}: the API function; its package's modules as attributes>"
+
+
+class _Package(ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _COMMANDS and isinstance(value, ModuleType):  # the import system binding the subpackage
+            return  # it stays in sys.modules and behind the command's attributes
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+gate, report = _Command("gate"), _Command("report")
 
 
 def __getattr__(name: str) -> Any:

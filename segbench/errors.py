@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -12,14 +13,21 @@ class UserError(Exception):
     """Bad input from the user (config, names, paths, data). Printed without a traceback."""
 
 
+def _plain(name: str) -> str:
+    """A name as it is spoken: lower case, '+' as 'plus', no punctuation (``DeepLabV3+`` -> ``deeplabv3plus``)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower().replace("+", "plus"))
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """Return up to ``n`` names from ``choices`` that look like ``name``."""
+    """Return up to ``n`` names from ``choices`` that look like ``name``; a name that differs only in case,
+    punctuation or '+' for 'plus' comes first."""
     choices = list(choices)
+    same = [c for c in choices if _plain(c) == _plain(name)]
     lowered = {c.lower(): c for c in choices}
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
     if not hits:
         hits = [c for c in lowered if name.lower() in c or c in name.lower()][:n]
-    return [lowered[h] for h in hits]
+    return (same + [lowered[h] for h in hits if lowered[h] not in same])[:n]
 
 
 LISTINGS = {kind: f"segbench list {kind}s" for kind in ("model", "backbone", "dataset", "loss", "metric", "suite")}

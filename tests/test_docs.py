@@ -165,8 +165,8 @@ COMMANDS: dict[str, Run | Skip] = {
     "pip install -e '.[dev]'": INSTALL,
     "pytest -n auto": Skip("the test suite: this test is part of it"),
     "segbench run models=[unet-r18,pspnet-resnet10t] train.iters=50 seed=1": Run(append=TRAIN),
-    "segbench eval suite=voc data.root=/data/VOCdevkit/VOC2012 models=[torchvision:lraspp_mobilenet_v3_large]":
-        Run(2, says="/data/VOCdevkit/VOC2012"),
+    "segbench eval suite=voc data.root=/data/voc models=[torchvision:lraspp_mobilenet_v3_large]":
+        Run(2, says="/data/voc"),
     "segbench bench models=[unet-r18] bench.batch_sizes=[1,4]": Run(append=BENCH),
     "segbench report": Run(),
     "segbench gate latest baselines/synthetic.json": Run(1, says="FAIL: regression"),  # 2 iterations regress
@@ -450,3 +450,18 @@ def test_the_commands_of_the_docs_run_as_written(tmp_path, capsys, monkeypatch, 
         for seconds, command in sorted(durations, reverse=True)[:8]:
             print(f"  {seconds:6.1f} s  {command[:100]}")
     assert failures == [], "\n\n".join(failures)
+
+
+@pytest.mark.slow
+def test_the_api_page_example_runs_as_written_and_leaves_only_what_it_asks_for(tmp_path):
+    """docs/api.md's notebook example, run as written in an empty folder: its tables, confusion matrix and figures
+    work, and it leaves only the files it asks for (nothing from evaluate without output_dir, no MLflow store)."""
+    code = page_example(ROOT / "docs" / "api.md", "# notebook.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEGBENCH_DEBUG")}
+    env.update(HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion.png", "reports", "tiny-eval"]
+    assert "labelled pixels" in done.stdout and "PASS" in done.stdout

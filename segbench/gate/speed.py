@@ -106,6 +106,9 @@ def choose(run: Results, baseline: Results, max_speed_drop: float | None, refere
         fastest = max(both, key=lambda m: timed(m).images_per_second).name
         return SpeedComparison("ratio", fastest, "the baseline's fastest model timed in both; pick another with "
                                                  "--reference-model")
+    if not both:
+        return SpeedComparison("unchecked", why="no model was timed in both run and baseline, so there is no speed to "
+                                                "compare")
     return SpeedComparison("unchecked", why="one model timed in both, so no reference in the same run can cancel "
                                             "the machine's load; --absolute-speed gates raw images/s")
 

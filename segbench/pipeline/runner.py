@@ -43,6 +43,7 @@ from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.report.robustness import print_robustness
 from segbench.results.per_class import per_class_table
+from segbench.results.schema import Results, to_results
 from segbench.train.loop import train
 from segbench.train.losses import build_loss
 
@@ -212,6 +213,13 @@ def _warn_absent(dataset: Dataset) -> None:
 
 def run(cfg: SuiteConfig) -> Path | None:
     """Run every model of ``cfg``; write results.json and return its path (None on the other ranks of a job)."""
+    return run_suite(cfg)[1]
+
+
+def run_suite(cfg: SuiteConfig, folder: bool = True) -> tuple[Results | None, Path | None]:
+    """Run every model of ``cfg``; return the typed results and the path of results.json (``folder=False``, for
+    the Python API: no output folder, the results only in memory and, with tracking on, in MLflow). Both None on
+    the other ranks of a job."""
     world = launched()
     device = device_for(world, resolve_device(cfg.device))
     info = dataset_info(cfg.data)
@@ -231,7 +239,7 @@ def run(cfg: SuiteConfig) -> Path | None:
     check_corruptions(cfg, val_set)
     if world.main:
         _warn_absent(val_set)
-    with process_group(world, device), Session(cfg, "run", device, world, shard) as session:
+    with process_group(world, device), Session(cfg, "run", device, world, shard, folder) as session:
         records = [run_model(spec, info, train_set, val_set, session) for spec in specs]
         results = session.header() | {
             "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},
@@ -241,12 +249,14 @@ def run(cfg: SuiteConfig) -> Path | None:
             "metric_definitions": seg_metrics.definitions({k for r in records for k in r["metrics"]}),
         }
         path = session.finish("results.json", results)
-    if world.main:
-        print_leaderboard(leaderboard(results, cfg.eval.metrics),
-                          f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
-        print_robustness(records, f"{cfg.name} under corruption (percent)")
+    if not world.main:
+        return None, None
+    typed = to_results(results)
+    print_leaderboard(leaderboard(typed, cfg.eval.metrics),
+                      f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+    print_robustness(records, f"{cfg.name} under corruption (percent)")
     session.tracker.check_logged(path)
-    return path
+    return typed, path
 
 
 def bench(cfg: SuiteConfig) -> Path | None:

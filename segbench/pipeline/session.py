@@ -28,7 +28,7 @@ from segbench.core.names import safe_name
 from segbench.errors import UserError
 from segbench.pipeline.logged import parent_params, parent_tags
 from segbench.pipeline.sweep import Shard
-from segbench.results.schema import SCHEMA_VERSION, write_results
+from segbench.results.schema import SCHEMA_VERSION, check_headlines, to_results, write_results
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
 PARTIAL = ".partial"
@@ -108,7 +108,9 @@ class Session:
     """One invocation's side effects, opened after its checks; use as a context manager."""
 
     def __init__(self, cfg: SuiteConfig, kind: str, device: torch.device | None = None,
-                 world: World = World(), shard: Shard | None = None) -> None:
+                 world: World = World(), shard: Shard | None = None, folder: bool = True) -> None:
+        """``folder=False`` (the Python API without ``output_dir``): no output folder; results.json is only logged
+        to MLflow, and only when tracking is on."""
         self.cfg, self.kind, self.world, self.shard = cfg, kind, world, shard
         self.device = device or resolve_device(cfg.device)
         self.env = fingerprint(self.device) | {"world_size": world.size}
@@ -119,27 +121,29 @@ class Session:
             return
         explicit = cfg.output_dir is not None
         base = Path(cfg.output_dir) if explicit else default_dir(cfg.name, kind)
-        if explicit:
+        if explicit and folder:
             check_output_dir(base)
-        else:
+        elif folder:
             check_creatable(base.parent)
         if cfg.tracking.enabled:
             check_store(tracking_uri(cfg.tracking))
         # Everything is checked: from here on the session creates things.
-        self.final_dir, self.work_dir = _claim(base, explicit)
+        self.final_dir, self.work_dir = _claim(base, explicit) if folder else (None, None)
+        self.run_name = self.final_dir.name if self.final_dir is not None else base.name
         self.tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name, connect=False)
         try:
             self._open_parent()
         except BaseException as error:  # nothing ran yet: take back what was created
             self.tracker.end_all("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-            self.work_dir.rmdir()
+            if self.work_dir is not None:
+                self.work_dir.rmdir()
             raise
 
     def _open_parent(self) -> None:
         cfg = self.cfg
         self.tracker.connect()
         tags = parent_tags(self.kind, cfg.name, self.suite_hash, self.env, asdict(self.shard) if self.shard else None)
-        self.parent = self.tracker.start(f"{cfg.name}-{self.final_dir.name}", params=parent_params(to_dict(cfg)),
+        self.parent = self.tracker.start(f"{cfg.name}-{self.run_name}", params=parent_params(to_dict(cfg)),
                                          tags=tags)
 
     def header(self) -> dict[str, Any]:
@@ -157,6 +161,13 @@ class Session:
     def finish(self, filename: str, results: dict) -> Path | None:
         """Write ``results`` atomically, log it, and give the output folder its final name (rank 0 only)."""
         if not self.world.main:
+            return None
+        if self.work_dir is None:  # no folder (the Python API): logged to MLflow only, when tracking is on
+            check_headlines(to_results(results))  # what the writer refuses is refused in memory too
+            if self.tracker.uri is not None:
+                with tempfile.TemporaryDirectory(prefix="segbench-") as folder:
+                    self.tracker.artifact(self.parent, write_results(Path(folder) / filename, results))
+            self.tracker.end(self.parent, "FINISHED")
             return None
         write_results(self.work_dir / filename, results)
         self.tracker.artifact(self.parent, self.work_dir / filename)

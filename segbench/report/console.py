@@ -7,7 +7,6 @@ import math
 import pandas as pd
 
 from segbench.metrics.confusion import METRICS
-from segbench.results.leaderboard import leaderboard as results_table
 from segbench.results.schema import ModelRecord, Results, to_model, to_results
 from segbench.results.speed import Speed
 
@@ -16,7 +15,7 @@ def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd
     """Models of a run as rows (quality as fractions), best mIoU first; with eval.backends, each other backend's
     parity with eager."""
     results = to_results(results)
-    frame = results_table(results, columns)
+    frame = results.leaderboard(columns)
     cells = {record.name: parity(record) for record in results.models}
     extra = pd.DataFrame([cells[name] for name in frame["model"]], index=frame.index)
     return pd.concat([frame, extra], axis=1) if len(extra.columns) else frame
@@ -58,8 +57,8 @@ def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
                 cells.append("-")
             elif column in METRICS:
                 cells.append(f"{100 * value:.2f}")
-            elif isinstance(value, float):
-                cells.append(f"{value:.2f}")
+            elif isinstance(value, float):  # two decimals, two significant digits below 0.1 (0.0028 M)
+                cells.append(f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g}")
             else:
                 cells.append(str(value))
         table.add_row(*cells)

@@ -48,9 +48,18 @@ def _figure(width: float, height: float):
 
 
 def pareto_svg(frame: pd.DataFrame) -> str | None:
+    """``pareto_figure(frame)`` as an inline ``<svg>``; None when no row has both numbers."""
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE):
+        figure = pareto_figure(frame)
+        return None if figure is None else _svg(figure, "pareto")
+
+
+def pareto_figure(frame: pd.DataFrame):
     """Images/s (log scale when they span more than 10x) against mIoU %, Pareto front highlighted, with each
-    model's mIoU interval; labels from ``frame["label"]`` (the front's only, past NAMED points). None when no
-    row has both numbers."""
+    model's mIoU interval; labels from ``frame["label"]`` (the front's only, past NAMED points): a matplotlib
+    ``Figure``, None when no row has both numbers."""
     import matplotlib
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -85,12 +94,21 @@ def pareto_svg(frame: pd.DataFrame) -> str | None:
         axes.set_xlabel(f"images/s{' (log scale)' if log else ''}, higher is faster")
         axes.set_ylabel("mIoU %")
         axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        return _svg(figure, "pareto")
+        return figure
 
 
 def confusion_svg(matrix: list[list[int]], classes: list[str], title: str, salt: str) -> str:
+    """``confusion_figure`` as an inline ``<svg>``."""
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE | {"axes.grid": False}):
+        return _svg(confusion_figure(matrix, classes, title), salt)
+
+
+def confusion_figure(matrix, classes: list[str], title: str):
     """A confusion matrix normalised per ground-truth row (recall), rows ground truth, columns prediction;
-    a column past the classes (segbench score) counts predictions outside them ("void")."""
+    a column past the classes (segbench score) counts predictions outside them ("void"): a matplotlib
+    ``Figure``."""
     import matplotlib
 
     counts = np.asarray(matrix, dtype=float)
@@ -109,4 +127,4 @@ def confusion_svg(matrix: list[list[int]], classes: list[str], title: str, salt:
         axes.set_ylabel("ground truth")
         axes.set_title(title)
         figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the ground-truth row")
-        return _svg(figure, salt)
+        return figure

@@ -34,6 +34,11 @@ def missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def short(value: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (a 2,819-parameter model is 0.0028 M, not 0.00)."""
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g}"
+
+
 def cell(value, kind: str, row: pd.Series | None = None) -> str:
     """A table cell as text: metrics in percent, missing values as a dash; ``ci`` reads the row's interval."""
     if kind == "ci":
@@ -44,7 +49,7 @@ def cell(value, kind: str, row: pd.Series | None = None) -> str:
     if kind == "pct":
         return f"{100 * value:.2f}"
     if kind == "mega":
-        return f"{value / 1e6:.2f}"
+        return short(value / 1e6)
     if kind in ("num1", "num2"):
         return f"{value:.{kind[-1]}f}"
     return str(value)

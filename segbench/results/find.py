@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from segbench.config.schema import TrackingConfig
+from segbench.config.schema import TrackingConfig, resource_dir
 from segbench.errors import UserError
 from segbench.results.schema import RESULTS_NAME, Results, read_results
 from segbench.results.tracking import PARENT_TAG, check_store, tracking_uri
@@ -102,7 +102,19 @@ def load_results(source: Path | str, uri: str | None = None, suite: str | None =
         return mlflow_results(run_id, uri), f"MLflow run {run_id}"
     if RUN_ID.fullmatch(text) and not Path(text).exists():
         return mlflow_results(text, uri), f"MLflow run {text}"
-    return read_results(source), text
+    return read_results(bundled(Path(text))), text
+
+
+def bundled(path: Path) -> Path:
+    """``path``, or, for a ``baselines/NAME.json`` that is not here (outside a clone), the baseline installed with
+    segbench (``segbench/_resources/baselines``, a clone's ``baselines/``)."""
+    if path.exists() or path.parts[:1] != ("baselines",) or len(path.parts) != 2:
+        return path
+    try:
+        installed = resource_dir("baselines") / path.name
+    except UserError:
+        return path
+    return installed if installed.is_file() else path
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError
 from segbench.config.typed import ABSENT, Record, describe, error_line, errors, plain
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
+from segbench.results.leaderboard import Tables
 from segbench.results.passport import MetricDefinition, PassportDetails
 from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
@@ -200,7 +201,7 @@ class ModelRecord(Record):
         return self.speed[0] if self.speed else None
 
 
-class Results(Record):
+class Results(Record, Tables):
     schema_version: int  # 2 written; 1 read
     kind: Kind
     suite: Suite  # what was run
@@ -214,13 +215,6 @@ class Results(Record):
     def to_dict(self) -> dict:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
         return plain(self)
-
-    def leaderboard(self, columns: list[str] | None = None) -> Any:
-        """The models as a pandas DataFrame, one row per model (quality as fractions, images/s, parameters in
-        millions), best mIoU first: the table ``segbench run`` prints."""
-        from segbench.results.leaderboard import leaderboard
-
-        return leaderboard(self, columns)
 
 
 # ---------------------------------------------------------------- reading and writing

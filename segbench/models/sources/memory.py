@@ -1,9 +1,14 @@
 """Models a user holds in memory (a notebook, a training script's validation hook), ``memory:NAME``: what
 ``segbench.evaluate(model, ...)`` hands to the suite's evaluation, as a published model with its classes and
-normalisation. Entries live for the process; nothing is written or downloaded."""
+normalisation. A model is held only for the call that passed it (``holding``), in that call's own context: two
+threads, or two asyncio tasks, each see their own models under the same name, and nothing keeps a module alive
+after its call returns. Nothing is written or downloaded."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,19 +30,31 @@ class Held:
     normalisation: Normalisation
 
 
-HELD: dict[str, Held] = {}
+# The models of the calls running in this context (thread or task); a fresh mapping per call, never shared.
+_HELD: ContextVar[dict[str, Held] | None] = ContextVar("segbench_memory_models", default=None)
 
 
-def hold(name: str, held: Held) -> str:
-    """Keep ``held`` under ``name`` for this process; return the model name a suite uses (``memory:NAME``)."""
-    HELD[name] = held
-    return f"{NAME}:{name}"
+@contextmanager
+def holding(name: str, held: Held) -> Iterator[str]:
+    """Hold ``held`` under ``name`` for the ``with`` block, in this thread or task only; yield the model name a
+    suite uses (``memory:NAME``). The module is let go when the block ends, however it ends."""
+    token = _HELD.set({**(_HELD.get() or {}), name: held})
+    try:
+        yield f"{NAME}:{name}"
+    finally:
+        _HELD.reset(token)
+
+
+def _held(name: str) -> Held:
+    held = (_HELD.get() or {}).get(name)
+    if held is None:
+        raise UserError(f"memory:{name}: no model held under that name (memory: models come from "
+                        "segbench.evaluate(model, ...), not from a suite file)")
+    return held
 
 
 def check(name: str) -> None:
-    if name not in HELD:
-        raise UserError(f"memory:{name}: no model held under that name (memory: models come from "
-                        "segbench.evaluate(model, ...), not from a suite file)")
+    _held(name)
 
 
 def logits_of(output: Any) -> Any:
@@ -50,12 +67,12 @@ def logits_of(output: Any) -> Any:
 
 
 def resolve(name: str, weights: str | None) -> Resolved:
-    check(name)
+    held = _held(name)
     if weights is not None:
         raise UserError(f"weights.memory:{name}: an in-memory model brings its own weights")
-    held = HELD[name]
+    module = held.module
     return Resolved(NAME, name, held.classes, held.num_outputs, held.normalisation, {"kind": "memory"},
-                    lambda accepted=False: (held.module, logits_of))
+                    lambda accepted=False: (module, logits_of))
 
 
 def fetch(name: str) -> str:
