@@ -94,18 +94,22 @@ def test_markdown_and_csv_values(tmp_path, suite):
     assert "IoU.pole" not in csv  # absent in every model
 
 
-def test_every_finished_run_is_a_row_told_apart_by_hardware_and_time(tmp_path, suite):
+def test_the_newest_run_per_model_settings_and_hardware_is_a_row_and_older_ones_are_left_out(tmp_path, suite):
     save(tmp_path / "old", suite(("unet-r10", 0.5, 100.0)), mtime=1_000)
     save(tmp_path / "new", suite(("unet-r10", 0.6, 100.0)), mtime=2_000)
     save(tmp_path / "gpu", suite(("unet-r10", 0.55, 900.0), hardware="gpu-B"), mtime=1_500)
-    build_report([tmp_path], tmp_path / "site")
+    report = build_report([tmp_path], tmp_path / "site")
     csv = pd.read_csv(tmp_path / "site" / "toy" / "leaderboard.csv")
-    assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55), ("cpu-A", 0.5)]
-    assert {str(tmp_path / name / "results.json") for name in ("old", "new", "gpu")} == set(csv["source"])
+    assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55)]
+    assert {str(tmp_path / name / "results.json") for name in ("new", "gpu")} == set(csv["source"])
+    old = str(tmp_path / "old" / "results.json")
+    assert [note for note in report.notes["toy"] if old in note and "unet-r10: an older run" in note]
     page = (tmp_path / "site" / "toy" / "index.html").read_text()
+    assert "Left out" in page and old in page
+    assert "Left out" in (tmp_path / "site" / "toy" / "leaderboard.md").read_text()
     heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)  # heatmap rows told apart
     labels = re.findall(r'<th id="T_heat_level0_row\d+"[^>]*>(.*?)</th>', heat)
-    assert len(labels) == len(set(labels)) == 3 and labels[1] == "unet-r10 @gpu-B"
+    assert len(labels) == len(set(labels)) == 2 and labels[1] == "unet-r10 @gpu-B"
 
 
 def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path, suite):
@@ -194,10 +198,10 @@ def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, s
     from_files, from_mlflow = csv_rows(tmp_path / "files/toy/leaderboard.csv"), csv_rows(
         tmp_path / "mlflow/toy/leaderboard.csv")
     pd.testing.assert_frame_equal(from_files, from_mlflow)
-    # every finished run's rows (a model run twice is two rows), with their intervals from the per-image data,
-    # GFLOPs and environment
-    assert list(from_mlflow["model"]) == ["fpn-r10", "fpn-r10", "unet-r10", "unet-r10"]
-    for model in new["models"] + old["models"]:
+    # the newest finished run's rows (the older run of each model left out), with their intervals from the
+    # per-image data, GFLOPs and environment
+    assert list(from_mlflow["model"]) == ["fpn-r10", "unet-r10"]
+    for model in new["models"]:
         row = from_mlflow.set_index("mlflow_run_id").loc[model["mlflow_run_id"]]
         assert row["mIoU"] == pytest.approx(model["metrics"]["mIoU"], abs=1e-12)
         assert (row["mIoU_low"], row["mIoU_high"]) == pytest.approx(
@@ -207,9 +211,15 @@ def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, s
     pages = [(tmp_path / site / "toy" / "index.html").read_text() for site in ("files", "mlflow")]
     for page in pages:
         assert page.count("<svg") == 3 and "95% CI" in page and "mathdefault" not in page
-    # what was left out is said: the KILLED run (MLflow); nothing of a finished run is left out
-    assert not files.notes.get("toy")
-    assert stored.notes["toy"] == [f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)"]
+    # what was left out is said: the older runs, and the KILLED run (MLflow)
+    older = sorted(f"{m['name']}: an older run" for m in old["models"])
+    assert sorted(n.split(":")[0] for n in files.notes["toy"]) == ["fpn-r10", "unet-r10"]
+    assert all(str(tmp_path / "runs" / "old" / "results.json") in note for note in files.notes["toy"])
+    assert f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)" in stored.notes["toy"]
+    mine = sorted(n for n in stored.notes["toy"] if "older run" in n)
+    assert [n[:len(o)] for n, o in zip(mine, older)] == older and len(stored.notes["toy"]) == 3
+    assert [f"mIoU {100 * m['metrics']['mIoU']:.2f} %" in n for n, m in zip(
+        mine, sorted(old["models"], key=lambda m: m["name"]))] == [True, True]
     assert "psp-r10" not in from_mlflow["model"].to_list()
     markdown = (tmp_path / "mlflow/toy/leaderboard.md").read_text()
     assert f"- 1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)" in markdown
