@@ -63,7 +63,8 @@ def test_markdown_and_csv_values(tmp_path, suite):
     save(tmp_path / "runs" / "a", data)
     written = build_report([tmp_path / "runs"], tmp_path / "site").written
     assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in written) == [
-        "index.html", "toy/index.html", "toy/leaderboard.csv", "toy/leaderboard.md"]
+        "index.html", *(f"toy/huggingface/{m}/README.md" for m in ("fpn-r10", "psp-r10", "unet-r10")),
+        "toy/index.html", "toy/leaderboard.csv", "toy/leaderboard.md", "toy/metafile.yaml"]
 
     by_name = {m["name"]: m for m in data["models"]}
     rows = markdown_rows(tmp_path / "site" / "toy" / "leaderboard.md")
