@@ -245,19 +245,80 @@ def chromium(*args: str, profile) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, check=True)  # an alert() would hang it
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
-def test_html_renders_in_chromium(tmp_path, suite):
-    save(tmp_path / "a", suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), (EVIL, 0.5, 600.0)))
-    build_report([tmp_path / "a"], tmp_path / "site")
-    url = (tmp_path / "site" / "toy" / "index.html").as_uri()
+def site_runs(tmp_path, suite) -> dict:
+    """Three suites; in "toy" a full schedule (300 iterations: a model built here, a hub model, a model timed
+    under load) and a 5-iteration smoke run whose model scores higher, written later."""
+    def run(name, specs, iters, mtime, folder):
+        data = suite(*specs, name=name)
+        data["suite"]["config"]["train"] = {"enabled": True, "iters": iters}
+        data["suite"]["config_hash"] = f"h{iters}"
+        return save(tmp_path / "runs" / folder, data, mtime=mtime), data
 
-    dom = chromium("--dump-dom", url + "#sort=model:asc", profile=tmp_path / "profile").stdout
+    _, full = run("toy", [("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), (EVIL, 0.5, 600.0)], 300, 1_000, "full")
+    full["models"][1]["backbone"] = "mobilenetv3_small_050"
+    full["models"][2].update(backbone=None, origin={"source": "hf", "weights": {"kind": "hub"}})
+    full["models"][2]["name"] = "hf:org/" + EVIL
+    full["models"][0]["speed"][0].update(spread=0.6, images_per_second_repeats=[100.0, 150.0, 190.0])
+    save(tmp_path / "runs" / "full", full, mtime=1_000)
+    _, smoke = run("toy", [("unet-r10", 0.95, 150.0)], 5, 2_000, "smoke")
+    run("city", [("unet-r10", 0.4, 100.0)], 300, 1_000, "city")
+    run("ade", [("fpn-r10", 0.3, 100.0)], 300, 1_000, "ade")
+    return {"full": full, "smoke": smoke}
+
+
+def visible(dom: str) -> list[tuple[str, str]]:
+    """(rank, model) of the leaderboard rows not hidden, in order."""
     table = re.search(r'<table class="sortable" id="leaderboard"[^>]*>.*?</table>', dom, re.S).group(0)
-    assert 'data-ready="1"' in table  # the script ran
-    assert 'data-col="model" data-kind="text" aria-sort="ascending"' in table
-    models = re.findall(r"<tr><td title=[^>]*>(.*?)</td>", table)
-    assert models == ["&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt;", "fpn-r10", "unet-r10"]
-    assert "<b>x</b>" not in dom and "alert(1)</script>" not in dom
+    rows = re.findall(r"<tr( [^>]*)>(.*?)</tr>", table, re.S)
+    shown = []
+    for attributes, cells in rows:
+        if "data-settings" in attributes and " hidden" not in attributes:
+            texts = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)]
+            shown.append((texts[0], texts[1]))
+    return shown
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
+def test_the_site_filters_and_ranks_within_one_settings_in_chromium(tmp_path, suite):
+    runs = site_runs(tmp_path, suite)
+    build_report([tmp_path / "runs"], tmp_path / "site")
+    index = chromium("--dump-dom", (tmp_path / "site" / "index.html").as_uri(), profile=tmp_path / "profile").stdout
+    for name in ("toy", "city", "ade"):
+        assert f'href="{name}/index.html">{name}</a>' in index
+    # the index names the best model of the default settings, not the smoke run's
+    toy = re.search(r'href="toy/index.html">toy</a></td>.*?</tr>', index, re.S).group(0)
+    assert "fpn-r10" in toy and f"{100 * runs['full']['models'][1]['metrics']['mIoU']:.2f}" in toy
+
+    url = (tmp_path / "site" / "toy" / "index.html").as_uri()
+    evil = "hf:org/&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+
+    def page(fragment: str = "") -> str:
+        return chromium("--dump-dom", url + fragment, profile=tmp_path / "profile").stdout
+
+    dom = page()
+    assert 'data-ready="1"' in dom and "<b>x</b>" not in dom and "alert(1)</script>" not in dom
+    # default: the latest full schedule, ranked by mIoU; the smoke run's higher score is not beside them
+    assert visible(dom) == [("1", "fpn-r10"), ("2", "unet-r10"),
+                            ("3", evil)]
+    assert "train.iters" in re.search(r'<p class="differ-note".*?</p>', dom, re.S).group(0)
+    assert re.search(r'<option value="\w+" selected="">train.iters=300', dom)
+    assert "3 of 4 rows shown" in dom
+    # speed timed under load is flagged in its cell and in the plot
+    assert re.search(r'class="n load"[^>]*>150.0 \(under load\)</td>', dom)
+    assert re.search(r"<text[^>]*>unet-r10[^<]*\(timed under load\)</text>", dom)
+    # every row shows its reproduce command; a hub model links to its page
+    assert dom.count("segbench run suite=toy") == 4
+    assert 'href="https://huggingface.co/org/&lt;b&gt;x' in dom
+    # filters, set through the fragment as a user's link would
+    assert visible(page("#q=fpn")) == [("1", "fpn-r10")]
+    assert visible(page("#family=resnet")) == [("2", "unet-r10")]
+    assert visible(page("#origin=hf")) == [("3", evil)]
+    smoke = re.search(r'<option value="(\w+)"[^>]*>train.iters=5', dom).group(1)
+    assert visible(page(f"#settings={smoke}")) == [("1", "unet-r10")]
+    assert visible(page("#sort=model:asc")) == [("1", "fpn-r10"), ("3", evil), ("2", "unet-r10")]
+    # the protocol block
+    protocol = re.search(r'<table id="protocol">.*?</table>', dom, re.S).group(0)
+    assert "dataset hash" in protocol and "mode" in protocol and "whole" in protocol
 
     shot = tmp_path / "page.png"
     chromium(f"--screenshot={shot}", "--window-size=1280,1600", url, profile=tmp_path / "profile")

@@ -105,7 +105,7 @@ def family(backbone: str | None, model: str) -> str:
     """The backbone family (resnet, mobilenetv3, convnext, ...); published models without a timm backbone go by
     their source (hf, torchvision, ...)."""
     if backbone:
-        found = re.match(r"[a-z]+(?:v\d+)?", backbone.lower())
+        found = re.match(r"[a-z]*?v\d+(?=_|$)|[a-z]+", backbone.lower())  # mobilenetv3_small_050: mobilenetv3
         if found:
             return found.group(0)
     return model.split(":")[0] if ":" in model else "-"
