@@ -123,14 +123,15 @@ def metafile(frame: pd.DataFrame, suite: str) -> dict:
         collections.setdefault(arch, {"Name": arch, "Metadata": {"Training Data": [str(row["dataset"] or suite)]}})
         tta = "," in str(row.get("eval_scales") or "") and bool(row.get("eval_flip"))
         metrics = {"mIoU(ms+flip)" if tta else "mIoU": _pct(row["mIoU"])}
+        batch = _plain(row.get("batch_size"))
         inference = {"value": _ms_per_image(row), "hardware": _plain(row.get("hardware")),
-                     "backend": "PyTorch", "batch size": _plain(row.get("batch_size")),
-                     "mode": str(row.get("precision") or "fp32").upper(),
+                     "backend": "PyTorch", "batch size": None if batch is None else int(batch),
+                     "mode": str(_plain(row.get("precision")) or "fp32").upper(),
                      "resolution": _plain(row.get("input_shape")), "timed under load": bool(row["under_load"])}
         metadata = {"backbone": _plain(row.get("backbone")), "crop size": _plain(row.get("crop_size")),
                     "lr schd": int(row["train_iters"]), "inference time (ms/im)": [inference],
                     "inference memory (MB)": _plain(row.get("peak_memory_mb"))}
-        models.append({"Name": str(row["label"]) if "label" in row else str(row["model"]), "In Collection": arch,
+        models.append({"Name": str(row["label"]).replace(" @", "-"), "In Collection": arch,
                        "Results": [{"Task": "Semantic Segmentation", "Dataset": str(row["dataset"] or suite),
                                     "Metrics": metrics}],
                        "Config": str(row["reproduce"]), "Weights": _plain(row.get("weights_link")),
@@ -144,9 +145,10 @@ def robustbench(row: pd.Series) -> tuple[dict, list[dict]] | None:
     record = row.get("robustness")
     if not isinstance(record, dict) or not record.get("conditions"):
         return None
-    cells = [{"model": str(row["model"]), "corruption": c["corruption"], "severity": int(c["severity"]),
+    name = str(row.get("label", row["model"])).replace(" @", "-")
+    cells = [{"model": name, "corruption": c["corruption"], "severity": int(c["severity"]),
               "mIoU": _plain(c["metrics"].get("mIoU"))} for c in record["conditions"]]
-    info = {"name": str(row["model"]), "link": _plain(row.get("weights_link")) or "",
+    info = {"name": name, "link": _plain(row.get("weights_link")) or "",
             "architecture": str(row.get("arch") or row["model"]), "dataset": str(row["dataset"]),
             "threat_model": "corruptions", "clean_acc": f"{_pct(row['mIoU']):.2f}",
             "corruptions_acc": f"{_pct(record['mPC']):.2f}" if record.get("mPC") is not None else None,
@@ -156,14 +158,20 @@ def robustbench(row: pd.Series) -> tuple[dict, list[dict]] | None:
     return info, cells
 
 
+def file_name(label: str) -> str:
+    """A row's label (``model @config-hash``) as a file name: ``model-config-hash``."""
+    return safe_name(str(label).replace(" @", "-"))
+
+
 def write_exports(frame: pd.DataFrame, suite: str, folder: Path, formats: tuple[str, ...]) -> list[Path]:
     """Write the suite's exports under ``folder`` (``huggingface/<model>/README.md``, ``metafile.yaml``,
     ``robustbench/<model>.json`` and ``robustbench/unaggregated_results.csv``); return the files written."""
     written = []
-    names = frame["label"] if "label" in frame else frame["model"]
+    frame = frame if "label" in frame else frame.assign(label=frame["model"])
+    names = frame["label"]
     if "hf" in formats:
         for name, (_, row) in zip(names, frame.iterrows()):
-            written.append(atomic_write(folder / "huggingface" / safe_name(str(name)) / "README.md", model_card(row)))
+            written.append(atomic_write(folder / "huggingface" / file_name(name) / "README.md", model_card(row)))
     if "mmseg" in formats:
         written.append(atomic_write(folder / "metafile.yaml", _yaml(metafile(frame, suite))))
     if "robustbench" in formats:
@@ -172,7 +180,7 @@ def write_exports(frame: pd.DataFrame, suite: str, folder: Path, formats: tuple[
             found = robustbench(row)
             if found:
                 info, rows = found
-                written.append(atomic_write(folder / "robustbench" / f"{safe_name(str(name))}.json",
+                written.append(atomic_write(folder / "robustbench" / f"{file_name(name)}.json",
                                             json.dumps(info, indent=2) + "\n"))
                 cells += rows
         if cells:

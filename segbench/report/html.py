@@ -70,8 +70,8 @@ def leaderboard_cells(frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
                           "href": _link(row.get("weights_link")) if column == "model" else None})
         rows.append({"settings": row["settings_key"], "origin": str(row["origin"]), "family": str(row["family"]),
                      "search": f"{row['model']} {row.get('backbone') or ''} {row['family']}".lower(),
-                     "weights": row["weights_link"] if isinstance(row.get("weights_link"), str) else "random weights", "reproduce": row["reproduce"],
-                     "cells": cells})
+                     "weights": row["weights_link"] if isinstance(row.get("weights_link"), str) else "random weights",
+                     "reproduce": row["reproduce"], "cells": cells})
     return columns, rows
 
 
