@@ -177,6 +177,8 @@ def test_a_model_run_twice_is_one_row_the_newer_and_help_and_docs_say_so(cli, tm
     models = json.loads(BASELINE.read_text())["models"]
     assert sorted(csv["model"]) == sorted(m["name"] for m in models)  # one row per model
     assert set(csv["source"]) == {str(tmp_path / "new" / "results.json")}
+    left_out = pd.read_csv(tmp_path / "site" / "synthetic" / "left_out.csv")
+    assert set(left_out["source"]) == {str(tmp_path / "old" / "results.json")} and len(left_out) == len(models)
     notes = [line for line in out.splitlines() if line.startswith("note: synthetic: ")]
     assert len(notes) == len(models) and all(str(tmp_path / "old" / "results.json") in n for n in notes)
     older = f"{100 * (models[0]['metrics']['mIoU'] - 0.01):.2f} %"

@@ -105,6 +105,8 @@ def test_the_newest_run_per_model_settings_and_hardware_is_a_row_and_older_ones_
     assert {str(tmp_path / name / "results.json") for name in ("new", "gpu")} == set(csv["source"])
     old = str(tmp_path / "old" / "results.json")
     assert [note for note in report.notes["toy"] if old in note and "unet-r10: an older run" in note]
+    left_out = pd.read_csv(tmp_path / "site" / "toy" / "left_out.csv")  # its numbers kept, out of the ranking
+    assert list(zip(left_out["source"], left_out["mIoU"].round(2))) == [(old, 0.5)]
     page = (tmp_path / "site" / "toy" / "index.html").read_text()
     assert "Left out" in page and old in page
     assert "Left out" in (tmp_path / "site" / "toy" / "leaderboard.md").read_text()

@@ -21,7 +21,7 @@ def report(
     """Build leaderboards per suite (Markdown, CSV, a static site of self-contained pages, and exports) from
     results.json files or the FINISHED runs in MLflow (the results.json each logged). Per model, settings and
     hardware the newest run is a row; older runs, and runs that did not finish, are left out and named on the
-    page and here."""
+    page and here (the older runs' rows kept in left_out.csv)."""
     from segbench.report.build import build_report
     from segbench.report.exports import parse_formats
 

@@ -1,5 +1,6 @@
 """``segbench report``: leaderboards per suite from results.json files or MLflow runs, written as a folder
-that can be published as it is: ``<out>/<suite>/{leaderboard.md,leaderboard.csv,index.html}``, the exports
+that can be published as it is: ``<out>/<suite>/{leaderboard.md,leaderboard.csv,index.html}``, ``left_out.csv``
+(the rows of older runs of a model, settings and hardware) when there are any, the exports
 (segbench.report.exports) beside them, and an index.
 
 Rows come from report_rows, tables from report_tables, pages from report_html (plots from report_plots).
@@ -76,5 +77,8 @@ def build_report(sources: list[Path | str], out_dir: Path | str | None = None, t
                         to_csv(group, folder / "leaderboard.csv"),
                         atomic_write(folder / "index.html", to_html(group, suite, notes))]
             written += write_exports(group.assign(label=labels(group)), suite, folder, exports)
+            older = collected.older
+            if older is not None and (older["suite"] == suite).any():  # their numbers kept, out of the ranking
+                written.append(to_csv(by_suite(older[older["suite"] == suite])[suite], folder / "left_out.csv"))
         written.append(atomic_write(root / "index.html", index_html(frames, folders)))
     return Report(written, collected.notes)

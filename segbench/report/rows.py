@@ -127,10 +127,12 @@ def _cap(items: list[str], shown: int = 5) -> str:
 
 @dataclass
 class Collected:
-    """The rows to report, and per suite what was left out and why (said on the page and the console)."""
+    """The rows to report, per suite what was left out and why (said on the page and the console), and the rows of
+    the older runs left out."""
 
     frame: pd.DataFrame
     notes: dict[str, list[str]] = field(default_factory=dict)
+    older: pd.DataFrame | None = None  # older runs of a row's model, settings and hardware: left out
 
 
 def file_rows(source: Path | str) -> list[dict]:
@@ -192,20 +194,21 @@ def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlfl
     # The same MLflow run from a results.json and from MLflow: keep the file's row (its overlays are beside it).
     known = frame["mlflow_run_id"].notna()
     frame = pd.concat([frame[~known], frame[known].drop_duplicates("mlflow_run_id", keep="first")])
-    frame = newest(frame, notes)
+    frame, older = newest(frame, notes)
     frame = frame.sort_values(["suite", "mIoU"], ascending=[True, False], na_position="last").reset_index(drop=True)
-    return Collected(frame, notes)
+    return Collected(frame, notes, older.reset_index(drop=True))
 
 
-def newest(frame: pd.DataFrame, notes: dict[str, list[str]]) -> pd.DataFrame:
-    """The newest row per suite, model, settings and hardware; each older one named in its suite's notes."""
+def newest(frame: pd.DataFrame, notes: dict[str, list[str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The newest row per suite, model, settings and hardware, and the older ones (each named in its suite's
+    notes)."""
     frame = frame.sort_values("time", ascending=False, na_position="last", kind="stable")
     older = frame.duplicated(["suite", "model", "settings_key", "hardware"], keep="first")
     for _, row in frame[older].iterrows():
         notes.setdefault(row["suite"], []).append(
             f"{row['model']}: an older run of the same model, settings and hardware ({row['source']}, "
             f"{_when(row['time'])}, mIoU {_percent(row['mIoU'])})")
-    return frame[~older]
+    return frame[~older], frame[older]
 
 
 def _when(time: float) -> str:
