@@ -280,6 +280,22 @@ def visible(dom: str) -> list[tuple[str, str]]:
     return shown
 
 
+def test_markdown_ranks_within_one_settings_and_names_what_differs(tmp_path, suite):
+    site_runs(tmp_path, suite)
+    build_report([tmp_path / "runs"], tmp_path / "site")
+    markdown = (tmp_path / "site" / "toy" / "leaderboard.md").read_text()
+    assert "Settings differ between these runs: train.iters." in markdown
+    full, smoke = markdown.split("### train.iters=300 (latest full schedule)")[1].split("### train.iters=5")
+    evil = "hf:org/&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert [row[:2] for row in markdown_rows_of(full)] == [["1", "fpn-r10"], ["2", "unet-r10"], ["3", evil]]
+    assert [row[:2] for row in markdown_rows_of(smoke)] == [["1", "unet-r10"]]
+
+
+def markdown_rows_of(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
 def test_the_site_filters_and_ranks_within_one_settings_in_chromium(tmp_path, suite):
     runs = site_runs(tmp_path, suite)
