@@ -162,3 +162,16 @@ def test_an_unknown_export_format_is_one_line_and_writes_nothing(cli, runs, tmp_
     assert_refused(code, out, err, r"--export: unknown format 'mmsegg'; did you mean 'mmseg'\?; expected a "
                                    r"comma-separated list of hf, mmseg, robustbench")
     assert not (tmp_path / "site").exists()
+
+
+def test_scored_predictions_are_reproduced_by_segbench_score(runs, tmp_path):
+    from segbench.report.protocol import reproduce
+    from segbench.results.schema import read_results
+
+    data = json.loads((runs / "tta" / "results.json").read_text())
+    data["kind"] = "score"
+    data["models"][0]["evaluation"]["pred_dir"] = "my preds/unet"
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    command = shlex.split(reproduce(read_results(tmp_path / "results.json"), data["models"][0]["name"]))
+    assert command[:4] == ["segbench", "score", "pred_dir=my preds/unet", "suite=synthetic"]
+    assert "eval.flip=true" in command and not any(c.startswith("models=") for c in command)

@@ -75,14 +75,19 @@ def _installed(suite: str) -> dict:
 
 
 def reproduce(results: Results, model: str) -> str:
-    """The ``segbench run`` command that runs ``model`` under this run's settings: the suite, then every setting
-    that differs from the suite file as installed (all of them when the suite is not one segbench knows)."""
+    """The ``segbench run`` command that runs ``model`` under this run's settings (``segbench score`` for scored
+    predictions): the suite, then every setting that differs from the suite file as installed (all of them when
+    the suite is not one segbench knows)."""
     suite = results.suite.name
     mine = {k: v for k, v in flatten(results.suite.config).items()
             if k.split(".")[0] not in UNHASHED + NOT_A_SETTING}
     base = _installed(suite)
     changed = [f"{key}={json.dumps(value)}" for key, value in sorted(mine.items())
                if key not in base or json.dumps(base[key], default=str) != json.dumps(value, default=str)]
+    if results.kind == "score":  # predictions made elsewhere: scored again from their folder
+        record = next((m for m in results.models if m.name == model), None)
+        folder = record.evaluation.pred_dir if record and record.evaluation else None
+        return shlex.join(["segbench", "score", f"pred_dir={folder or model}", f"suite={suite}", *changed])
     return shlex.join(["segbench", "run", f"suite={suite}", f"models=[{model}]", *changed])
 
 
