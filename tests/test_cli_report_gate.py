@@ -79,9 +79,11 @@ def test_report_writes_markdown_csv_and_html(cli, tmp_path):
     code, out, err = cli("report", str(BASELINE), "--out", str(tmp_path / "reports"))
     assert code == 0, err
     site = tmp_path / "reports"
+    names = [m["name"] for m in sorted(json.loads(BASELINE.read_text())["models"], key=lambda m: -m["metrics"]["mIoU"])]
     assert out.split() == ["wrote", str(site / "synthetic" / "leaderboard.md"), "wrote",
                            str(site / "synthetic" / "leaderboard.csv"), "wrote", str(site / "synthetic" / "index.html"),
-                           "wrote", str(site / "index.html")]
+                           *[w for n in names for w in ("wrote", str(site / f"synthetic/huggingface/{n}/README.md"))],
+                           "wrote", str(site / "synthetic" / "metafile.yaml"), "wrote", str(site / "index.html")]
     lines = (site / "synthetic" / "leaderboard.md").read_text().splitlines()
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines if line.startswith("|") and
             line.split("|")[1].strip().isdigit()]
@@ -157,3 +159,57 @@ def test_report_from_mlflow_and_from_files_of_a_real_run_are_the_same(cli, tmp_p
     pages = [(tmp_path / site / "synthetic" / "index.html").read_text() for site in ("files", "mlflow")]
     for page in pages:  # the speed plot and two confusion matrices; one overlay per model
         assert page.count("<svg") == 3 and page.count('<img src="data:image/png;base64,') == 2
+
+
+def test_a_model_run_twice_is_one_row_the_newer_and_help_and_docs_say_so(cli, tmp_path):
+    import os
+
+    import pandas as pd
+
+    for name, mtime in (("old", 1_000), ("new", 2_000)):
+        (tmp_path / name).mkdir()
+        data = json.loads(BASELINE.read_text())
+        if name == "old":
+            data["models"][0]["metrics"]["mIoU"] -= 0.01
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+        os.utime(tmp_path / name / "results.json", (mtime, mtime))
+    code, out, err = cli("report", str(tmp_path / "old"), str(tmp_path / "new"), "--out", str(tmp_path / "site"))
+    assert code == 0, err
+    csv = pd.read_csv(tmp_path / "site" / "synthetic" / "leaderboard.csv")
+    models = json.loads(BASELINE.read_text())["models"]
+    assert sorted(csv["model"]) == sorted(m["name"] for m in models)  # one row per model
+    assert set(csv["source"]) == {str(tmp_path / "new" / "results.json")}
+    left_out = pd.read_csv(tmp_path / "site" / "synthetic" / "left_out.csv")
+    assert set(left_out["source"]) == {str(tmp_path / "old" / "results.json")} and len(left_out) == len(models)
+    notes = [line for line in out.splitlines() if line.startswith("note: synthetic: ")]
+    assert len(notes) == len(models) and all(str(tmp_path / "old" / "results.json") in n for n in notes)
+    older = f"{100 * (models[0]['metrics']['mIoU'] - 0.01):.2f} %"
+    assert any(n.startswith(f"note: synthetic: {models[0]['name']}: an older run") and older in n for n in notes)
+    # the one rule, said alike by the command's help and the documentation
+    code, help_text, _ = cli("report", "--help")
+    assert code == 0
+    flat = " ".join(help_text.replace("│", " ").split())
+    assert "Per model, settings and hardware the newest run is a row; older runs" in flat
+    docs = " ".join((Path(__file__).resolve().parent.parent / "docs" / "reports.md").read_text().split())
+    assert "the newest result per model, settings and hardware is a row" in docs
+    assert "every finished run a row" not in flat + docs
+
+
+def test_the_publish_workflow_builds_the_site_with_its_own_command(cli, tmp_path, monkeypatch):
+    import shlex
+
+    import yaml
+
+    workflow = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "publish_leaderboard.yml")
+                              .read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    [command] = [step["run"] for step in steps if "segbench report" in step.get("run", "")]
+    [upload] = [step["with"]["path"] for step in steps if "upload-pages-artifact" in step.get("uses", "")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "synthetic").mkdir(parents=True)
+    (tmp_path / "results" / "synthetic" / "results.json").write_text(BASELINE.read_text())
+    code, out, err = cli(*shlex.split(command)[1:])
+    assert code == 0, err
+    site = tmp_path / upload
+    assert (site / "index.html").is_file() and (site / "synthetic" / "index.html").is_file()
+    assert (site / "synthetic" / "metafile.yaml").is_file() and list((site / "synthetic" / "huggingface").iterdir())

@@ -63,7 +63,8 @@ def test_markdown_and_csv_values(tmp_path, suite):
     save(tmp_path / "runs" / "a", data)
     written = build_report([tmp_path / "runs"], tmp_path / "site").written
     assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in written) == [
-        "index.html", "toy/index.html", "toy/leaderboard.csv", "toy/leaderboard.md"]
+        "index.html", *(f"toy/huggingface/{m}/README.md" for m in ("fpn-r10", "psp-r10", "unet-r10")),
+        "toy/index.html", "toy/leaderboard.csv", "toy/leaderboard.md", "toy/metafile.yaml"]
 
     by_name = {m["name"]: m for m in data["models"]}
     rows = markdown_rows(tmp_path / "site" / "toy" / "leaderboard.md")
@@ -94,18 +95,24 @@ def test_markdown_and_csv_values(tmp_path, suite):
     assert "IoU.pole" not in csv  # absent in every model
 
 
-def test_every_finished_run_is_a_row_told_apart_by_hardware_and_time(tmp_path, suite):
+def test_the_newest_run_per_model_settings_and_hardware_is_a_row_and_older_ones_are_left_out(tmp_path, suite):
     save(tmp_path / "old", suite(("unet-r10", 0.5, 100.0)), mtime=1_000)
     save(tmp_path / "new", suite(("unet-r10", 0.6, 100.0)), mtime=2_000)
     save(tmp_path / "gpu", suite(("unet-r10", 0.55, 900.0), hardware="gpu-B"), mtime=1_500)
-    build_report([tmp_path], tmp_path / "site")
+    report = build_report([tmp_path], tmp_path / "site")
     csv = pd.read_csv(tmp_path / "site" / "toy" / "leaderboard.csv")
-    assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55), ("cpu-A", 0.5)]
-    assert {str(tmp_path / name / "results.json") for name in ("old", "new", "gpu")} == set(csv["source"])
+    assert list(zip(csv["hardware"], csv["mIoU"].round(2))) == [("cpu-A", 0.6), ("gpu-B", 0.55)]
+    assert {str(tmp_path / name / "results.json") for name in ("new", "gpu")} == set(csv["source"])
+    old = str(tmp_path / "old" / "results.json")
+    assert [note for note in report.notes["toy"] if old in note and "unet-r10: an older run" in note]
+    left_out = pd.read_csv(tmp_path / "site" / "toy" / "left_out.csv")  # its numbers kept, out of the ranking
+    assert list(zip(left_out["source"], left_out["mIoU"].round(2))) == [(old, 0.5)]
     page = (tmp_path / "site" / "toy" / "index.html").read_text()
+    assert "Left out" in page and old in page
+    assert "Left out" in (tmp_path / "site" / "toy" / "leaderboard.md").read_text()
     heat = re.search(r'<table id="T_heat".*?</table>', page, re.S).group(0)  # heatmap rows told apart
     labels = re.findall(r'<th id="T_heat_level0_row\d+"[^>]*>(.*?)</th>', heat)
-    assert len(labels) == len(set(labels)) == 3 and labels[1] == "unet-r10 @gpu-B"
+    assert len(labels) == len(set(labels)) == 2 and labels[1] == "unet-r10 @gpu-B"
 
 
 def test_every_suite_gets_a_folder_and_the_index_links_them(tmp_path, suite):
@@ -195,10 +202,10 @@ def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, s
     from_files, from_mlflow = csv_rows(tmp_path / "files/toy/leaderboard.csv"), csv_rows(
         tmp_path / "mlflow/toy/leaderboard.csv")
     pd.testing.assert_frame_equal(from_files, from_mlflow)
-    # every finished run's rows (a model run twice is two rows), with their intervals from the per-image data,
-    # GFLOPs and environment
-    assert list(from_mlflow["model"]) == ["fpn-r10", "fpn-r10", "unet-r10", "unet-r10"]
-    for model in new["models"] + old["models"]:
+    # the newest finished run's rows (the older run of each model left out), with their intervals from the
+    # per-image data, GFLOPs and environment
+    assert list(from_mlflow["model"]) == ["fpn-r10", "unet-r10"]
+    for model in new["models"]:
         row = from_mlflow.set_index("mlflow_run_id").loc[model["mlflow_run_id"]]
         assert row["mIoU"] == pytest.approx(model["metrics"]["mIoU"], abs=1e-12)
         assert (row["mIoU_low"], row["mIoU_high"]) == pytest.approx(
@@ -208,9 +215,15 @@ def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, s
     pages = [(tmp_path / site / "toy" / "index.html").read_text() for site in ("files", "mlflow")]
     for page in pages:
         assert page.count("<svg") == 3 and "95% CI" in page and "mathdefault" not in page
-    # what was left out is said: the KILLED run (MLflow); nothing of a finished run is left out
-    assert not files.notes.get("toy")
-    assert stored.notes["toy"] == [f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)"]
+    # what was left out is said: the older runs, and the KILLED run (MLflow)
+    older = sorted(f"{m['name']}: an older run" for m in old["models"])
+    assert sorted(n.split(":")[0] for n in files.notes["toy"]) == ["fpn-r10", "unet-r10"]
+    assert all(str(tmp_path / "runs" / "old" / "results.json") in note for note in files.notes["toy"])
+    assert f"1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)" in stored.notes["toy"]
+    mine = sorted(n for n in stored.notes["toy"] if "older run" in n)
+    assert [n[:len(o)] for n, o in zip(mine, older)] == older and len(stored.notes["toy"]) == 3
+    assert [f"mIoU {100 * m['metrics']['mIoU']:.2f} %" in n for n, m in zip(
+        mine, sorted(old["models"], key=lambda m: m["name"]))] == [True, True]
     assert "psp-r10" not in from_mlflow["model"].to_list()
     markdown = (tmp_path / "mlflow/toy/leaderboard.md").read_text()
     assert f"- 1 MLflow run(s) that did not finish left out: {killed_id} (KILLED)" in markdown
@@ -235,23 +248,101 @@ def chromium(*args: str, profile) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, check=True)  # an alert() would hang it
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
-def test_html_renders_in_chromium(tmp_path, suite):
-    save(tmp_path / "a", suite(("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), (EVIL, 0.5, 600.0)))
-    build_report([tmp_path / "a"], tmp_path / "site")
-    url = (tmp_path / "site" / "toy" / "index.html").as_uri()
+def site_runs(tmp_path, suite) -> dict:
+    """Three suites; in "toy" a full schedule (300 iterations: a model built here, a hub model, a model timed
+    under load) and a 5-iteration smoke run whose model scores higher, written later."""
+    def run(name, specs, iters, mtime, folder):
+        data = suite(*specs, name=name)
+        data["suite"]["config"]["train"] = {"enabled": True, "iters": iters}
+        data["suite"]["config_hash"] = f"h{iters}"
+        return save(tmp_path / "runs" / folder, data, mtime=mtime), data
 
-    dom = chromium("--dump-dom", url + "#sort=model:asc", profile=tmp_path / "profile").stdout
+    _, full = run("toy", [("unet-r10", 0.6, 150.0), ("fpn-r10", 0.7, 300.0), (EVIL, 0.5, 600.0)], 300, 1_000, "full")
+    full["models"][1]["backbone"] = "mobilenetv3_small_050"
+    full["models"][2].update(backbone=None, origin={"source": "hf", "weights": {"kind": "hub"}})
+    full["models"][2]["name"] = "hf:org/" + EVIL
+    full["models"][0]["speed"][0].update(spread=0.6, images_per_second_repeats=[100.0, 150.0, 190.0])
+    save(tmp_path / "runs" / "full", full, mtime=1_000)
+    _, smoke = run("toy", [("unet-r10", 0.95, 150.0)], 5, 2_000, "smoke")
+    run("city", [("unet-r10", 0.4, 100.0)], 300, 1_000, "city")
+    run("ade", [("fpn-r10", 0.3, 100.0)], 300, 1_000, "ade")
+    return {"full": full, "smoke": smoke}
+
+
+def visible(dom: str) -> list[tuple[str, str]]:
+    """(rank, model) of the leaderboard rows not hidden, in order."""
     table = re.search(r'<table class="sortable" id="leaderboard"[^>]*>.*?</table>', dom, re.S).group(0)
-    assert 'data-ready="1"' in table  # the script ran
-    assert 'data-col="model" data-kind="text" aria-sort="ascending"' in table
-    models = re.findall(r"<tr><td title=[^>]*>(.*?)</td>", table)
-    assert models == ["&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt;", "fpn-r10", "unet-r10"]
-    assert "<b>x</b>" not in dom and "alert(1)</script>" not in dom
+    rows = re.findall(r"<tr( [^>]*)>(.*?)</tr>", table, re.S)
+    shown = []
+    for attributes, cells in rows:
+        if "data-settings" in attributes and " hidden" not in attributes:
+            texts = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)]
+            shown.append((texts[0], texts[1]))
+    return shown
 
-    shot = tmp_path / "page.png"
-    chromium(f"--screenshot={shot}", "--window-size=1280,1600", url, profile=tmp_path / "profile")
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+def test_markdown_ranks_within_one_settings_and_names_what_differs(tmp_path, suite):
+    site_runs(tmp_path, suite)
+    build_report([tmp_path / "runs"], tmp_path / "site")
+    markdown = (tmp_path / "site" / "toy" / "leaderboard.md").read_text()
+    assert "Settings differ between these runs: train.iters." in markdown
+    full, smoke = markdown.split("### train.iters=300 (latest full schedule)")[1].split("### train.iters=5")
+    evil = "hf:org/&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert [row[:2] for row in markdown_rows_of(full)] == [["1", "fpn-r10"], ["2", "unet-r10"], ["3", evil]]
+    assert [row[:2] for row in markdown_rows_of(smoke)] == [["1", "unet-r10"]]
+
+
+def markdown_rows_of(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
+def test_the_site_filters_and_ranks_within_one_settings_in_chromium(tmp_path, suite):
+    runs = site_runs(tmp_path, suite)
+    build_report([tmp_path / "runs"], tmp_path / "site")
+    index = chromium("--dump-dom", (tmp_path / "site" / "index.html").as_uri(), profile=tmp_path / "profile").stdout
+    for name in ("toy", "city", "ade"):
+        assert f'href="{name}/index.html">{name}</a>' in index
+    # the index names the best model of the default settings, not the smoke run's
+    toy = re.search(r'href="toy/index.html">toy</a></td>.*?</tr>', index, re.S).group(0)
+    assert "fpn-r10" in toy and f"{100 * runs['full']['models'][1]['metrics']['mIoU']:.2f}" in toy
+
+    url = (tmp_path / "site" / "toy" / "index.html").as_uri()
+    evil = "hf:org/&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
+
+    def page(fragment: str = "") -> str:
+        return chromium("--dump-dom", url + fragment, profile=tmp_path / "profile").stdout
+
+    dom = page()
+    assert 'data-ready="1"' in dom and "<b>x</b>" not in dom and "alert(1)</script>" not in dom
+    # default: the latest full schedule, ranked by mIoU; the smoke run's higher score is not beside them
+    assert visible(dom) == [("1", "fpn-r10"), ("2", "unet-r10"),
+                            ("3", evil)]
+    assert "train.iters" in re.search(r'<p class="differ-note".*?</p>', dom, re.S).group(0)
+    assert re.search(r'<option value="\w+" selected="">train.iters=300', dom)
+    assert "3 of 4 rows shown" in dom
+    # speed timed under load is flagged in its cell and in the plot
+    assert re.search(r'class="n load"[^>]*>150.0 \(under load\)</td>', dom)
+    assert re.search(r"<text[^>]*>unet-r10[^<]*\(timed under load\)</text>", dom)
+    # every row shows its reproduce command; a hub model links to its page
+    assert dom.count("segbench run suite=toy") == 4
+    assert 'href="https://huggingface.co/org/&lt;b&gt;x' in dom
+    # filters, set through the fragment as a user's link would
+    assert visible(page("#q=fpn")) == [("1", "fpn-r10")]
+    assert visible(page("#family=resnet")) == [("2", "unet-r10")]
+    assert visible(page("#origin=hf")) == [("3", evil)]
+    smoke = re.search(r'<option value="(\w+)"[^>]*>train.iters=5', dom).group(1)
+    assert visible(page(f"#settings={smoke}")) == [("1", "unet-r10")]
+    assert visible(page("#sort=model:asc")) == [("1", "fpn-r10"), ("3", evil), ("2", "unet-r10")]
+    # the protocol block
+    protocol = re.search(r'<table id="protocol">.*?</table>', dom, re.S).group(0)
+    assert "dataset hash" in protocol and "mode" in protocol and "whole" in protocol
+
+    for name, address in (("index.png", (tmp_path / "site" / "index.html").as_uri()), ("page.png", url)):
+        shot = tmp_path / name
+        chromium(f"--screenshot={shot}", "--window-size=1280,1600", address, profile=tmp_path / "profile")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
 def test_identical_images_give_a_point_interval_and_absent_classes_are_left_out(tmp_path, record, results):

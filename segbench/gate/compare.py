@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from segbench.config.schema import UNHASHED
-from segbench.core.files import flatten
 from segbench.errors import UserError
 from segbench.gate import speed as speeds
 from segbench.gate.policy import (
@@ -36,6 +34,7 @@ from segbench.metrics.confusion import REGISTRY
 from segbench.metrics.per_image import PER_IMAGE_MEANS, bootstrap_mean_difference
 from segbench.metrics.registry import MetricEntry
 from segbench.metrics.statistics import STATISTICS, bootstrap_difference
+from segbench.report.protocol import differing_settings
 from segbench.results.find import load_results
 from segbench.results.schema import ModelRecord, Results, plain
 
@@ -99,17 +98,10 @@ def _check_comparable(run: Results, baseline: Results) -> list[str]:
             raise UserError(f"run and baseline differ in {key} ({', '.join(differ)}): their numbers are not comparable")
     notes = []
     if run.suite.config_hash != baseline.suite.config_hash:
-        differ = _differing_settings(run.suite.config, baseline.suite.config)
+        differ = differing_settings([run.suite.config, baseline.suite.config])
         notes.append(f"suite settings differ (config hash {run.suite.config_hash} vs baseline "
                      f"{baseline.suite.config_hash}): {', '.join(differ) or 'keys not recorded'}")
     return notes
-
-
-def _differing_settings(run: dict, baseline: dict) -> list[str]:
-    """Dotted config keys whose values differ, leaving out those that do not change the numbers."""
-    mine, theirs = flatten(run), flatten(baseline)
-    return sorted(key for key in set(mine) | set(theirs) if mine.get(key) != theirs.get(key)
-                  and key.split(".")[0] not in UNHASHED)
 
 
 def _per_image(record: ModelRecord) -> tuple | None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from segbench.deploy.timing import typical_range
 from segbench.errors import UserError, closest
+from segbench.report.protocol import under_load
 from segbench.results.schema import ModelRecord, Results, Speed
 
 SPEED_SETTINGS = ("batch_size", "input_shape", "precision", "memory_format", "compile", "backend")  # must match
@@ -245,5 +246,5 @@ def noisy(name: str, base: ModelRecord, mine: ModelRecord, tolerance: float) -> 
     """``name (baseline 35%, run 12%)`` when a speed record's repeats spread wider than the tolerance."""
     spreads = [f"{label} {100 * speed.spread:.0f}%" for label, speed in (("baseline", timed(base)),
                                                                        ("run", timed(mine)))
-               if speed and speed.spread is not None and 100 * speed.spread > tolerance]
+               if speed and under_load(speed.spread, tolerance / 100)]
     return f"{name} ({', '.join(spreads)})" if spreads else None

@@ -1,2 +1,4 @@
-"""Reports: leaderboard rows from results, tables (Markdown, CSV), plots, HTML pages from the Jinja2 templates, and
-the console tables. May import ``core`` and ``results``."""
+"""Reports: leaderboard rows from results (with their protocol), tables (Markdown, CSV), plots, the static site's
+HTML pages from the Jinja2 templates (filters, settings, protocol), exports other tools read (model cards'
+model-index, MMSegmentation metafiles, RobustBench files), and the console tables. May import the packages above
+it in the flow (``core``, ``config``, ``metrics``, ``results``), never a model."""

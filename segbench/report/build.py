@@ -1,5 +1,7 @@
 """``segbench report``: leaderboards per suite from results.json files or MLflow runs, written as a folder
-that can be published as it is: ``<out>/<suite>/{leaderboard.md,leaderboard.csv,index.html}`` and an index.
+that can be published as it is: ``<out>/<suite>/{leaderboard.md,leaderboard.csv,index.html}``, ``left_out.csv``
+(the rows of older runs of a model, settings and hardware) when there are any, the exports
+(segbench.report.exports) beside them, and an index.
 
 Rows come from report_rows, tables from report_tables, pages from report_html (plots from report_plots).
 """
@@ -16,8 +18,9 @@ import pandas as pd
 from segbench.core.files import atomic_write
 from segbench.core.names import safe_name
 from segbench.errors import UserError
+from segbench.report.exports import FORMATS, write_exports
 from segbench.report.html import index_html, to_html
-from segbench.report.rows import collect
+from segbench.report.rows import collect, labels
 from segbench.report.tables import to_csv, to_markdown
 
 REPORT_DIR = Path("reports")
@@ -58,9 +61,9 @@ class Report:
 
 
 def build_report(sources: list[Path | str], out_dir: Path | str | None = None, tracking_uri: str | None = None,
-                 use_mlflow: bool = False) -> Report:
+                 use_mlflow: bool = False, exports: tuple[str, ...] = FORMATS) -> Report:
     """Write the leaderboards of ``sources`` (and of the MLflow store when ``use_mlflow`` or ``tracking_uri``)
-    into ``out_dir`` (default reports/)."""
+    into ``out_dir`` (default reports/), with the ``exports`` (segbench.report.exports.FORMATS) of each suite."""
     root = Path(out_dir) if out_dir is not None else REPORT_DIR
     _check_out(root)
     with tempfile.TemporaryDirectory(prefix="segbench-report-") as workspace:  # MLflow artifacts, while rendering
@@ -73,5 +76,9 @@ def build_report(sources: list[Path | str], out_dir: Path | str | None = None, t
             written += [atomic_write(folder / "leaderboard.md", to_markdown(group, suite, notes)),
                         to_csv(group, folder / "leaderboard.csv"),
                         atomic_write(folder / "index.html", to_html(group, suite, notes))]
+            written += write_exports(group.assign(label=labels(group)), suite, folder, exports)
+            older = collected.older
+            if older is not None and (older["suite"] == suite).any():  # their numbers kept, out of the ranking
+                written.append(to_csv(by_suite(older[older["suite"] == suite])[suite], folder / "left_out.csv"))
         written.append(atomic_write(root / "index.html", index_html(frames, folders)))
     return Report(written, collected.notes)

@@ -1,7 +1,9 @@
 """Leaderboard rows: one per model, from results.json files or MLflow runs, with the settings behind them.
 
-Quality stays in fractions, as in results.json. Every finished run is reported: a model run twice is two rows,
-told apart by their time and run (the same MLflow run read from its file and from the store is one row). Each
+Quality stays in fractions, as in results.json. Within a suite, the newest result per model, settings and hardware
+is reported; older runs of the same model, settings and hardware are listed under "Left out" (the same MLflow run
+read from its file and from the store is one run). Settings are the suite's configuration less which models ran
+(``settings_key``), so runs of one schedule that ran different models share a leaderboard. Each
 results.json is read, summarised into rows and let go before the next one: memory grows with the
 rows, not with the per-image data.
 """
@@ -20,6 +22,7 @@ import pandas as pd
 from segbench.errors import UserError
 from segbench.metrics.confusion import METRICS
 from segbench.metrics.statistics import bootstrap
+from segbench.report.protocol import protocol, under_load
 from segbench.results.find import download_artifact, find_results, store_client, stored_runs
 from segbench.results.schema import RESULTS_NAME, ModelRecord, Results, read_results
 
@@ -43,7 +46,7 @@ SETTINGS = {  # settings that make numbers comparable: row column -> label
     "segbench": "segbench",
     "git_commit": "git commit",
 }
-NOT_IN_CSV = ("time", "confusion", "classes", "overlays", "robustness")  # row columns for the page only
+NOT_IN_CSV = ("time", "confusion", "classes", "overlays", "robustness", "config")  # row columns for the page only
 
 
 def _number(value) -> float:
@@ -80,6 +83,8 @@ def model_rows(results: Results, source: str, time: float = math.nan, folder: Pa
             "latency_ms_p50": _number(speed.latency_ms_p50 if speed else None),
             "params": _number(record.params),
             "gflops_per_image": _number(speed.gflops_per_image if speed else None),
+            "peak_memory_mb": _number(speed.peak_memory_mb if speed else None),
+            "under_load": under_load(speed.spread if speed else None),
             "config_hash": results.suite.config_hash,
             "accumulation": conv.accumulation if conv else None,
             "absent_class": conv.absent_class if conv else None,
@@ -105,7 +110,9 @@ def model_rows(results: Results, source: str, time: float = math.nan, folder: Pa
             "classes": list(classes),
             "overlays": _overlays(record, Path(source).parent if folder is None else folder),
             "robustness": record.robustness.model_dump() if record.robustness else None,
+            "config": results.suite.config,
         })
+        row.update(protocol(results, record))
         iou = {scores.name: scores.IoU for scores in record.per_class}
         row.update({f"IoU.{name}": _number(iou.get(name)) for name in classes})
         rows.append(row)
@@ -120,10 +127,12 @@ def _cap(items: list[str], shown: int = 5) -> str:
 
 @dataclass
 class Collected:
-    """The rows to report, and per suite what was left out and why (said on the page and the console)."""
+    """The rows to report, per suite what was left out and why (said on the page and the console), and the rows of
+    the older runs left out."""
 
     frame: pd.DataFrame
     notes: dict[str, list[str]] = field(default_factory=dict)
+    older: pd.DataFrame | None = None  # older runs of a row's model, settings and hardware: left out
 
 
 def file_rows(source: Path | str) -> list[dict]:
@@ -185,8 +194,31 @@ def collect(sources: list[Path | str], tracking_uri: str | None = None, use_mlfl
     # The same MLflow run from a results.json and from MLflow: keep the file's row (its overlays are beside it).
     known = frame["mlflow_run_id"].notna()
     frame = pd.concat([frame[~known], frame[known].drop_duplicates("mlflow_run_id", keep="first")])
+    frame, older = newest(frame, notes)
     frame = frame.sort_values(["suite", "mIoU"], ascending=[True, False], na_position="last").reset_index(drop=True)
-    return Collected(frame, notes)
+    return Collected(frame, notes, older.reset_index(drop=True))
+
+
+def newest(frame: pd.DataFrame, notes: dict[str, list[str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The newest row per suite, model, settings and hardware, and the older ones (each named in its suite's
+    notes)."""
+    frame = frame.sort_values("time", ascending=False, na_position="last", kind="stable")
+    older = frame.duplicated(["suite", "model", "settings_key", "hardware"], keep="first")
+    for _, row in frame[older].iterrows():
+        notes.setdefault(row["suite"], []).append(
+            f"{row['model']}: an older run of the same model, settings and hardware ({row['source']}, "
+            f"{_when(row['time'])}, mIoU {_percent(row['mIoU'])})")
+    return frame[~older], frame[older]
+
+
+def _when(time: float) -> str:
+    from datetime import datetime, timezone
+
+    return "time unknown" if time != time else datetime.fromtimestamp(time, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _percent(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.2f} %"
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:

@@ -11,6 +11,7 @@ from segbench.core.files import atomic_write, markdown_cell
 from segbench.metrics.statistics import LEVEL
 from segbench.report import robustness
 from segbench.report.rows import NOT_IN_CSV, SETTINGS, labels, setting_groups
+from segbench.report.site import choices
 
 # Leaderboard columns: row column -> (header, kind); kind picks the formatting.
 TABLE = {
@@ -64,12 +65,19 @@ def display(frame: pd.DataFrame) -> pd.DataFrame:
 def to_markdown(frame: pd.DataFrame, suite: str, notes: list[str] = ()) -> str:
     """The leaderboard as a GitHub Markdown table, metrics in percent, then the settings behind it and what was
     left out."""
-    table = display(frame).map(markdown_cell)
-    table.index = pd.RangeIndex(1, len(table) + 1, name="#")
     align = ["right"] + ["left" if kind == "text" else "right" for _, kind in TABLE.values()]
-    lines = [f"## {markdown_cell(suite)} leaderboard", "",
-             table.to_markdown(colalign=align, disable_numparse=True), "",
-             f"mIoU CI: {LEVEL:.0%} bootstrap percentile interval over images. Settings:", ""]
+    lines = [f"## {markdown_cell(suite)} leaderboard", ""]
+    found, differ = choices(frame)
+    if differ:
+        lines += [f"Settings differ between these runs: {', '.join(differ)}. Rows are ranked within one settings, "
+                  "the latest full schedule first.", ""]
+    for choice in found:  # rows of different settings never rank beside each other
+        table = display(frame[frame["settings_key"] == choice.key]).map(markdown_cell)
+        table.index = pd.RangeIndex(1, len(table) + 1, name="#")
+        if differ:
+            lines += [f"### {markdown_cell(choice.label)}" + (" (latest full schedule)" if choice.default else ""), ""]
+        lines += [table.to_markdown(colalign=align, disable_numparse=True), ""]
+    lines += [f"mIoU CI: {LEVEL:.0%} bootstrap percentile interval over images. Settings:", ""]
     for _, group in setting_groups(frame).iterrows():
         lines.append("- " + "; ".join(f"{label} {markdown_cell(group[key])}" for key, label in SETTINGS.items()))
     if notes:

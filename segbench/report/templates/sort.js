@@ -16,8 +16,8 @@ Array.prototype.forEach.call(document.querySelectorAll('table.sortable'),functio
       var dir=th.getAttribute('aria-sort')==='descending'?'ascending':'descending';
       if(!th.hasAttribute('aria-sort')&&th.getAttribute('data-kind')==='text')dir='ascending';
       sortBy(table,i,dir);});});
-  var m=/^#sort=([\w.]+)(?::(asc|desc))?$/.exec(location.hash);
-  if(m){var th=table.querySelector('th[data-col="'+m[1]+'"]');
+  var m=/^([\w.]+)(?::(asc|desc))?$/.exec(new URLSearchParams(location.hash.slice(1)).get('sort')||'');
+  if(m&&table.tHead){var th=table.querySelector('th[data-col="'+m[1]+'"]');
     if(th)sortBy(table,th.cellIndex,m[2]==='asc'?'ascending':'descending');}
   table.setAttribute('data-ready','1');
 });
