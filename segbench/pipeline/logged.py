@@ -12,6 +12,7 @@ from segbench.config.schema import TrackingConfig
 from segbench.core.files import flatten
 from segbench.core.names import safe_name
 from segbench.errors import UserError
+from segbench.evaluation.parity import parity_metrics
 from segbench.metrics.confusion import REGISTRY
 from segbench.results.robustness import robustness_metrics
 from segbench.results.schema import RESULTS_NAME, Results, check_headlines, read_results, write_results
@@ -69,21 +70,27 @@ def speed_metrics(speed: list[dict]) -> dict[str, float]:
 
 
 def model_metrics(record: dict) -> dict[str, float]:
-    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation and speed figures."""
+    """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation, backend parity, speed
+    and robustness figures. The one place that names them: a live run, ``segbench score`` and ``segbench log`` of
+    the same results.json log the same names and values."""
     logged = dict(record["metrics"])
     logged.update({f"IoU.{row['class']}": row["IoU"] for row in record.get("per_class") or []})
-    logged.update({f"IoU.category.{k}": v for k, v in (record.get("categories") or {}).get("IoU", {}).items()})
+    categories = record.get("categories") or {}
+    logged.update({f"IoU.category.{k}": v for k, v in categories.get("IoU", {}).items()})
+    if categories.get("mIoU") is not None:
+        logged["mIoU_category"] = categories["mIoU"]
     evaluation = record.get("evaluation") or {}
     for key, name in (("images_per_second", "eval_images_per_second"), ("forward_share", "eval_forward_share"),
                       ("data_wait_share", "eval_data_wait_share")):
         if key in evaluation:
             logged[name] = evaluation[key]
-    if "data" in record:
+    if record.get("data"):
         logged["data_skipped"] = record["data"]["skipped"]
     if record.get("train"):
         logged["train_seconds"] = record["train"]["seconds"]
     logged.update(speed_metrics(record.get("speed") or []))
     logged.update(robustness_metrics(record.get("robustness")))
+    logged.update(parity_metrics(evaluation.get("backends") or []))
     return {k: v for k, v in logged.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # NaN: not measured
 

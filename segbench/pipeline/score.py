@@ -28,7 +28,7 @@ from segbench.errors import UserError
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.confusion import SegMetrics, category_iou, compute_metrics, nanmean
 from segbench.metrics.scored import ScoredPassport
-from segbench.pipeline.logged import per_class_csv
+from segbench.pipeline.logged import model_metrics, per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard
 from segbench.results.per_class import per_class_table
@@ -233,12 +233,7 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
         tracker = session.tracker
         child = tracker.start(name, parent=session.parent, params={"label_space": space, "images": len(predictions),
                                                                    "pred_dir": record["evaluation"]["pred_dir"]})
-        logged = dict(record["metrics"])
-        logged.update({f"IoU.{row['class']}": row["IoU"] for row in record["per_class"]})
-        if "categories" in record:
-            logged.update({f"IoU.category.{k}": v for k, v in record["categories"]["IoU"].items()})
-            logged["mIoU_category"] = record["categories"]["mIoU"]
-        tracker.log(child, metrics=logged)
+        tracker.log(child, metrics=model_metrics(record))
         csv_path = session.work_dir / per_class_csv(name)
         table.to_csv(csv_path, index=False)
         tracker.artifact(child, csv_path)
