@@ -110,7 +110,7 @@ def test_a_suite_interrupted_in_its_third_model_keeps_the_first_two(cli, tmp_pat
 
 
 @pytest.mark.parametrize(("change", "pattern"), [
-    ("train.lr=0.01", r"settings changed since .*: train\.lr \(0\.001 -> 0\.01\)"),
+    ("train.lr=0.01", r"settings changed since .*: train\.lr \([0-9.e-]+ -> 0\.01\)"),
     ("train.precision=bf16", r"train\.precision \(unset -> bf16\)"),
 ])
 def test_a_changed_suite_is_refused_on_resume(cli, tmp_path, monkeypatch, change, pattern):
