@@ -32,8 +32,7 @@ from segbench.config.typed import (
 from segbench.errors import UserError, closest, unknown
 
 DEFAULT_SUITE = "synthetic"
-Optimizer = Literal["sgd", "adamw", "adam"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Optimizer, Precision = Literal["sgd", "adamw", "adam"], Literal["fp32", "bf16", "fp16"]  # precision: autocast dtype
 OPTIMIZERS = get_args(Optimizer)
 # Every section rejects keys it does not declare; a number given for a string keeps its text (output_dir=2024).
 SECTION = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
@@ -108,7 +107,7 @@ class TrainConfig:
 
     @model_validator(mode="after")
     def _relations(self) -> TrainConfig:
-        if self.keep == "best" and not self.eval_every:
+        if self.keep == "best" and not self.eval_every:  # nothing validated to choose the best from
             raise Relation("keep", "train.keep=best together with train.eval_every=N (N > 0)", self.keep)
         if self.min_lr > self.lr:
             raise Relation("min_lr", f"at most train.lr ({self.lr:g})", self.min_lr)
@@ -219,8 +218,7 @@ SUITE = TypeAdapter(SuiteConfig)
 
 # Keys that do not change the numbers a suite produces; left out of its hash.
 UNHASHED = ("output_dir", "progress", "tracking", "description", "shard", "resume")
-# Keys of a section that do not change the numbers either (when to write the training state).
-UNHASHED_IN = {"train": ("checkpoint_every",)}
+UNHASHED_IN = {"train": ("checkpoint_every",)}  # section keys that change no number either
 # Keys added after suites were hashed: left out while empty, so that a suite's hash stays what it was.
 HASHED_WHEN_SET = ("imports", "normalisation", "accept_uninitialised")
 # Section keys added after suites were hashed: left out at their default, so that a suite's hash stays what it was.
