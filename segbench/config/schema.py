@@ -32,7 +32,7 @@ from segbench.config.typed import (
 from segbench.errors import UserError, closest, unknown
 
 DEFAULT_SUITE = "synthetic"
-Optimizer = Literal["sgd", "adamw", "adam"]
+Optimizer, Precision = Literal["sgd", "adamw", "adam"], Literal["fp32", "bf16", "fp16"]  # precision: autocast dtype
 OPTIMIZERS = get_args(Optimizer)
 # Every section rejects keys it does not declare; a number given for a string keeps its text (output_dir=2024).
 SECTION = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
@@ -98,9 +98,17 @@ class TrainConfig:
     class_weights: Annotated[list[NonNegativeFloat], PER_CLASS] | None = None
     save_checkpoint: bool = True  # safetensors weights and their config in the output folder
     sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)
+    precision: Precision = "fp32"  # autocast dtype of the forward pass; fp16 adds a gradient scaler
+    channels_last: bool = False  # the model's weights and the images in channels-last memory format
+    checkpoint_every: integer(ge=0, le=10**9) = 0  # write the training state every N iterations (0: on a signal only)
+    eval_every: integer(ge=0, le=10**9) = 0  # validate every N iterations: an mIoU curve (0: never)
+    eval_samples: integer(gt=0, le=10**8) | None = None  # validate on the first N images of the split (all: null)
+    keep: Literal["last", "best"] = "last"  # the weights the final evaluation uses: the last, or the best validated
 
     @model_validator(mode="after")
     def _relations(self) -> TrainConfig:
+        if self.keep == "best" and not self.eval_every:  # nothing validated to choose the best from
+            raise Relation("keep", "train.keep=best together with train.eval_every=N (N > 0)", self.keep)
         if self.min_lr > self.lr:
             raise Relation("min_lr", f"at most train.lr ({self.lr:g})", self.min_lr)
         return self
@@ -150,6 +158,8 @@ class EvalConfig:
     corruptions: list[Name] = field(default_factory=list)
     severities: Annotated[list[integer(ge=1, le=5)], Field(min_length=1)] = field(
         default_factory=lambda: [1, 2, 3, 4, 5])
+    precision: Precision = "fp32"  # autocast dtype of the forward pass
+    channels_last: bool = False  # the model's weights and the images in channels-last memory format
 
 
 @dataclass(config=SECTION)
@@ -157,7 +167,7 @@ class BenchConfig:
     enabled: bool = True
     batch_sizes: Annotated[list[integer(gt=0, le=65536)], Field(min_length=1)] = field(default_factory=lambda: [1])
     input_size: HeightWidth | None = None  # (height, width); default: the data set's evaluation size
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast
+    precision: Precision = "fp32"  # autocast
     channels_last: bool = False
     backends: list[Name] = field(default_factory=lambda: ["eager"])  # eager, compile, onnxruntime, tensorrt
     isolate: bool = True  # segbench bench: time each model in a fresh process
@@ -193,6 +203,7 @@ class SuiteConfig:
                       Expect("auto, cpu, cuda, cuda:N or mps")] = "auto"
     output_dir: str | None = None
     shard: str | None = None  # I/N: run shard I (from 0) of N of the suite's models; auto: from the job array
+    resume: str | None = None  # RUN_DIR (an interrupted run's .partial folder) or auto: continue that run
     progress: bool = True
     imports: list[Name] = field(default_factory=list)  # Python modules to import first (user plugins)
     data: DataConfig = field(default_factory=DataConfig)
@@ -206,9 +217,14 @@ SUITE = TypeAdapter(SuiteConfig)
 
 
 # Keys that do not change the numbers a suite produces; left out of its hash.
-UNHASHED = ("output_dir", "progress", "tracking", "description", "shard")
+UNHASHED = ("output_dir", "progress", "tracking", "description", "shard", "resume")
+UNHASHED_IN = {"train": ("checkpoint_every",)}  # section keys that change no number either
 # Keys added after suites were hashed: left out while empty, so that a suite's hash stays what it was.
 HASHED_WHEN_SET = ("imports", "normalisation", "accept_uninitialised")
+# Section keys added after suites were hashed: left out at their default, so that a suite's hash stays what it was.
+HASHED_WHEN_CHANGED = {"train": {"precision": "fp32", "channels_last": False, "eval_every": 0, "eval_samples": None,
+                                 "keep": "last"},
+                       "eval": {"precision": "fp32", "channels_last": False}}
 
 
 def resource_dir(name: str) -> Path:
@@ -368,9 +384,17 @@ def to_dict(cfg: SuiteConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(cfg: SuiteConfig) -> str:
-    """A short, stable hash of everything in ``cfg`` that changes the numbers."""
+def hashed_values(cfg: SuiteConfig) -> dict[str, Any]:
+    """Everything in ``cfg`` that changes the numbers (what ``config_hash`` hashes)."""
     values = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED and (k not in HASHED_WHEN_SET or v)}
     if not values["eval"].get("corruptions"):  # a clean evaluation: the corruption settings change no number
         values["eval"] = {k: v for k, v in values["eval"].items() if k not in ("corruptions", "severities")}
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+    for section, defaults in HASHED_WHEN_CHANGED.items():
+        values[section] = {k: v for k, v in values[section].items()
+                           if k not in UNHASHED_IN.get(section, ()) and (k not in defaults or v != defaults[k])}
+    return values
+
+
+def config_hash(cfg: SuiteConfig) -> str:
+    """A short, stable hash of everything in ``cfg`` that changes the numbers."""
+    return hashlib.sha256(json.dumps(hashed_values(cfg), sort_keys=True).encode()).hexdigest()[:12]

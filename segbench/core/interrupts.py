@@ -1,4 +1,7 @@
-"""Ctrl-C, SIGTERM and SIGHUP alike: the first one interrupts the command, later ones wait for its clean-up."""
+"""Ctrl-C, SIGTERM, SIGHUP and SIGUSR1 alike: the first one interrupts the command, later ones wait for its clean-up.
+
+Inside ``deferred()`` (training) the first signal is only noted: the loop checks ``pending()`` between iterations,
+writes its state and then raises ``Interrupted`` itself, so the state it writes is never half an update."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
-HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)  # USR1: SLURM's --signal=USR1@SECONDS
 
 
 class Interrupted(KeyboardInterrupt):
@@ -28,6 +31,29 @@ class Caught:
     signum: int | None = None
 
 
+_deferring: list[Caught] = []  # the Caught of signals_interrupt while a deferred() block runs
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Within this block the first signal is noted, not raised: poll ``pending()`` at safe points."""
+    _deferring.append(_current[-1] if _current else Caught())
+    try:
+        yield
+    finally:
+        caught = _deferring.pop()
+    if caught.signum is not None:  # noted after the last safe point: raised now, once the block is done
+        raise Interrupted(caught.signum)
+
+
+def pending() -> int | None:
+    """The signal noted inside ``deferred()`` and not raised yet, or None."""
+    return _deferring[-1].signum if _deferring else None
+
+
+_current: list[Caught] = []
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[Caught]:
     """Turn SIGINT, SIGTERM and SIGHUP into ``Interrupted`` once; repeats are ignored so that clean-up (closing
@@ -37,7 +63,8 @@ def signals_interrupt() -> Iterator[Caught]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if caught.signum is None:
             caught.signum = signum
-            raise Interrupted(signum)
+            if not _deferring:
+                raise Interrupted(signum)
 
     try:
         previous = {signum: signal.signal(signum, handler) for signum in HANDLED}
@@ -45,9 +72,11 @@ def signals_interrupt() -> Iterator[Caught]:
         yield caught
         return
     hook, sys.excepthook = sys.excepthook, _quiet_abandoned_transfers(sys.excepthook)
+    _current.append(caught)
     try:
         yield caught
     finally:
+        _current.pop()
         sys.excepthook = hook
         for signum, old in previous.items():
             signal.signal(signum, old)

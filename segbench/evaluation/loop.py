@@ -18,6 +18,7 @@ from segbench.errors import warn
 from segbench.evaluation.modes import SIZE_DIVISOR, predict_logits
 from segbench.metrics.confusion import ConfusionMatrix
 from segbench.metrics.protocol import Batch
+from segbench.train.loop import as_format, autocast, memory_format
 
 if TYPE_CHECKING:
     from segbench.evaluation.predictions import PredictionWriter
@@ -83,7 +84,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
     """Run ``model`` over ``loader`` in ``cfg``'s mode and accumulate predictions against the masks (and the
     ``passport``'s metrics; ``writer`` saves the predictions). Batches may carry instance maps third."""
     cfg = cfg or EvalConfig()
-    model.to(device).eval()
+    memory_format(model.to(device), cfg.channels_last).eval()
     confusion = ConfusionMatrix(num_classes, ignore_index, device, per_image=True)
     images_seen, forward_seconds, data_seconds = 0, 0.0, 0.0
     nonfinite = torch.zeros((), dtype=torch.int64, device=device)
@@ -105,7 +106,9 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
         masks = masks.to(device, non_blocking=True)
         synchronize(device)
         t0 = time.perf_counter()
-        logits = predict_logits(model, images, cfg, num_classes, getattr(model, "size_divisor", SIZE_DIVISOR))
+        with autocast(device, cfg.precision):  # logits back in fp32 for the softmax, argmax and passport
+            logits = predict_logits(model, as_format(images, cfg.channels_last), cfg, num_classes,
+                                    getattr(model, "size_divisor", SIZE_DIVISOR)).float()
         synchronize(device)
         forward_seconds += time.perf_counter() - t0
         nonfinite += (~torch.isfinite(logits)).flatten(1).any(1).sum()  # counted on the device: no sync per batch

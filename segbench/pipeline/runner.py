@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,16 @@ from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_fi
 from segbench.models.registry import ModelSpec, parse_spec
 from segbench.models.suite import load_suite_model
 from segbench.pipeline.logged import model_metrics, per_class_csv, speed_metrics, weights_params
-from segbench.pipeline.session import Session
+from segbench.pipeline.resume import (
+    find_resume,
+    finished_record,
+    keep_record,
+    model_run,
+    note_model_run,
+    state_writer,
+    training_state,
+)
+from segbench.pipeline.session import DEFAULT_ROOT, Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.report.robustness import print_robustness
@@ -67,8 +77,8 @@ def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.
                           "origin": built.record()}
 
 
-def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,
-           run_id: str | None) -> tuple[torch.nn.Module, dict]:
+def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, val_set: Dataset,
+           session: Session, run_id: str | None) -> tuple[torch.nn.Module, dict]:
     """Train ``model`` (under DistributedDataParallel across the ranks of a torchrun job); return the trained
     model and its training record. Rank 0 saves the checkpoint."""
     cfg, world, device = session.cfg, session.world, session.device
@@ -82,12 +92,21 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
         if cfg.train.sync_bn:
             model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(model.to(device), device_ids=[device] if device.type == "cuda" else None)
+    state_dir = Path(gather(str(session.work_dir))[0]) if session.resumed else None  # every rank reads rank 0's
+    validate, val_images = _validator(spec, info, val_set, session) if cfg.train.eval_every else (None, None)
     log = train(net, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}",
-                progress=cfg.progress and world.main)
+                progress=cfg.progress and world.main, state=training_state(state_dir, spec.name),
+                save=state_writer(session.work_dir, spec.name), validate=validate)
     same_as_rank0(model)
     record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
               "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
-              "world_size": world.size}
+              "world_size": world.size, "precision": cfg.train.precision, "channels_last": cfg.train.channels_last}
+    if cfg.train.eval_every:
+        record |= {"val_curve": log.val_curve, "val_images": val_images, "keep": cfg.train.keep,
+                   "best_iter": log.best_iter}
+        session.tracker.log(run_id, series={"val_mIoU": {int(i): v for i, v in log.val_curve}})
+    if log.resumed_at:
+        record["resumed_at"] = log.resumed_at
     session.tracker.log(run_id, series={"train_loss": log.losses})
     if cfg.train.save_checkpoint and session.work_dir is not None:
         folder = inside(session.work_dir / "checkpoints", spec.name)
@@ -97,6 +116,21 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
         record["checkpoint"] = {"path": str(folder.relative_to(session.work_dir)),
                                 "sha256": sha256_file(folder / WEIGHTS_FILE)}
     return model, record
+
+
+def _validator(spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
+               session: Session) -> tuple[Callable[[torch.nn.Module], float], int]:
+    """``train.eval_every``: the model's mIoU on the first ``train.eval_samples`` images of the split (in the
+    suite's evaluation mode, without the passport), and how many images that is."""
+    cfg = session.cfg
+    part = Subset(val_set, range(min(cfg.train.eval_samples or len(val_set), len(val_set))))
+    loader = make_loader(part, min(cfg.eval.batch_size, len(part)), False, 0, session.device, cfg.seed)
+
+    def validate(model: torch.nn.Module) -> float:
+        result = evaluate(getattr(model, "module", model), loader, info.num_classes, info.ignore_index,
+                          session.device, cfg.eval, desc=f"validate {spec.name}", progress=False)
+        return result.confusion.compute().summary()["mIoU"]
+    return validate, len(part)
 
 
 def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
@@ -165,12 +199,16 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
     cfg, tracker = session.cfg, session.tracker
     seed_everything(cfg.seed)
     model, record = _build(spec, cfg, info)
-    run_id = tracker.start(spec.name, parent=session.parent,
-                           params={"model": spec.name, "source": spec.source, "arch": spec.arch,
-                                   "backbone": spec.backbone} | weights_params(record["weights"]))
+    previous = model_run(session.work_dir, spec.name) if session.resumed and session.work_dir else None
+    run_id = tracker.start(spec.name, parent=session.parent, run_id=previous,
+                           params=None if previous else {"model": spec.name, "source": spec.source,
+                                                         "arch": spec.arch, "backbone": spec.backbone}
+                           | weights_params(record["weights"]))
+    if session.work_dir is not None:
+        note_model_run(session.work_dir, spec.name, run_id)
     try:
         if train_set is not None:
-            model, record["train"] = _train(model, spec, info, train_set, session, run_id)
+            model, record["train"] = _train(model, spec, info, train_set, val_set, session, run_id)
             record["checkpoint"] = record["train"].pop("checkpoint", None)
         evaluation = _evaluate(model, spec, info, val_set, session)
         absent = evaluation.pop("classes_without_pixels")
@@ -239,8 +277,16 @@ def run_suite(cfg: SuiteConfig, folder: bool = True) -> tuple[Results | None, Pa
     check_corruptions(cfg, val_set)
     if world.main:
         _warn_absent(val_set)
-    with process_group(world, device), Session(cfg, "run", device, world, shard, folder) as session:
-        records = [run_model(spec, info, train_set, val_set, session) for spec in specs]
+    resumed = find_resume(cfg, DEFAULT_ROOT) if folder else None
+    with process_group(world, device), Session(cfg, "run", device, world, shard, folder, resume=resumed) as session:
+        records = []
+        for spec in specs:  # a resumed run keeps the models it finished before it was interrupted
+            record = finished_record(resumed, spec.name) if resumed else None
+            if record is None:
+                record = run_model(spec, info, train_set, val_set, session)
+                if session.work_dir is not None:
+                    keep_record(session.work_dir, record)
+            records.append(record)
         results = session.header() | {
             "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},
             "convention": seg_metrics.convention(info.num_classes, info.ignore_index,

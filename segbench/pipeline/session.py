@@ -27,6 +27,7 @@ from segbench.core.environment import fingerprint, resolve_device
 from segbench.core.names import safe_name
 from segbench.errors import UserError
 from segbench.pipeline.logged import parent_params, parent_tags
+from segbench.pipeline.resume import clear_progress, read_run_file, write_run_file
 from segbench.pipeline.sweep import Shard
 from segbench.results.schema import SCHEMA_VERSION, check_headlines, to_results, write_results
 from segbench.results.tracking import Tracker, check_store, tracking_uri
@@ -108,10 +109,11 @@ class Session:
     """One invocation's side effects, opened after its checks; use as a context manager."""
 
     def __init__(self, cfg: SuiteConfig, kind: str, device: torch.device | None = None,
-                 world: World = World(), shard: Shard | None = None, folder: bool = True) -> None:
+                 world: World = World(), shard: Shard | None = None, folder: bool = True,
+                 resume: Path | None = None) -> None:
         """``folder=False`` (the Python API without ``output_dir``): no output folder; results.json is only logged
-        to MLflow, and only when tracking is on."""
-        self.cfg, self.kind, self.world, self.shard = cfg, kind, world, shard
+        to MLflow, and only when tracking is on. ``resume``: an interrupted run's ``.partial`` folder, continued."""
+        self.cfg, self.kind, self.world, self.shard, self.resumed = cfg, kind, world, shard, resume
         self.device = device or resolve_device(cfg.device)
         self.env = fingerprint(self.device) | {"world_size": world.size}
         self.suite_hash = config_hash(cfg)
@@ -121,16 +123,21 @@ class Session:
             return
         explicit = cfg.output_dir is not None
         base = Path(cfg.output_dir) if explicit else default_dir(cfg.name, kind)
-        if explicit and folder:
+        if resume is None and explicit and folder:
             check_output_dir(base)
-        elif folder:
+        elif resume is None and folder:
             check_creatable(base.parent)
         if cfg.tracking.enabled:
             check_store(tracking_uri(cfg.tracking))
+        self.tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name, connect=False)
+        if resume is not None:  # an interrupted run's folder and MLflow parent run, continued
+            self.work_dir, self.final_dir = resume, resume.with_name(resume.name[:-len(PARTIAL)])
+            self.run_name = self.final_dir.name
+            self._open_parent(read_run_file(resume)["parent_run_id"])
+            return
         # Everything is checked: from here on the session creates things.
         self.final_dir, self.work_dir = _claim(base, explicit) if folder else (None, None)
         self.run_name = self.final_dir.name if self.final_dir is not None else base.name
-        self.tracker = Tracker(cfg.tracking, cfg.tracking.experiment or cfg.name, connect=False)
         try:
             self._open_parent()
         except BaseException as error:  # nothing ran yet: take back what was created
@@ -138,13 +145,15 @@ class Session:
             if self.work_dir is not None:
                 self.work_dir.rmdir()
             raise
+        if kind == "run" and self.work_dir is not None:
+            write_run_file(self.work_dir, cfg, self.parent)
 
-    def _open_parent(self) -> None:
+    def _open_parent(self, run_id: str | None = None) -> None:
         cfg = self.cfg
         self.tracker.connect()
         tags = parent_tags(self.kind, cfg.name, self.suite_hash, self.env, asdict(self.shard) if self.shard else None)
-        self.parent = self.tracker.start(f"{cfg.name}-{self.run_name}", params=parent_params(to_dict(cfg)),
-                                         tags=tags)
+        self.parent = self.tracker.start(f"{cfg.name}-{self.run_name}", params=None if run_id else
+                                         parent_params(to_dict(cfg)), tags=tags, run_id=run_id)
 
     def header(self) -> dict[str, Any]:
         """The part of results.json every command shares: schema, suite, environment, MLflow ids."""
@@ -170,6 +179,7 @@ class Session:
             self.tracker.end(self.parent, "FINISHED")
             return None
         write_results(self.work_dir / filename, results)
+        clear_progress(self.work_dir)
         self.tracker.artifact(self.parent, self.work_dir / filename)
         self.work_dir.rename(self.final_dir)
         self.tracker.end(self.parent, "FINISHED")

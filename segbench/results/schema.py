@@ -94,6 +94,13 @@ class Training(Record):
     data_wait_share: float | None = None  # share of the training time spent waiting for data
     batch_size: int | None = None  # the global batch (split across the ranks of a torchrun job)
     world_size: int | None = None  # processes that trained (torchrun), 1 otherwise
+    precision: Literal["fp32", "bf16", "fp16"] | None = None  # autocast dtype of training (fp16: gradient scaler)
+    channels_last: bool | None = None  # trained in channels-last memory format
+    val_curve: list[list[float]] | None = None  # train.eval_every: [iteration, mIoU] at each validation
+    val_images: int | None = None  # images each validation scored (train.eval_samples, or the whole split)
+    keep: Literal["last", "best"] | None = None  # which weights the final evaluation used
+    best_iter: int | None = None  # keep=best: the iteration of the kept weights
+    resumed_at: list[int] | None = None  # iterations training continued from after an interruption (resume=)
 
 
 class Checkpoint(Record):
@@ -156,6 +163,8 @@ class Evaluation(Record):
     void_pixels: int | None = None  # score only: pixels predicted outside the classes
     skipped: int | None = None  # score only: unreadable ground-truth files skipped
     backends: list[BackendEvaluation] | None = None  # eval.backends: each backend's metrics and difference
+    precision: Literal["fp32", "bf16", "fp16"] | None = None  # autocast dtype of the forward pass
+    channels_last: bool | None = None  # evaluated in channels-last memory format
 
 
 class DataIssues(Record):

@@ -329,7 +329,7 @@ class Tracker:
 
     def log(self, run_id: str | None, metrics: dict[str, float] | None = None,
             params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-            series: dict[str, list[float]] | None = None) -> None:
+            series: dict[str, list[float] | dict[int, float]] | None = None) -> None:
         """Log metrics, params, tags and metric series (value per step) in batched calls."""
         if self.client is None or run_id is None:
             return
@@ -338,7 +338,8 @@ class Tracker:
         now = int(time.time() * 1000)
         entries = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v == v]  # drop NaN
         for key, values in (series or {}).items():
-            entries += [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+            steps = values.items() if isinstance(values, dict) else enumerate(values)  # {step: value} or a list
+            entries += [Metric(key, float(v), now, step) for step, v in steps]
         param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(entries), 1), 1000):  # MLflow takes at most 1000 metrics per batch
