@@ -95,6 +95,18 @@ def model_metrics(record: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # NaN: not measured
 
 
+def model_series(train: dict | None) -> dict[str, list[float] | dict[int, float]]:
+    """The MLflow metric series of a model's training record: the loss of every step, and the validation mIoU at
+    the iterations ``train.eval_every`` scored (live and replayed alike)."""
+    train = train or {}
+    series: dict[str, list[float] | dict[int, float]] = {}
+    if train.get("losses"):
+        series["train_loss"] = list(train["losses"])
+    if train.get("val_curve"):
+        series["val_mIoU"] = {int(i): v for i, v in train["val_curve"]}
+    return series
+
+
 def model_params(record: dict) -> dict[str, object]:
     """The params of a model's child run."""
     origin = record.get("origin") or {}
@@ -182,7 +194,7 @@ def send_results(source: Path, uri: str | None = None) -> tuple[str, Path, int]:
         child_id, logged, _ = _existing(tracker, record.get("mlflow_run_id")) if parent_id else (None, set(), None)
         record["mlflow_run_id"] = child = tracker.start(record["name"], parent=parent, run_id=child_id,
                                                         params=_new(model_params(record), logged))
-        tracker.log(child, metrics=model_metrics(record))
+        tracker.log(child, metrics=model_metrics(record), series=model_series(record.get("train")))
         csv = path.parent / per_class_csv(record["name"])
         if csv.is_file():
             tracker.artifact(child, csv)

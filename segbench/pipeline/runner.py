@@ -30,7 +30,7 @@ from segbench.deploy.speed import speed_records, time_isolated, time_model
 from segbench.errors import UserError, warn
 from segbench.evaluation.loop import evaluate
 from segbench.evaluation.modes import describe_mode
-from segbench.evaluation.parity import evaluate_backends, parity_metrics
+from segbench.evaluation.parity import evaluate_backends
 from segbench.evaluation.predictions import PredictionWriter
 from segbench.evaluation.robustness import adverse_conditions, check_corruptions, evaluate_corruptions
 from segbench.metrics import confusion as seg_metrics
@@ -38,7 +38,7 @@ from segbench.metrics.passport import Passport, passport_record
 from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
 from segbench.models.registry import ModelSpec, parse_spec
 from segbench.models.suite import load_suite_model
-from segbench.pipeline.logged import model_metrics, per_class_csv, speed_metrics, weights_params
+from segbench.pipeline.logged import model_metrics, model_series, per_class_csv, speed_metrics, weights_params
 from segbench.pipeline.resume import (
     find_resume,
     finished_record,
@@ -98,16 +98,15 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
                 progress=cfg.progress and world.main, state=training_state(state_dir, spec.name),
                 save=state_writer(session.work_dir, spec.name), validate=validate)
     same_as_rank0(model)
-    record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss,
+    record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss, "losses": list(log.losses),
               "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
               "world_size": world.size, "precision": cfg.train.precision, "channels_last": cfg.train.channels_last}
     if cfg.train.eval_every:
         record |= {"val_curve": log.val_curve, "val_images": val_images, "keep": cfg.train.keep,
                    "best_iter": log.best_iter}
-        session.tracker.log(run_id, series={"val_mIoU": {int(i): v for i, v in log.val_curve}})
     if log.resumed_at:
         record["resumed_at"] = log.resumed_at
-    session.tracker.log(run_id, series={"train_loss": log.losses})
+    session.tracker.log(run_id, series=model_series(record))
     if cfg.train.save_checkpoint and session.work_dir is not None:
         folder = inside(session.work_dir / "checkpoints", spec.name)
         save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
@@ -222,7 +221,6 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
         if cfg.eval.backends != ["eager"]:
             record["evaluation"]["backends"] = evaluate_backends(spec.name, model, record, cfg, info, val_set,
                                                                  session.device)
-            tracker.log(run_id, metrics=parity_metrics(record["evaluation"]["backends"]))
         if cfg.bench.enabled:
             speed, record["speed_skipped"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]),
                                                            session.device, spec.name)

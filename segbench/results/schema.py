@@ -91,6 +91,7 @@ class Training(Record):
     iters: int  # optimiser steps
     seconds: float  # wall time of training
     final_loss: float | None = None  # loss of the last logged step
+    losses: list[float] | None = None  # the loss of every step (MLflow's train_loss series, live and replayed)
     data_wait_share: float | None = None  # share of the training time spent waiting for data
     batch_size: int | None = None  # the global batch (split across the ranks of a torchrun job)
     world_size: int | None = None  # processes that trained (torchrun), 1 otherwise
