@@ -95,7 +95,7 @@ def register_metric(name: str, definition: str = "", higher_is_better: bool = Tr
     def decorate(accumulator: T) -> T:
         from segbench.metrics.protocol import Accumulator
         from segbench.metrics.registry import REGISTRY, MetricEntry
-        from segbench.metrics.registry import register_metric as register
+        from segbench.metrics.registry import register_accumulator as register
 
         origin = origin_of(accumulator)
         where = f"{origin.module}.{getattr(accumulator, '__name__', 'metric')}"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from segbench.metrics.protocol import Accumulator, Batch, Scores, Setup, Split
-from segbench.metrics.registry import MetricEntry, register_metric
+from segbench.metrics.registry import MetricEntry, register_accumulator
 
 OUTSIDE = 255  # the value the band sees beyond the image's edge
 DILATION_RATIO = 0.02
@@ -58,7 +58,7 @@ def band(labels: torch.Tensor, d: int) -> torch.Tensor:
     return (_window(padded, d, torch.maximum) != centre) | (_window(padded, d, torch.minimum) != centre)
 
 
-@register_metric
+@register_accumulator
 class BoundaryIoU(Accumulator):
     """Per-class boundary intersections and unions over a split (pixels with an ignored label are dropped)."""
 

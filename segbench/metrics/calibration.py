@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from segbench.metrics.protocol import Accumulator, Batch, Scores, Setup, Split
-from segbench.metrics.registry import MetricEntry, register_metric
+from segbench.metrics.registry import MetricEntry, register_accumulator
 
 BINS = 15
 
@@ -24,7 +24,7 @@ def top1(logits: torch.Tensor, probabilities: bool = False) -> tuple[torch.Tenso
     return (logits - values[:, None]).exp_().sum(dim=1).reciprocal_(), indices
 
 
-@register_metric
+@register_accumulator
 class Calibration(Accumulator):
     """Confidence histogram: pixels, summed confidence and correct pixels per bin."""
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segbench.metrics.protocol import Accumulator, Batch, Split
-from segbench.metrics.registry import REGISTRY, MetricEntry, definitions, register_metric
+from segbench.metrics.registry import REGISTRY, MetricEntry, definitions, register_accumulator
 
 __all__ = ["METRICS", "REGISTRY", "ConfusionMatrix", "SegMetrics", "category_iou", "compute_metrics", "convention",
            "definitions", "nanmean"]
@@ -45,7 +45,7 @@ def convention(num_classes: int, ignore_index: int, label_space: str) -> dict:
 DATASET = "dataset-level counts, NaN classes out of the mean"
 
 
-@register_metric
+@register_accumulator
 class ConfusionMatrix(Accumulator):
     """An int64 ``num_classes x num_classes`` matrix (rows ground truth, columns prediction) on a device."""
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from segbench.metrics.protocol import Accumulator, Batch, Scores, Setup, Split
-from segbench.metrics.registry import MetricEntry, register_metric
+from segbench.metrics.registry import MetricEntry, register_accumulator
 
 WORST = (5, 10)  # percent of images
 IMAGE = "per-image mean over classes in ground truth or prediction, then over images"
@@ -58,7 +58,7 @@ def summary(intersection: np.ndarray, union: np.ndarray) -> dict[str, float]:
     return out
 
 
-@register_metric
+@register_accumulator
 class ImageScores(Accumulator):
     """segbench's per-image scores, from the split's per-image intersections and unions (nothing to accumulate)."""
 
@@ -85,7 +85,7 @@ class ImageScores(Accumulator):
         return Scores(summary(split.intersections, split.unions))
 
 
-@register_metric
+@register_accumulator
 class WangImageScores(Accumulator):
     """Wang et al.'s per-image IoU and Dice, one pair per image with labelled pixels."""
 

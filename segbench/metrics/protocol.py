@@ -4,7 +4,7 @@ An accumulator is built for one evaluation (``build`` returns None where the met
 batch once (``update``), is merged over the processes of a torchrun job (``merge``: the tensors named in ``summed``
 are all-reduced, the lists named in ``gathered`` concatenated in rank order, which with contiguous shards is the data
 set's order) and reports its headline numbers and its part of the passport record (``compute``). The numbers it
-reports are declared, with their definitions, in ``metrics``; ``segbench.metrics.registry.register_metric`` makes
+reports are declared, with their definitions, in ``metrics``; ``segbench.metrics.registry.register_accumulator`` makes
 them known. Adding a metric is one such class and one registration.
 """
 

@@ -1,6 +1,6 @@
 """The metric registry: every reported number, its definition, the tool whose number it equals, and its accumulator.
 
-``register_metric`` on an accumulator class registers the numbers it declares in ``metrics``. ``equals`` names the
+``register_accumulator`` on an accumulator class registers the numbers it declares in ``metrics``. ``equals`` names the
 tool and setting that gives the same number (``tool`` is its PyPI distribution, and a test in
 tests/test_reference_tools.py runs that tool on hard cases), or says "definition of ..." where the reference is a
 paper or code not on PyPI (``tool`` empty; the test checks hand-computed values).
@@ -47,7 +47,7 @@ REGISTRY: Registry[MetricEntry] = Registry("metric")
 _ORDER: list[type] = []  # accumulator classes in registration order (the passport computes them in this order)
 
 
-def register_metric(accumulator: A, *, every_evaluation: bool = True) -> A:
+def register_accumulator(accumulator: A, *, every_evaluation: bool = True) -> A:
     """Class decorator: register the numbers ``accumulator.metrics`` declares (MetricEntry objects, or dicts of
     their fields for accumulators defined where this module cannot be imported). ``every_evaluation``: the passport
     builds it for every evaluation (its ``build`` may decline); False for a data set's own metrics."""
@@ -61,13 +61,20 @@ def register_metric(accumulator: A, *, every_evaluation: bool = True) -> A:
     return accumulator
 
 
+def register_entries(entries: tuple[MetricEntry, ...]) -> None:
+    """Register numbers that no accumulator computes (a model's robustness, from several evaluations)."""
+    for entry in entries:
+        if entry.name not in REGISTRY:
+            REGISTRY.register(entry.name, entry)
+
+
 def register_data_set_metrics() -> None:
     """Register the metrics the registered data sets provide (``DatasetEntry.metrics``)."""
     from segbench.data.registry import DATASETS
 
     for _, entry in DATASETS.items():
         for accumulator in entry.metrics:
-            register_metric(accumulator, every_evaluation=False)
+            register_accumulator(accumulator, every_evaluation=False)
 
 
 def accumulators() -> list[type]:

@@ -12,29 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segbench.metrics.registry import MetricEntry, register_metric
+from segbench.metrics.registry import MetricEntry, register_entries
 from segbench.metrics.statistics import LEVEL, RESAMPLES, Interval, score
 
-
-class Robustness:
-    """The robustness numbers of a model record; computed from its evaluations under corruption (segbench
-    .evaluation.robustness), not accumulated batch by batch, so never built by the passport."""
-
-    metrics = (
-        MetricEntry("mPC", "mean performance under corruption: the mean over eval.corruptions and eval.severities "
-                    "of mIoU on the corrupted split", "each corrupted view scored like mIoU (dataset-level counts), "
-                    "then an unweighted mean over corruptions and severities",
-                    "definition of Michaelis et al. 2019 mPC with mIoU as the performance measure (Kamann & "
-                    "Rother 2020); checked by hand"),
-        MetricEntry("rPC", "relative performance under corruption: mPC / mIoU on the clean split",
-                    "ratio of the two dataset-level numbers of the same model on the same images",
-                    "definition of Michaelis et al. 2019 rPC; checked by hand"),
-    )
-
-
-
-register_metric(Robustness, every_evaluation=False)
-ROBUSTNESS_METRICS = tuple(entry.name for entry in Robustness.metrics)
+ROBUSTNESS_ENTRIES = (  # computed from a model's evaluations under corruption (segbench.evaluation.robustness),
+    # not accumulated batch by batch: registered as numbers, with no accumulator
+    MetricEntry("mPC", "mean performance under corruption: the mean over eval.corruptions and eval.severities "
+                "of mIoU on the corrupted split", "each corrupted view scored like mIoU (dataset-level counts), "
+                "then an unweighted mean over corruptions and severities",
+                "definition of Michaelis et al. 2019 mPC with mIoU as the performance measure (Kamann & "
+                "Rother 2020); checked by hand"),
+    MetricEntry("rPC", "relative performance under corruption: mPC / mIoU on the clean split",
+                "ratio of the two dataset-level numbers of the same model on the same images",
+                "definition of Michaelis et al. 2019 rPC; checked by hand"),
+)
+register_entries(ROBUSTNESS_ENTRIES)
+ROBUSTNESS_METRICS = tuple(entry.name for entry in ROBUSTNESS_ENTRIES)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from segbench.metrics.protocol import Accumulator, Batch, Scores, Setup, Split
-from segbench.metrics.registry import MetricEntry, register_metric
+from segbench.metrics.registry import MetricEntry, register_accumulator
 
 PERCENTILE = 95
 DATASET = "dataset-level counts, NaN classes out of the mean"
@@ -60,7 +60,7 @@ def foreground_classes(cfg, num_classes: int) -> list[int]:
     return [1] if num_classes == 2 else []
 
 
-@register_metric
+@register_accumulator
 class ForegroundCases(Accumulator):
     """The foreground classes' scores and one row per image and foreground class: Dice and IoU from the confusion
     counts, HD95 and NSD (when measured) from the masks' surfaces."""
