@@ -295,9 +295,11 @@ def test_timm_backbone_weights_load_from_the_hugging_face_cache(cli, tmp_path, m
     code, _, err = cli("run", *TINY, "backbone_weights.resnet10t=timm", f"tracking.uri={mlflow_uri}",
                        f"output_dir={tmp_path / 'out'}")
     assert code == 0, err
-    backbone = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]["weights"]["backbone"]
+    model = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]
+    backbone = model["weights"]["backbone"]
     assert backbone["file"] == str(repo / "snapshots" / "0123abcd" / "model.safetensors")
-    assert backbone["coverage"] == 1.0 and backbone["normalisation"]["mean"] == [0.485, 0.456, 0.406]
+    assert backbone["coverage"] == 1.0 and "normalisation" not in backbone  # one record of it: origin's
+    assert model["origin"]["normalisation"]["mean"] == [0.485, 0.456, 0.406]
 
 
 def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):

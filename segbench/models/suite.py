@@ -92,11 +92,11 @@ def plan_suite_model(spec: ModelSpec | str, cfg: "SuiteConfig", classes: Sequenc
                               "backbone": None}
     prepare = None
     if load_backbone and not spec.external and spec.backbone in cfg.backbone_weights:
-        path, trained_with = backbone_file(cfg, spec.backbone)
+        path, _ = backbone_file(cfg, spec.backbone)
 
         def prepare(model: "nn.Module") -> None:
             loaded = load_backbone_weights(model, path, spec.backbone, cfg.backbone_key_map.get(spec.backbone))
-            record["backbone"] = loaded | {"normalisation": trained_with.to_dict()}
+            record["backbone"] = loaded  # what the model is fed is origin.normalisation: one record of it
             print(f"{spec.name}: backbone weights {loaded['file']} filled {loaded['loaded']} of {loaded['total']} "
                   "backbone tensors")
 

@@ -115,7 +115,6 @@ class WeightsFile(Record):
     loaded: int | None = None  # backbone weights: tensors of the backbone they filled
     total: int | None = None  # backbone weights: tensors the backbone has
     coverage: float | None = None  # backbone weights: loaded / total
-    normalisation: dict[str, Any] | None = None  # backbone weights: the input normalisation they were trained with
 
 
 class Weights(Record):
