@@ -276,7 +276,8 @@ def test_read_results_gate_and_report_return_what_the_cli_prints(tmp_path, monke
     assert str(verdict).strip() == printed.strip()
     written = segbench.report([tmp_path / "run"], out=tmp_path / "reports")
     # the leaderboard and its site, and the exports (a model card per model, the suite's metafile)
-    assert {p.name for p in written} == {"leaderboard.md", "leaderboard.csv", "index.html", "README.md", "metafile.yaml"}
+    names = {p.name for p in written}
+    assert names == {"leaderboard.md", "leaderboard.csv", "index.html", "README.md", "metafile.yaml"}
     code, printed, _ = cli("report", str(tmp_path / "run"), "--out", str(tmp_path / "reports-cli"))
     assert (tmp_path / "reports" / "synthetic" / "leaderboard.csv").read_text() == \
         (tmp_path / "reports-cli" / "synthetic" / "leaderboard.csv").read_text()
