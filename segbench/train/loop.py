@@ -187,8 +187,8 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
                     best_weights = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
             log.seconds = time.perf_counter() - start
             signum = pending()
-            if save is not None and (signum is not None or (cfg.checkpoint_every and done % cfg.checkpoint_every
-                                                            == 0 and done < cfg.iters)):
+            every = cfg.checkpoint_every  # and at the end: a stop during evaluation need not train again
+            if save is not None and (signum is not None or (every and (done % every == 0 or done == cfg.iters))):
                 save(snapshot(done), signum is not None)
             if signum is not None:
                 bar.close()
