@@ -120,6 +120,7 @@ def test_a_changed_suite_is_refused_on_resume(cli, tmp_path, monkeypatch, change
     monkeypatch.undo()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert_refused(*cli(*args, change, f"resume={tmp_path / 'out.partial'}"), pattern)
+    assert_refused(*cli(*args, change, "resume=auto"), pattern)  # output_dir's own run: not started afresh
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
