@@ -141,7 +141,8 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
         for key in ("seconds", "data_seconds", "losses", "val_curve", "best_iter", "resumed_at"):
             setattr(log, key, state["log"][key])
         log.resumed_at = [*log.resumed_at, first]
-        cursor.restore(state["loader"])
+        if first < cfg.iters:  # batches still to draw: the loader continues where it was
+            cursor.restore(state["loader"])
         set_rng_states(state["rng"])
 
     def snapshot(iteration: int) -> dict[str, Any]:
