@@ -167,6 +167,8 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
         "per_class": table.to_dict(orient="records"),
         "evaluation": describe_mode(cfg.eval) | {
             "crf": cfg.eval.crf.enabled,
+            "precision": cfg.eval.precision,
+            "channels_last": cfg.eval.channels_last,
             "split": cfg.data.val_split,
             "images": images,
             "seconds": seconds,
