@@ -14,6 +14,8 @@ set -uo pipefail
 WORK="${GPU_CHECK_DIR:-$(mktemp -d -t segbench-gpu-check-XXXXXX)}"
 mkdir -p "$WORK"
 PY="${PYTHON:-python}"
+# the installed console script, else the package on PYTHONPATH
+if command -v segbench >/dev/null 2>&1; then SB=(segbench); else SB=("$PY" -m segbench); fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 ROWS=()
 FAILED=0
@@ -63,7 +65,7 @@ else
   # 1, 2: mixed-precision training in channels-last format (~60 s each)
   for p in bf16 fp16; do
     out="$WORK/train-$p"
-    if step "train $p channels_last" 150 "$WORK/train-$p.log" segbench run "${COMMON[@]}" train.iters=200 \
+    if step "train $p channels_last" 150 "$WORK/train-$p.log" "${SB[@]}" run "${COMMON[@]}" train.iters=200 \
          "train.precision=$p" train.channels_last=true "eval.precision=$p" eval.channels_last=true \
          eval.passport=false "output_dir=$out"; then
       row "train $p channels_last" "ran" "$(figure "$out/results.json" \
@@ -73,7 +75,7 @@ else
 
   # 3: resume: SIGTERM once the first state is written, then resume=auto (~60 s)
   out="$WORK/resume"
-  segbench run "${COMMON[@]}" train.iters=300 train.checkpoint_every=50 train.precision=bf16 eval.passport=false \
+  "${SB[@]}" run "${COMMON[@]}" train.iters=300 train.checkpoint_every=50 train.precision=bf16 eval.passport=false \
     "output_dir=$out" >"$WORK/resume-1.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do [ -f "$out.partial/state/unet-resnet18.pt" ] && break; kill -0 $pid 2>/dev/null || break
@@ -83,7 +85,7 @@ else
   first=$?
   if [ $first -ne 143 ]; then
     row "resume after SIGTERM" "FAILED (first run exit $first, expected 143)" "-"; FAILED=1
-  elif step "resume after SIGTERM" 150 "$WORK/resume-2.log" segbench run "${COMMON[@]}" train.iters=300 \
+  elif step "resume after SIGTERM" 150 "$WORK/resume-2.log" "${SB[@]}" run "${COMMON[@]}" train.iters=300 \
          train.checkpoint_every=50 train.precision=bf16 eval.passport=false "output_dir=$out" resume=auto; then
     row "resume after SIGTERM" "ran" "$(figure "$out/results.json" \
       "f\"resumed at {m['train']['resumed_at']}, mIoU {100 * m['metrics']['mIoU']:.2f}\"")"
@@ -91,7 +93,7 @@ else
 
   # 4: slide evaluation at 1024x2048 with the passport (boundary, calibration) on the device (~30 s)
   out="$WORK/slide"
-  if step "slide eval, passport on cuda" 120 "$WORK/slide.log" segbench run "${COMMON[@]}" train.enabled=false \
+  if step "slide eval, passport on cuda" 120 "$WORK/slide.log" "${SB[@]}" run "${COMMON[@]}" train.enabled=false \
        data.image_size=1024 data.val_samples=8 eval.batch_size=1 eval.mode=slide eval.window=[512,512] \
        eval.stride=[384,384] eval.passport=true eval.precision=fp16 eval.channels_last=true "output_dir=$out"; then
     row "slide eval, passport on cuda" "ran" "$(figure "$out/results.json" \
@@ -100,7 +102,7 @@ else
 
   # 5: segbench bench: CUDA events and peak memory, fp16 channels_last, 512x1024 (~40 s)
   out="$WORK/bench"
-  if step "bench: cuda events, peak memory" 120 "$WORK/bench.log" segbench bench models=[unet-resnet18] device=cuda \
+  if step "bench: cuda events, peak memory" 120 "$WORK/bench.log" "${SB[@]}" bench models=[unet-resnet18] device=cuda \
        bench.input_size=[512,1024] bench.batch_sizes=[1,8] bench.precision=fp16 bench.channels_last=true \
        tracking.enabled=false progress=false "output_dir=$out"; then
     row "bench: cuda events, peak memory" "ran" "$("$PY" - "$out/bench.json" <<'EOF' 2>/dev/null || echo "-"
@@ -135,7 +137,7 @@ EOF
       row "$name" "skipped (onnxruntime without CUDAExecutionProvider: install onnxruntime-gpu)" "-"; continue
     fi
     out="$WORK/$backend"
-    if step "$name" 150 "$WORK/$backend.log" segbench bench models=[unet-resnet18] device=cuda \
+    if step "$name" 150 "$WORK/$backend.log" "${SB[@]}" bench models=[unet-resnet18] device=cuda \
          bench.input_size=[512,1024] bench.batch_sizes=[1] "bench.backends=[eager,$backend]" bench.isolate=false \
          tracking.enabled=false progress=false "output_dir=$out"; then
       row "$name" "ran" "$("$PY" - "$out/bench.json" "$backend" <<'EOF' 2>/dev/null || echo "-"

@@ -120,6 +120,7 @@ def test_a_changed_suite_is_refused_on_resume(cli, tmp_path, monkeypatch, change
     monkeypatch.undo()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert_refused(*cli(*args, change, f"resume={tmp_path / 'out.partial'}"), pattern)
+    assert_refused(*cli(*args, change, "resume=auto"), pattern)  # output_dir's own run: not started afresh
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
@@ -155,3 +156,26 @@ def test_a_real_run_receiving_sigterm_resumes_to_the_uninterrupted_results(tmp_p
     resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
     _same_numbers(resumed, json.loads((tmp_path / "whole" / "results.json").read_text()))
     assert resumed["models"][0]["train"]["resumed_at"][0] >= 10
+
+
+def test_a_stop_during_evaluation_resumes_without_training_again(cli, tmp_path, monkeypatch):
+    import segbench.pipeline.runner as runner
+
+    args = ["run", "models=[unet-resnet10t]", "train.iters=3", "train.checkpoint_every=2", *SMALL,
+            "tracking.enabled=false", f"output_dir={tmp_path / 'out'}"]
+    real = runner.evaluate
+
+    def stopped(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "evaluate", stopped)
+    code, _, err = cli(*args)
+    assert code == 128 + signal.SIGTERM, err
+    monkeypatch.undo()
+    trained = []
+    monkeypatch.setattr(train_loop, "poly_lr", lambda *a: trained.append(a) or 0.0)
+    code, _, err = cli(*args, "resume=auto")
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]
+    assert trained == [] and record["train"]["resumed_at"] == [3] and len(record["train"]) > 0

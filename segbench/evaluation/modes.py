@@ -48,8 +48,6 @@ def describe_mode(cfg: EvalConfig) -> dict:
         "scales": list(cfg.scales),
         "flip": cfg.flip,
         "merge": "mean_softmax" if views > 1 else "logits",
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
     }
 
 

@@ -67,9 +67,13 @@ def find_resume(cfg: SuiteConfig, root: Path) -> Path | None:
     interrupted run, or whose settings differ from ``cfg``'s, naming the keys that differ."""
     if cfg.resume is None:
         return None
-    if cfg.resume == "auto":
+    if cfg.resume == "auto" and cfg.output_dir is None:
         return next((p for p in _candidates(cfg, root) if read_run_file(p)["config_hash"] == config_hash(cfg)), None)
-    folder = Path(cfg.resume)
+    if cfg.resume == "auto":  # output_dir's own interrupted run, else a fresh start there
+        found = _candidates(cfg, root)
+        if not found:
+            return None
+    folder = found[0] if cfg.resume == "auto" else Path(cfg.resume)
     if not folder.name.endswith(PARTIAL) and folder.with_name(folder.name + PARTIAL).is_dir():
         folder = folder.with_name(folder.name + PARTIAL)
     if not (folder / RUN_FILE).is_file():

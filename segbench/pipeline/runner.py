@@ -77,10 +77,10 @@ def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.
                           "origin": built.record()}
 
 
-def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, val_set: Dataset,
-           session: Session, run_id: str | None) -> tuple[torch.nn.Module, dict]:
+def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,
+           run_id: str | None, val_set: Dataset | None = None) -> tuple[torch.nn.Module, dict]:
     """Train ``model`` (under DistributedDataParallel across the ranks of a torchrun job); return the trained
-    model and its training record. Rank 0 saves the checkpoint."""
+    model and its training record. Rank 0 saves the checkpoint; ``val_set`` is validated on (train.eval_every)."""
     cfg, world, device = session.cfg, session.world, session.device
     batch = local_batch(cfg.train.batch_size, world, "train.batch_size")
     sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=cfg.seed,
@@ -93,7 +93,8 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
             model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(model.to(device), device_ids=[device] if device.type == "cuda" else None)
     state_dir = Path(gather(str(session.work_dir))[0]) if session.resumed else None  # every rank reads rank 0's
-    validate, val_images = _validator(spec, info, val_set, session) if cfg.train.eval_every else (None, None)
+    validate, val_images = _validator(spec, info, val_set, session) if cfg.train.eval_every and val_set is not None \
+        else (None, None)
     log = train(net, loader, loss_fn, cfg.train, device, desc=f"train {spec.name}",
                 progress=cfg.progress and world.main, state=training_state(state_dir, spec.name),
                 save=state_writer(session.work_dir, spec.name), validate=validate)
@@ -166,6 +167,8 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
         "per_class": table.to_dict(orient="records"),
         "evaluation": describe_mode(cfg.eval) | {
             "crf": cfg.eval.crf.enabled,
+            "precision": cfg.eval.precision,
+            "channels_last": cfg.eval.channels_last,
             "split": cfg.data.val_split,
             "images": images,
             "seconds": seconds,
@@ -207,7 +210,7 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
         note_model_run(session.work_dir, spec.name, run_id)
     try:
         if train_set is not None:
-            model, record["train"] = _train(model, spec, info, train_set, val_set, session, run_id)
+            model, record["train"] = _train(model, spec, info, train_set, session, run_id, val_set)
             record["checkpoint"] = record["train"].pop("checkpoint", None)
         evaluation = _evaluate(model, spec, info, val_set, session)
         absent = evaluation.pop("classes_without_pixels")

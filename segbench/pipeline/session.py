@@ -5,9 +5,11 @@ Everything a session needs is checked before it creates anything: the output fol
 explicit ``output_dir`` holds nothing yet), the tracking store answers and its schema is ready. Only then does the
 session claim its folder (as ``NAME.partial``, renamed to ``NAME`` once results.json is written) and open its
 parent run. Without ``output_dir`` every invocation gets a fresh folder, ``outputs/<suite>/<UTC time>[-N]``, so
-runs in one working folder never collide nor refuse because earlier runs exist. A failure or an interrupt closes
-the open runs FAILED or KILLED and leaves the folder ``.partial``; nothing that existed before is deleted. A
-tracking store that fails mid-run is not a failure of the run (see ``Tracker``).
+runs in one working folder never collide nor refuse because earlier runs exist. With ``resume`` (a ``.partial``
+folder ``pipeline.resume`` found and checked) the session continues that folder and reopens its parent run
+instead. A failure or an interrupt closes the open runs FAILED or KILLED and leaves the folder ``.partial``;
+nothing that existed before is deleted. A tracking store that fails mid-run is not a failure of the run (see
+``Tracker``).
 """
 
 from __future__ import annotations

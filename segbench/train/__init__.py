@@ -1,2 +1,3 @@
-"""Training: the loss registry and the iteration-based loop with its poly schedule. May import ``core``, ``config``,
+"""Training: the loss registry, the iteration-based loop with its poly schedule and mixed precision, and the training
+state that lets a run resume exactly (``state``). May import ``core``, ``config``,
 ``data`` and ``models``."""

@@ -141,7 +141,8 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
         for key in ("seconds", "data_seconds", "losses", "val_curve", "best_iter", "resumed_at"):
             setattr(log, key, state["log"][key])
         log.resumed_at = [*log.resumed_at, first]
-        cursor.restore(state["loader"])
+        if first < cfg.iters:  # batches still to draw: the loader continues where it was
+            cursor.restore(state["loader"])
         set_rng_states(state["rng"])
 
     def snapshot(iteration: int) -> dict[str, Any]:
@@ -187,8 +188,8 @@ def train(model: nn.Module, loader: Iterable, loss_fn: nn.Module, cfg: TrainConf
                     best_weights = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
             log.seconds = time.perf_counter() - start
             signum = pending()
-            if save is not None and (signum is not None or (cfg.checkpoint_every and done % cfg.checkpoint_every
-                                                            == 0 and done < cfg.iters)):
+            every = cfg.checkpoint_every  # and at the end: a stop during evaluation need not train again
+            if save is not None and (signum is not None or (every and (done % every == 0 or done == cfg.iters))):
                 save(snapshot(done), signum is not None)
             if signum is not None:
                 bar.close()
