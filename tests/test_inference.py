@@ -109,8 +109,7 @@ def test_resize_mode_predicts_at_the_fitted_size_and_returns_the_input_size():
 def test_describe_mode_and_config_checks():
     cfg = EvalConfig(mode="slide", window=[1024, 1024], stride=[768, 768], scales=[0.5, 1.0], flip=True)
     assert describe_mode(cfg) == {"mode": "slide", "window": [1024, 1024], "stride": [768, 768], "resize": None,
-                                  "scales": [0.5, 1.0], "flip": True, "merge": "mean_softmax", "precision": "fp32",
-                                  "channels_last": False}
+                                  "scales": [0.5, 1.0], "flip": True, "merge": "mean_softmax"}
     assert describe_mode(EvalConfig())["merge"] == "logits"
     check_eval_config(cfg)
     with pytest.raises(UserError, match="eval.mode: expected one of whole, slide, resize"):  # declared on the field

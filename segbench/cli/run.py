@@ -55,12 +55,13 @@ def bench(overrides: list[str] | None = typer.Argument(None, help=BENCH_HELP)) -
 def score(overrides: list[str] | None = typer.Argument(
         None, help="pred_dir=DIR [label_space=auto|train|dataset] plus suite=NAME and key=value overrides")) -> None:
     """Score a folder of prediction PNGs made by any tool against a suite's ground truth (no model)."""
-    from segbench.pipeline.validation import load_config
+    from segbench.pipeline.validation import load_config, validate_scoring
 
     rest, options = _pop_options(overrides or [], ("pred_dir", "label_space"))
     if "pred_dir" not in options:
         raise UserError("score needs pred_dir=DIR, a folder of prediction PNGs (one per validation image)")
-    cfg = load_config(["train.enabled=false", *rest])  # scoring needs only the validation split
+    # scoring needs only the validation split, and none of the suite's models
+    cfg = load_config(["train.enabled=false", *rest], check=validate_scoring)
     from segbench.pipeline.score import score_predictions
 
     _finish(score_predictions, cfg, Path(options["pred_dir"]), options.get("label_space", "auto"))

@@ -49,6 +49,13 @@ class DatasetEntry:
     image_size: Callable[["DataConfig"], tuple[int, int]] | None = None  # (height, width) of every image, if known
 
 
+def keep_ratio_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:
+    """(height, width) after rescaling to fit ``scale`` keeping the ratio: long edge <= max(scale), short
+    edge <= min(scale), whichever binds first (MMSegmentation's ``keep_ratio`` resize; it can enlarge)."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
 def sample_ids(dataset: Dataset) -> list[str]:
     """Each sample's id (its path without suffix for on-disk data sets, its index otherwise)."""
     samples = getattr(dataset, "samples", None)

@@ -3,6 +3,7 @@ reads and transforms them, and the Pascal VOC colour map."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -34,12 +35,18 @@ class SegmentationFiles(Dataset):
     """
 
     def __init__(self, name: str, split: str, samples: list[Sample], sizes: list[tuple[int, int]],
-                 transform: Callable, crop_size: tuple[int, int] | None,
+                 make_transform: Callable[[], Callable], crop_size: tuple[int, int] | None,
                  problems: list[Problem], skipped: int, encoding: LabelMap, absent: tuple[str, ...] = ()) -> None:
         self.name, self.split, self.encoding, self.absent_classes = name, split, encoding, absent
         self.samples, self.sizes = samples, sizes
-        self.transform, self.crop_size = transform, crop_size
+        self.make_transform, self.crop_size = make_transform, crop_size
         self.problems, self.skipped = problems, skipped
+
+    @functools.cached_property
+    def transform(self) -> Callable:
+        """The image and mask transforms, built on first use (torchvision is imported only when pixels are read:
+        scoring prediction files reads masks alone)."""
+        return self.make_transform()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,11 +77,15 @@ class SegmentationFiles(Dataset):
         return self.crop_size is not None or len(set(self.sizes)) <= 1
 
 
+def _transforms(cfg: DataConfig, train: bool) -> Callable:
+    from segbench.data.transforms import build_transforms  # torchvision: only once pixels are read
+
+    return build_transforms(cfg, train)
+
+
 def make_dataset(name: str, cfg: DataConfig, split: str, samples: list[Sample], orphans: list[Problem],
                  where: Path, encoding: LabelMap, classes: tuple[str, ...]) -> SegmentationFiles:
     """Check ``samples`` (plus the unpaired files in ``orphans``) and build the dataset, or refuse it."""
-    from segbench.data.transforms import build_transforms  # torchvision: only once data is read
-
     train = split == cfg.train_split  # the training split gets the training transforms
     if not samples and not orphans:
         raise UserError(f"{name} {split}: no images found under {where}")
@@ -107,7 +118,7 @@ def make_dataset(name: str, cfg: DataConfig, split: str, samples: list[Sample], 
              f"({smallest[0]}x{smallest[1]}, height x width): crops are padded with ignored pixels, "
              f"{crop[0] * crop[1] / (smallest[0] * smallest[1]):.1f}x the pixels; a crop_size within the images "
              "trains on the same data faster")
-    return SegmentationFiles(name, split, kept, sizes, build_transforms(cfg, train), crop,
+    return SegmentationFiles(name, split, kept, sizes, functools.partial(_transforms, cfg, train), crop,
                              problems, len(samples) - len(kept) + len(orphans), encoding, absent)
 
 

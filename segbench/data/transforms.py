@@ -18,16 +18,9 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from segbench.config.schema import DataConfig
-from segbench.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segbench.data.base import IMAGENET_MEAN, IMAGENET_STD, keep_ratio_size
 
 MEAN_COLOUR = tuple(round(255 * m) for m in IMAGENET_MEAN)  # padding that normalises to about zero
-
-
-def keep_ratio_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:
-    """(height, width) after rescaling to fit ``scale`` keeping the ratio: long edge <= max(scale), short
-    edge <= min(scale), whichever binds first (MMSegmentation's ``keep_ratio`` resize; it can enlarge)."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 class RandomRescale(v2.Transform):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segbench.config.schema import EvalConfig
-from segbench.data.transforms import keep_ratio_size
+from segbench.data.base import keep_ratio_size
 from segbench.errors import UserError
 
 MODES = ("whole", "slide", "resize")

@@ -74,16 +74,3 @@ def evaluate_backends(name: str, model: nn.Module, eager: dict, cfg: SuiteConfig
                         "seconds": time.perf_counter() - start, "details": deployed.describe()}
                        | _first_batch_agreement(model, wrapped, example))
     return entries
-
-
-def parity_metrics(entries: list[dict]) -> dict[str, float]:
-    """MLflow metrics: each evaluated backend's mIoU and its difference from eager (``mIoU.onnxruntime``,
-    ``mIoU_diff.onnxruntime``)."""
-    out = {}
-    for entry in entries:
-        if entry["status"] != "ok":
-            continue
-        for key, prefix in (("metrics", ""), ("difference", "_diff")):
-            out.update({f"{metric}{prefix}.{entry['backend']}": value for metric, value in entry[key].items()
-                        if value is not None})
-    return out

@@ -12,7 +12,6 @@ from segbench.config.schema import TrackingConfig
 from segbench.core.files import flatten
 from segbench.core.names import safe_name
 from segbench.errors import UserError
-from segbench.evaluation.parity import parity_metrics
 from segbench.metrics.confusion import REGISTRY
 from segbench.results.robustness import robustness_metrics
 from segbench.results.schema import RESULTS_NAME, Results, check_headlines, read_results, write_results
@@ -66,6 +65,19 @@ def speed_metrics(speed: list[dict]) -> dict[str, float]:
         for suffix in suffixes:
             out[f"images_per_second{suffix}"] = record["images_per_second"]
             out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
+    return out
+
+
+def parity_metrics(entries: list[dict]) -> dict[str, float]:
+    """MLflow metrics: each evaluated backend's mIoU and its difference from eager (``mIoU.onnxruntime``,
+    ``mIoU_diff.onnxruntime``)."""
+    out = {}
+    for entry in entries:
+        if entry["status"] != "ok":
+            continue
+        for key, prefix in (("metrics", ""), ("difference", "_diff")):
+            out.update({f"{metric}{prefix}.{entry['backend']}": value for metric, value in entry[key].items()
+                        if value is not None})
     return out
 
 

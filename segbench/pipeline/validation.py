@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from segbench.config.schema import PER_CLASS, SuiteConfig, read_config
@@ -29,12 +30,13 @@ from segbench.train import losses as losses
 ACTIVATION_FACTOR = {"inference": 16, "training": 64}
 
 
-def load_config(overrides: list[str] | None = None) -> SuiteConfig:
-    """Load the suite named by ``suite=`` (the embedded default otherwise), apply the overrides and validate."""
+def load_config(overrides: list[str] | None = None, check: Callable[[SuiteConfig], None] | None = None) -> SuiteConfig:
+    """Load the suite named by ``suite=`` (the embedded default otherwise), apply the overrides and validate it
+    (``check``: ``validate`` by default; ``validate_scoring`` for commands that run no model)."""
     cfg = read_config(overrides)
     # the user's components first (installed plugins, then the suite's imports:), so that their names resolve
     import_modules(cfg.imports, [suite_folder(overrides)])
-    validate(cfg)
+    (check or validate)(cfg)
     return cfg
 
 
@@ -49,28 +51,34 @@ def validate(cfg: SuiteConfig) -> None:
     before any work starts."""
     if not cfg.models:
         raise UserError("models: the suite names no models; set models=[ARCH-BACKBONE,...]")
-    _check_cache_folder()
-    splits = (cfg.data.train_split, cfg.data.val_split) if cfg.train.enabled else (cfg.data.val_split,)
-    datasets.check_available(cfg.data, splits)  # first: a missing data root is the likeliest mistake
+    validate_scoring(cfg)
     specs = [models.parse_spec(spec, check=True) for spec in cfg.models]
     _check_files(cfg, {s.backbone for s in specs})
-    classes = datasets.dataset_info(cfg.data).classes
-    _check_per_class(cfg, len(classes))
     # published models: weights found and classes matched to the suite's by name (eval.class_map)
     # every model: weights found and checked on the meta device, classes matched by name, normalisation read
-    check_models(cfg, classes)
+    check_models(cfg, datasets.dataset_info(cfg.data).classes)
     parse_shard(cfg.shard, "")  # the form of shard=, and the job array's variables for shard=auto
     if not cfg.train.loss:
         raise UserError("train.loss: name at least one loss term, e.g. train.loss={ce: 1.0}")
     for name in cfg.train.loss:
         losses.LOSSES.get(name)
-    for name in cfg.eval.metrics:
-        metrics.REGISTRY.get(name)
-    check_passport_config(cfg.eval, cfg.data, len(classes))
-    _check_user_metrics(cfg, datasets.dataset_info(cfg.data))
     check_eval_config(cfg.eval)
     _check_backends(cfg)
     _check_memory(cfg)
+
+
+def validate_scoring(cfg: SuiteConfig) -> None:
+    """What scoring predictions needs of ``cfg`` (``segbench score``, and every command before its models): the
+    data set and its splits, the metrics and the passport's settings."""
+    _check_cache_folder()
+    splits = (cfg.data.train_split, cfg.data.val_split) if cfg.train.enabled else (cfg.data.val_split,)
+    datasets.check_available(cfg.data, splits)  # first: a missing data root is the likeliest mistake
+    info = datasets.dataset_info(cfg.data)
+    _check_per_class(cfg, len(info.classes))
+    for name in cfg.eval.metrics:
+        metrics.REGISTRY.get(name)
+    check_passport_config(cfg.eval, cfg.data, len(info.classes))
+    _check_user_metrics(cfg, info)
 
 
 def _check_cache_folder() -> None:

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 
 from segbench.core.registry import Registry
@@ -30,10 +29,14 @@ def _cross_entropy(ignore_index: int, class_weights: Sequence[float] | None) -> 
 
 
 def _focal(ignore_index: int, class_weights: Sequence[float] | None) -> nn.Module:
+    from segmentation_models_pytorch.losses import FocalLoss  # smp (and timm) only when a loss needs them
+
     return FocalLoss(mode="multiclass", gamma=2.0, ignore_index=ignore_index)
 
 
 def _dice(ignore_index: int, class_weights: Sequence[float] | None) -> nn.Module:
+    from segmentation_models_pytorch.losses import DiceLoss
+
     return DiceLoss(mode="multiclass", from_logits=True, ignore_index=ignore_index)
 
 

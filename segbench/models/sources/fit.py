@@ -27,7 +27,7 @@ SYNTHETIC = "synthetic"  # the data set whose image size the config states (data
 def _fed_sizes(cfg: "SuiteConfig") -> set[tuple[int, int]] | None:
     """The (height, width) of every input the evaluation hands the model, or None where they depend on the data
     set's images (not known before they are read)."""
-    from segbench.data.transforms import keep_ratio_size
+    from segbench.data.base import keep_ratio_size
 
     mode = cfg.eval
     if mode.mode == "slide" and mode.window:
