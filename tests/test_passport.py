@@ -292,3 +292,30 @@ def test_per_case_rows_merge_in_data_set_order_across_ranks(monkeypatch):
         image.merge()
         monkeypatch.undo()
         assert surface.rows == whole.rows and surface.cases == 5 and image.scores == whole_wang.scores, index
+
+
+def test_cityscapes_instance_counts_of_a_batch_of_images_by_hand():
+    """Weighted TP and FN of a 3-image batch (instances of every evaluated class, caravan, crowd and stuff ids)
+    equal a per-instance count made by hand, image by image."""
+    from segbench.data.layouts.cityscapes import AVG_CLASS_SIZE, CLASSES, InstanceIoU, instance_label_ids, info
+
+    lut = instance_label_ids()
+    rng = np.random.default_rng(3)
+    instances = rng.choice([7, 26, 26000, 26001, 24000, 24005, 25002, 27001, 28000, 31000, 32001, 33004, 30000],
+                           (3, 30, 40))
+    pred = rng.integers(0, 20, (3, 30, 40))  # 19: void
+    cfg = DataConfig(name="cityscapes")
+    metric = InstanceIoU(CLASSES, lut, info(cfg).categories)
+    metric.update(Batch(torch.from_numpy(pred), torch.zeros_like(torch.from_numpy(pred)), None,
+                        {"instances": torch.from_numpy(instances)}))
+    tp, fn = np.zeros(19), np.zeros(19)
+    for ids, predicted in zip(instances, pred):
+        for instance in np.unique(ids[ids > 1000]):
+            if (label := instance // 1000) not in lut:
+                continue  # caravan (30): not evaluated
+            cls = lut[label]
+            pixels = predicted[ids == instance]
+            weight = AVG_CLASS_SIZE[CLASSES[cls]] / pixels.size
+            tp[cls] += (pixels == cls).sum() * weight
+            fn[cls] += (pixels != cls).sum() * weight
+    assert metric.weighted.numpy() == pytest.approx(np.stack([tp, fn]), rel=1e-12)
