@@ -297,7 +297,7 @@ def test_per_case_rows_merge_in_data_set_order_across_ranks(monkeypatch):
 def test_cityscapes_instance_counts_of_a_batch_of_images_by_hand():
     """Weighted TP and FN of a 3-image batch (instances of every evaluated class, caravan, crowd and stuff ids)
     equal a per-instance count made by hand, image by image."""
-    from segbench.data.layouts.cityscapes import AVG_CLASS_SIZE, CLASSES, InstanceIoU, instance_label_ids, info
+    from segbench.data.layouts.cityscapes import AVG_CLASS_SIZE, CLASSES, InstanceIoU, info, instance_label_ids
 
     lut = instance_label_ids()
     rng = np.random.default_rng(3)

@@ -107,6 +107,7 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
 
     k = num_classes
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
+    narrow = {space: table.astype(np.uint8) for space, table in tables.items()}  # k <= 255: 8-bit class maps
     per_image: dict[str, tuple[list, list]] = {space: ([], []) for space in tables}
     raw = np.zeros((k, RAW_VALUES), dtype=np.int64)
     passports = passports or {}
@@ -123,7 +124,7 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
             counts = np.bincount(key.ravel(), minlength=RAW_VALUES * RAW_VALUES)[: k * RAW_VALUES].reshape(k, -1)
             raw += counts
             for space, passport in passports.items():
-                passport.update(index, tables[space][pred], target, maps)
+                passport.update(index, narrow[space][pred], target, maps)
             for space, table in tables.items():
                 matrix = collapse(counts, table)
                 tp = np.diag(matrix)

@@ -188,8 +188,8 @@ class InstanceIoU:
         # hits and category hits are then read off its row (no sorting, no selection of pixels)
         k = self.num_classes
         parts = []
-        for image, ids in zip(pred.clamp(0, k), instances):
-            key = (ids.reshape(-1).long() * (k + 1)).add_(image.reshape(-1))
+        for image, ids in zip(pred.clamp(0, k), instances):  # 32-bit keys: ids are 16-bit, k + 1 <= 256
+            key = (ids.reshape(-1).to(torch.int32) * (k + 1)).add_(image.reshape(-1).to(torch.int32))
             joint = torch.bincount(key, minlength=MAX_ID * (k + 1))
             joint = joint.view(-1, k + 1)[MIN_INSTANCE_ID + 1:]  # only ids > 1000 are instances
             uniq = torch.nonzero(joint.sum(1)).squeeze(1)
