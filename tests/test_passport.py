@@ -319,3 +319,32 @@ def test_cityscapes_instance_counts_of_a_batch_of_images_by_hand():
             tp[cls] += (pixels == cls).sum() * weight
             fn[cls] += (pixels != cls).sum() * weight
     assert metric.weighted.numpy() == pytest.approx(np.stack([tp, fn]), rel=1e-12)
+
+
+def test_auto_label_space_misled_by_the_first_image_measures_the_passport_in_the_chosen_space(tmp_path):
+    """The passport is measured in the first image's label space; when the whole split decides otherwise, it is
+    measured again: the numbers equal those of label_space=dataset given outright."""
+    from fixtures_layouts import make_cityscapes
+
+    from segbench.data.layouts.cityscapes import TRAIN_CLASSES
+
+    to_label_id = np.full(256, 0, np.uint8)
+    to_label_id[: len(TRAIN_CLASSES)] = [label_id for _, label_id, _, _ in TRAIN_CLASSES]
+    cfg = SuiteConfig(name="t", models=["unet-resnet18"], progress=False, tracking=TrackingConfig(enabled=False),
+                      data=DataConfig(name="cityscapes", root=str(make_cityscapes(tmp_path / "cs"))))
+    dataset = build_dataset(cfg.data, "val")
+    for index, sample in enumerate(dataset.samples):  # the first image: all 0 (road in train ids, void in label ids)
+        target = dataset.target(index)
+        write_mask(tmp_path / "pred" / f"{sample.id}.png",
+                   np.zeros_like(target) if index == 0 else to_label_id[np.where(target == 255, 0, target)])
+    from segbench.pipeline.score import first_space, match_predictions
+
+    assert first_space(dataset, match_predictions(dataset, tmp_path / "pred"), 19, "auto", "here") == "train"
+    records = {}
+    for space in ("auto", "dataset"):
+        cfg.output_dir = str(tmp_path / f"out-{space}")
+        records[space] = json.loads(score_predictions(cfg, tmp_path / "pred", space).read_text())["models"][0]
+    assert records["auto"]["evaluation"]["label_space"] == "dataset"
+    assert records["auto"]["metrics"] == records["dataset"]["metrics"]
+    assert records["auto"]["passport"] == records["dataset"]["passport"]
+    assert 0 < records["auto"]["metrics"]["bIoU"] < 1
