@@ -1,20 +1,20 @@
-"""Is `segbench score` as fast as the official Cityscapes evaluator, passport included? (issue 33)
+"""``segbench score`` against the official Cityscapes evaluator, on full-resolution Cityscapes-layout images.
 
-Writes N full-resolution (2048x1024) Cityscapes-layout val images with label ids and 16-bit instance ids, and label-id
-predictions with a share of their pixels changed; then, in one run, times
+Writes N val images at 2048x1024 in the official layout (``leftImg8bit``, ``gtFine`` label ids and instance ids: road,
+sidewalk, buildings, sky, vegetation, poles and instances of person, rider, car, truck, bicycle; unlabeled corners)
+and label-id predictions with about 10 % of the pixels changed (8x8 blocks set to another id). Then, in one run and
+in turns, times three commands, each in a child process from its start to its exit:
 
-    official   cityscapesScripts' evaluateImgLists (pixel and instance level), in a fresh process
-    off        segbench score suite=cityscapes ... eval.passport=false
-    on         segbench score suite=cityscapes ... (the default: the metric passport on)
+- cityscapesScripts' ``evaluateImgLists`` (pixel and instance level), the official evaluator;
+- ``segbench score suite=cityscapes ... eval.passport=false``;
+- ``segbench score suite=cityscapes ...`` (passport on, the default);
 
-each --repeats times, alternating, and prints the median wall time of each and the ratios to the official evaluator.
-It also checks that the two tools' mIoU and iIoU agree.
+and prints their wall times, the ratios to the official evaluator and the mIoU / iIoU each reports::
 
-    python benches/score_speed.py --images 60            # about 3 minutes on 2 cores
-    python benches/score_speed.py --images 500 --repeats 1
+    python benches/score_speed.py                   # 60 images, one round
+    python benches/score_speed.py -n 500 --rounds 2 --keep /tmp/cs500
 
-Run it on a quiet machine (the timings are the point). Nothing is written outside --keep (default: a temporary
-folder).
+Measure on a quiet machine; the figures are for docs/figures.md, not for a test.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,21 +30,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 HEIGHT, WIDTH = 1024, 2048
-# label ids of the evaluated classes (road ... bicycle) and a few ignored ones; instance classes get instance ids
-LABEL_IDS = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33, 0, 4], np.uint8)
-INSTANCE_IDS = {24, 25, 26, 27, 28, 31, 32, 33}
-
+CITY = "frankfurt"
+# label id, instance label?  (Cityscapes label ids: 7 road, 8 sidewalk, 11 building, 17 pole, 21 vegetation,
+# 23 sky, 24 person, 25 rider, 26 car, 27 truck, 33 bicycle; 0 unlabeled, 1 ego vehicle are ignored)
+THINGS = (24, 24, 24, 25, 26, 26, 26, 26, 27, 33, 33)
+WRONG = np.array([7, 8, 11, 17, 21, 23, 24, 25, 26, 27, 33, 0], np.uint8)  # what a changed block becomes
 OFFICIAL = """
 import json, sys, time
 import numpy as np
 np.in1d = getattr(np, "in1d", np.isin)  # cityscapesScripts 2.3.0 calls np.in1d, which numpy 2.4 removed
 from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
-preds, gts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+preds, gts, export = json.loads(sys.argv[1])
 args = official.args
-args.evalInstLevelScore, args.quiet, args.JSONOutput = True, True, False
-args.exportFile = sys.argv[3]
+args.evalInstLevelScore, args.quiet, args.JSONOutput, args.exportFile = True, True, False, export
 start = time.perf_counter()
 result = official.evaluateImgLists(preds, gts, args)
 print(json.dumps({"seconds": time.perf_counter() - start, "mIoU": result["averageScoreClasses"],
@@ -53,112 +54,115 @@ print(json.dumps({"seconds": time.perf_counter() - start, "mIoU": result["averag
 
 
 def scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A 1024x2048 label-id map of blocky regions (some of them instances) and its instance-id map."""
-    coarse = rng.choice(LABEL_IDS, size=(HEIGHT // 64, WIDTH // 64))
-    labels = np.kron(coarse, np.ones((64, 64), np.uint8))
+    """(label ids, instance ids) of one street-like scene at full resolution."""
+    labels = np.empty((HEIGHT, WIDTH), np.uint8)
+    horizon = int(rng.integers(380, 520))
+    labels[:horizon] = 23  # sky
+    labels[horizon:] = 7  # road
+    kerb = horizon + int(rng.integers(60, 140))
+    labels[horizon:kerb] = 8  # sidewalk
+    x = 0
+    while x < WIDTH:  # a skyline of buildings and trees
+        w, top = int(rng.integers(80, 400)), int(rng.integers(40, horizon - 40))
+        labels[top:horizon, x:x + w] = 11 if rng.random() < 0.7 else 21
+        x += w
+    for _ in range(int(rng.integers(4, 10))):  # poles
+        c, top = int(rng.integers(0, WIDTH - 12)), int(rng.integers(100, horizon))
+        labels[top:kerb, c:c + int(rng.integers(4, 12))] = 17
     instances = labels.astype(np.uint16)
-    for _ in range(40):  # objects: rectangles of an instance class, each its own instance
-        label = int(rng.choice(sorted(INSTANCE_IDS)))
-        r, c = rng.integers(0, HEIGHT - 200), rng.integers(0, WIDTH - 200)
-        h, w = rng.integers(20, 200, 2)
+    counts: dict[int, int] = {}
+    for label in rng.choice(THINGS, int(rng.integers(8, 20))):
+        h, w = (int(rng.integers(40, 260)), int(rng.integers(20, 120))) if label in (24, 25, 33) else \
+            (int(rng.integers(60, 300)), int(rng.integers(100, 500)))
+        r, c = int(rng.integers(horizon - 50, HEIGHT - h)), int(rng.integers(0, WIDTH - w))
         labels[r:r + h, c:c + w] = label
-        instances[r:r + h, c:c + w] = label * 1000 + rng.integers(0, 999)
+        counts[label] = counts.get(label, -1) + 1
+        instances[r:r + h, c:c + w] = label * 1000 + counts[label]
+    labels[HEIGHT - 60:, :] = 1  # ego vehicle: ignored
+    instances[HEIGHT - 60:, :] = 1
+    labels[:40, :200] = 0  # unlabeled
+    instances[:40, :200] = 0
     return labels, instances
 
 
-def write_data(root: Path, images: int, changed: float, seed: int = 0) -> tuple[list[str], list[str]]:
-    """The val split of ``images`` scenes in frankfurt, and label-id predictions with ``changed`` of the pixels
-    replaced by a random label id; the prediction and ground-truth files, in the same order."""
-    from PIL import Image
+def perturbed(labels: np.ndarray, rng: np.random.Generator, share: float = 0.10, block: int = 8) -> np.ndarray:
+    """``labels`` with about ``share`` of its pixels changed, in block x block squares, to another label id."""
+    grid = (HEIGHT // block, WIDTH // block)
+    changed = rng.random(grid) < share
+    values = rng.choice(WRONG, grid)
+    big = np.kron(changed, np.ones((block, block), bool))
+    return np.where(big, np.kron(values, np.ones((block, block), np.uint8)), labels)
 
+
+def write_layout(root: Path, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """N val images in the Cityscapes layout under ``root`` and their predictions in ``root/pred``; returns the
+    prediction and ground-truth label-id files, in matching order. Files already there are kept."""
     rng = np.random.default_rng(seed)
-    image_dir, gt_dir, pred_dir = (root / "leftImg8bit/val/frankfurt", root / "gtFine/val/frankfurt", root / "pred")
-    for folder in (image_dir, gt_dir, pred_dir):
+    gt_dir, img_dir, pred_dir = (root / "gtFine" / "val" / CITY, root / "leftImg8bit" / "val" / CITY, root / "pred")
+    for folder in (gt_dir, img_dir, pred_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    rgb = Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8))
+    image = Image.fromarray(np.full((HEIGHT, WIDTH, 3), 90, np.uint8))
     preds, gts = [], []
-    for n in range(images):
-        name = f"frankfurt_{n:06d}_000019"
-        labels, instances = scene(rng)
-        pred = labels.copy()
-        flip = rng.random(labels.shape) < changed
-        pred[flip] = rng.choice(LABEL_IDS, int(flip.sum()))
-        rgb.save(image_dir / f"{name}_leftImg8bit.png", compress_level=1)
-        Image.fromarray(labels).save(gt_dir / f"{name}_gtFine_labelIds.png")
-        Image.fromarray(instances).save(gt_dir / f"{name}_gtFine_instanceIds.png")
-        Image.fromarray(pred).save(pred_dir / f"{name}.png")
-        preds.append(str(pred_dir / f"{name}.png"))
-        gts.append(str(gt_dir / f"{name}_gtFine_labelIds.png"))
+    for i in range(n):
+        name = f"{CITY}_{i:06d}_000019"
+        gt, pred = gt_dir / f"{name}_gtFine_labelIds.png", pred_dir / f"{name}.png"
+        if not pred.is_file():
+            labels, instances = scene(rng)
+            Image.fromarray(labels).save(gt)
+            Image.fromarray(instances).save(gt_dir / f"{name}_gtFine_instanceIds.png")
+            Image.fromarray(perturbed(labels, rng)).save(pred)
+            image.save(img_dir / f"{name}_leftImg8bit.png")
+        preds.append(str(pred))
+        gts.append(str(gt))
     return preds, gts
 
 
-def time_official(preds: list[str], gts: list[str], work: Path) -> dict:
-    """Wall time of the official evaluator in a fresh process (start-up included, as for segbench), its scores."""
+def timed(command: list[str], env: dict) -> tuple[float, str]:
+    """(wall seconds, stdout) of a child process."""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", OFFICIAL, json.dumps(preds), json.dumps(gts),
-                          str(work / "official.json")], check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    return json.loads(out.stdout.strip().splitlines()[-1]) | {"wall": wall}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(command[:4])}... failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return seconds, done.stdout
 
 
-def time_segbench(root: Path, work: Path, passport: bool, run: int) -> dict:
-    """Wall time of ``segbench score`` on the predictions, passport on or off, and its mIoU and iIoU."""
-    out_dir = work / f"score-{'on' if passport else 'off'}-{run}"
-    command = ["segbench", "score", "suite=cityscapes", f"data.root={root}", f"pred_dir={root / 'pred'}",
-               "label_space=dataset", "tracking.enabled=false", "progress=false", f"output_dir={out_dir}"]
-    if not passport:
-        command.append("eval.passport=false")
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    metrics = json.loads((out_dir / "results.json").read_text())["models"][0]["metrics"]
-    return {"wall": wall, "mIoU": metrics["mIoU"], "iIoU": metrics.get("iIoU")}
+def segbench_score(root: Path, out: Path, env: dict, passport: bool) -> tuple[float, dict]:
+    """(wall seconds, metrics) of ``segbench score`` on the predictions under ``root/pred``, written to ``out``."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "segbench", "score", "suite=cityscapes", f"data.root={root}",
+               f"pred_dir={root / 'pred'}", "label_space=dataset", "tracking.enabled=false", "progress=false",
+               f"output_dir={out}", f"eval.passport={str(passport).lower()}"]
+    seconds, stdout = timed(command, env)
+    return seconds, json.loads((out / "results.json").read_text())["models"][0]["metrics"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--changed", type=float, default=0.1, help="share of prediction pixels changed")
-    parser.add_argument("--keep", type=Path, help="keep the data and results here")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--images", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=1, help="times each command is run, in turns")
+    parser.add_argument("--keep", type=Path, help="folder for the data (reused if it exists); default: a temp dir")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="score-speed-"))
-    work.mkdir(parents=True, exist_ok=True)
-    root = work / "cityscapes"
+    root = args.keep or Path(tempfile.mkdtemp(prefix="score_speed_"))
     start = time.perf_counter()
-    preds, gts = write_data(root, args.images, args.changed)
-    print(f"{args.images} images of {WIDTH}x{HEIGHT} written in {time.perf_counter() - start:.0f} s to {root}")
-    walls: dict[str, list[float]] = {"official": [], "off": [], "on": []}
-    scores = {}
-    for run in range(args.repeats):  # alternating, so that a busier minute touches every command
-        scores["official"] = official = time_official(preds, gts, work)
-        walls["official"].append(official["wall"])
-        for name, passport in (("off", False), ("on", True)):
-            scores[name] = result = time_segbench(root, work, passport, run)
-            walls[name].append(result["wall"])
-    median = {name: statistics.median(values) for name, values in walls.items()}
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {args.repeats} alternating repeats, median wall time")
-    print(f"{'command':<44} {'seconds':>8} {'x official':>10}  runs")
-    labels = {"official": "cityscapesScripts evaluateImgLists", "off": "segbench score eval.passport=false",
-              "on": "segbench score (passport on, the default)"}
-    for name, label in labels.items():
-        runs = ", ".join(f"{w:.1f}" for w in walls[name])
-        print(f"{label:<44} {median[name]:>8.1f} {median[name] / median['official']:>10.2f}  {runs}")
-    print(f"passport's own cost: {(median['on'] - median['off']) / args.images:.3f} s per image")
-    print(f"mIoU official {scores['official']['mIoU']!r}, segbench {scores['on']['mIoU']!r}; "
-          f"iIoU official {scores['official']['iIoU']!r}, segbench {scores['on']['iIoU']!r}")
-    if args.keep:
-        (work / "summary.json").write_text(json.dumps({"walls": walls, "scores": scores}, indent=2))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    preds, gts = write_layout(root, args.images)
+    print(f"{args.images} images at {WIDTH}x{HEIGHT} in {root} ({time.perf_counter() - start:.1f} s to write)")
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    out = root / "out"
+    for round_ in range(1, args.rounds + 1):
+        official_s, stdout = timed([sys.executable, "-c", OFFICIAL, json.dumps([preds, gts, str(root / "cs.json")])],
+                                   env)
+        official = json.loads(stdout.strip().splitlines()[-1])
+        off_s, off = segbench_score(root, out, env, passport=False)
+        on_s, on = segbench_score(root, out, env, passport=True)
+        print(f"round {round_}: {args.images} images")
+        print(f"  official evaluateImgLists   {official_s:7.2f} s  (in the function {official['seconds']:.2f} s)  "
+              f"mIoU {official['mIoU']:.10f} iIoU {official['iIoU']:.10f}")
+        print(f"  segbench score passport off {off_s:7.2f} s  ratio {off_s / official_s:.2f}  "
+              f"mIoU {off['mIoU']:.10f}")
+        print(f"  segbench score passport on  {on_s:7.2f} s  ratio {on_s / official_s:.2f}  "
+              f"mIoU {on['mIoU']:.10f} iIoU {on['iIoU']:.10f} bIoU {on['bIoU']:.6f}")
+        print(f"  passport cost {(on_s - off_s) / args.images * 1000:.0f} ms per image")
 
 
 if __name__ == "__main__":

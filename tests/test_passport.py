@@ -292,3 +292,59 @@ def test_per_case_rows_merge_in_data_set_order_across_ranks(monkeypatch):
         image.merge()
         monkeypatch.undo()
         assert surface.rows == whole.rows and surface.cases == 5 and image.scores == whole_wang.scores, index
+
+
+def test_cityscapes_instance_counts_of_a_batch_of_images_by_hand():
+    """Weighted TP and FN of a 3-image batch (instances of every evaluated class, caravan, crowd and stuff ids)
+    equal a per-instance count made by hand, image by image."""
+    from segbench.data.layouts.cityscapes import AVG_CLASS_SIZE, CLASSES, InstanceIoU, info, instance_label_ids
+
+    lut = instance_label_ids()
+    rng = np.random.default_rng(3)
+    instances = rng.choice([7, 26, 26000, 26001, 24000, 24005, 25002, 27001, 28000, 31000, 32001, 33004, 30000],
+                           (3, 30, 40))
+    pred = rng.integers(0, 20, (3, 30, 40))  # 19: void
+    cfg = DataConfig(name="cityscapes")
+    metric = InstanceIoU(CLASSES, lut, info(cfg).categories)
+    metric.update(Batch(torch.from_numpy(pred), torch.zeros_like(torch.from_numpy(pred)), None,
+                        {"instances": torch.from_numpy(instances)}))
+    tp, fn = np.zeros(19), np.zeros(19)
+    for ids, predicted in zip(instances, pred):
+        for instance in np.unique(ids[ids > 1000]):
+            if (label := instance // 1000) not in lut:
+                continue  # caravan (30): not evaluated
+            cls = lut[label]
+            pixels = predicted[ids == instance]
+            weight = AVG_CLASS_SIZE[CLASSES[cls]] / pixels.size
+            tp[cls] += (pixels == cls).sum() * weight
+            fn[cls] += (pixels != cls).sum() * weight
+    assert metric.weighted.numpy() == pytest.approx(np.stack([tp, fn]), rel=1e-12)
+
+
+def test_auto_label_space_misled_by_the_first_image_measures_the_passport_in_the_chosen_space(tmp_path):
+    """The passport is measured in the first image's label space; when the whole split decides otherwise, it is
+    measured again: the numbers equal those of label_space=dataset given outright."""
+    from fixtures_layouts import make_cityscapes
+
+    from segbench.data.layouts.cityscapes import TRAIN_CLASSES
+
+    to_label_id = np.full(256, 0, np.uint8)
+    to_label_id[: len(TRAIN_CLASSES)] = [label_id for _, label_id, _, _ in TRAIN_CLASSES]
+    cfg = SuiteConfig(name="t", models=["unet-resnet18"], progress=False, tracking=TrackingConfig(enabled=False),
+                      data=DataConfig(name="cityscapes", root=str(make_cityscapes(tmp_path / "cs"))))
+    dataset = build_dataset(cfg.data, "val")
+    for index, sample in enumerate(dataset.samples):  # the first image: all 0 (road in train ids, void in label ids)
+        target = dataset.target(index)
+        write_mask(tmp_path / "pred" / f"{sample.id}.png",
+                   np.zeros_like(target) if index == 0 else to_label_id[np.where(target == 255, 0, target)])
+    from segbench.pipeline.score import first_space, match_predictions
+
+    assert first_space(dataset, match_predictions(dataset, tmp_path / "pred"), 19, "auto", "here") == "train"
+    records = {}
+    for space in ("auto", "dataset"):
+        cfg.output_dir = str(tmp_path / f"out-{space}")
+        records[space] = json.loads(score_predictions(cfg, tmp_path / "pred", space).read_text())["models"][0]
+    assert records["auto"]["evaluation"]["label_space"] == "dataset"
+    assert records["auto"]["metrics"] == records["dataset"]["metrics"]
+    assert records["auto"]["passport"] == records["dataset"]["passport"]
+    assert 0 < records["auto"]["metrics"]["bIoU"] < 1

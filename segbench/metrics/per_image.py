@@ -121,12 +121,13 @@ class WangImageScores(Accumulator):
     @torch.no_grad()
     def update(self, batch: Batch) -> None:
         k, n = self.num_classes, batch.target.shape[0]
-        target = batch.target.reshape(n, -1).long()
-        pred = batch.pred.reshape(n, -1).long().clamp(max=k)  # k: void
-        index = target * (k + 1) + pred + torch.arange(n, device=target.device)[:, None] * (k * (k + 1) + 1)
-        index.masked_fill_(target >= k, k * (k + 1))  # ignored pixels: the overflow bin of their image
-        counts = torch.bincount(index.reshape(-1), minlength=n * (k * (k + 1) + 1)).view(n, -1)
-        for matrix in counts[:, : k * (k + 1)].view(n, k, k + 1).cpu().numpy().astype(np.float64):
+        stride = (k + 1) ** 2  # an image's bins: (ground-truth class, or k: ignored) x (predicted class, or k: void)
+        index = batch.target.reshape(n, -1).to(torch.int32, copy=True).clamp_(max=k).mul_(k + 1)
+        index.add_(batch.pred.reshape(n, -1).to(torch.int32, copy=True).clamp_(max=k))
+        if n > 1:
+            index.add_(torch.arange(n, dtype=torch.int32, device=index.device)[:, None] * stride)
+        counts = torch.bincount(index.reshape(-1), minlength=n * stride).view(n, k + 1, k + 1)
+        for matrix in counts[:, :k].cpu().numpy().astype(np.float64):
             self.scores += [score] if (score := wang_image_score(matrix)) is not None else []
 
     def compute(self, split: Split) -> Scores:

@@ -26,11 +26,16 @@ class ScoredPassport:
             or Passport(info)
         self.readers = [part.reader for part in self.passport.parts if part.reader is not None]
 
-    def update(self, index: int, pred: np.ndarray, target: np.ndarray) -> None:
-        """Add image ``index``: its predicted class indices (K: void) and ground truth (class indices)."""
-        maps = {name: torch.from_numpy(values)[None] for reader in self.readers
-                for name, values in reader(index, target.shape).items()}
-        self.passport.update(Batch(torch.from_numpy(pred)[None], torch.from_numpy(target)[None], None, maps))
+    def maps(self, index: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """The per-pixel maps the accumulators read for image ``index`` (e.g. instance ids); safe in a thread."""
+        return {name: values for reader in self.readers for name, values in reader(index, shape).items()}
+
+    def update(self, index: int, pred: np.ndarray, target: np.ndarray, maps: dict | None = None) -> None:
+        """Add image ``index``: its predicted class indices (K: void), ground truth (class indices; K and above
+        ignored) and its ``maps`` (read here when not given)."""
+        maps = self.maps(index, target.shape) if maps is None else maps
+        self.passport.update(Batch(torch.from_numpy(pred)[None], torch.from_numpy(target)[None], None,
+                                   {name: torch.from_numpy(values)[None] for name, values in maps.items()}))
 
     def finish(self, matrix: np.ndarray, scores: SegMetrics,
                per_image: tuple[np.ndarray, np.ndarray]) -> tuple[dict[str, float], dict]:

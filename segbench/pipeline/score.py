@@ -75,70 +75,62 @@ def match_predictions(dataset: SegmentationFiles, pred_dir: Path, allow_extra: b
     return matched
 
 
-def read_pair(dataset: SegmentationFiles, index: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``index``'s raw predicted values from ``path`` and its ground-truth class indices, checked."""
-    target = dataset.target(index)
+PREFETCH = 3  # images decoded ahead of the one being scored, by as many threads (PNG decoding releases the GIL)
+
+
+def read_pair(dataset: SegmentationFiles, path: Path, index: int, num_classes: int,
+              passport: ScoredPassport | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(ground-truth class indices, as ``dataset.target`` but 8-bit where the ignore index allows; the raw 8-bit
+    prediction; the passport's maps) of image ``index``; a prediction that cannot be read or differs in size from
+    its ground truth is a UserError."""
+    sample = dataset.samples[index]
+    table = sample.labels.table
+    target = table.astype(np.uint8 if table.max() < RAW_VALUES else np.uint16)[read_mask(sample.mask)]
     try:
         pred = read_mask(path)
     except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
         raise UserError(f"{path}: unreadable prediction: {describe_error(exc)}") from None
     if pred.shape != target.shape:
         raise UserError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
-                        f"{dataset.samples[index].mask.name} is {target.shape[1]}x{target.shape[0]}")
-    return pred, target
+                        f"{sample.mask.name} is {target.shape[1]}x{target.shape[0]}")
+    return target, pred, passport.maps(index, target.shape) if passport is not None else {}
 
 
 def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes: int,
-               progress: bool = True, passports: dict | None = None, label_space: str = "auto",
-               ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], dict]:
-    """The K x 256 matrix of ground-truth class (rows) against raw 8-bit predicted value (columns), for each
-    label space the per-image intersections and unions (images x K, for bootstrap intervals), and the passports.
-    ``passports``: a function of a label space giving its ScoredPassport, updated with each image in that space:
-    ``label_space`` itself, or for "auto" the space the first image decides (both when it cannot tell)."""
+               progress: bool = True, passports: dict | None = None
+               ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The K x 256 matrix of ground-truth class (rows) against raw 8-bit predicted value (columns), and for
+    each label space the per-image intersections and unions (images x K, for bootstrap intervals).
+    ``passports``: label space -> ScoredPassport, updated with each image in that space."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     k = num_classes
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
+    narrow = {space: table.astype(np.uint8) for space, table in tables.items()}  # k <= 255: 8-bit class maps
     per_image: dict[str, tuple[list, list]] = {space: ([], []) for space in tables}
     raw = np.zeros((k, RAW_VALUES), dtype=np.int64)
-    made: dict = {}
-    for index, path in enumerate(tqdm(predictions, desc="scoring", leave=False, disable=None if progress else True)):
-        pred, target = read_pair(dataset, index, path)
-        valid = (target >= 0) & (target < k)
-        counts = np.bincount(np.where(valid, target * RAW_VALUES + pred, k * RAW_VALUES).ravel(),
-                             minlength=k * RAW_VALUES + 1)[: k * RAW_VALUES].reshape(k, RAW_VALUES)
-        raw += counts
-        if passports is not None and index == 0:
-            made = {space: passports(space) for space in _passport_spaces(counts, dataset.encoding, label_space)}
-        for space, passport in made.items():
-            passport.update(index, tables[space][pred], target)
-        for space, table in tables.items():
-            matrix = collapse(counts, table)
-            tp = np.diag(matrix)
-            per_image[space][0].append(tp)
-            per_image[space][1].append(matrix.sum(axis=1) + matrix[:, :k].sum(axis=0) - tp)
-    per_image_arrays = {space: (np.array(i).reshape(-1, k), np.array(u).reshape(-1, k))
-                        for space, (i, u) in per_image.items()}
-    return raw, per_image_arrays, made
-
-
-def _passport_spaces(counts: np.ndarray, encoding: LabelMap, label_space: str) -> tuple[str, ...]:
-    """The label spaces worth a passport: the one asked for, or the one the first image's values suggest (both
-    when they cannot tell; the choice is checked against the whole split afterwards)."""
-    if label_space != "auto":
-        return (label_space,)
-    try:
-        return (choose_space(counts, encoding, "auto", ""),)
-    except UserError:
-        return LABEL_SPACES[1:]
-
-
-def passport_in(space: str, dataset: SegmentationFiles, predictions: list[Path], passport) -> object:
-    """``passport`` updated with every image's predictions in ``space`` (a second pass, for the rare split whose
-    first image suggested the other label space)."""
-    table = prediction_table(space, dataset.encoding, passport.info.num_classes)
-    for index, path in enumerate(predictions):
-        pred, target = read_pair(dataset, index, path)
-        passport.update(index, table[pred], target)
-    return passport
+    passports = passports or {}
+    reader = next(iter(passports.values()), None)  # the maps (e.g. instance ids) are the same in every space
+    with ThreadPoolExecutor(PREFETCH) as pool:
+        ahead: deque = deque()
+        for index in tqdm(range(len(predictions)), desc="scoring", leave=False, disable=None if progress else True):
+            while len(ahead) < PREFETCH and index + len(ahead) < len(predictions):
+                ahead.append(pool.submit(read_pair, dataset, predictions[index + len(ahead)], index + len(ahead),
+                                         k, reader))
+            target, pred, maps = ahead.popleft().result()
+            # ground-truth class x 256 + raw prediction in 16 bits: rows k and above (ignored) fall past k x 256
+            key = (np.minimum(target, RAW_VALUES - 1).astype(np.uint16) << 8) | pred
+            counts = np.bincount(key.ravel(), minlength=RAW_VALUES * RAW_VALUES)[: k * RAW_VALUES].reshape(k, -1)
+            raw += counts
+            for space, passport in passports.items():
+                passport.update(index, narrow[space][pred], target, maps)
+            for space, table in tables.items():
+                matrix = collapse(counts, table)
+                tp = np.diag(matrix)
+                per_image[space][0].append(tp)
+                per_image[space][1].append(matrix.sum(axis=1) + matrix[:, :k].sum(axis=0) - tp)
+    return raw, {space: (np.array(i).reshape(-1, k), np.array(u).reshape(-1, k)) for space, (i, u) in per_image.items()}
 
 
 def prediction_table(space: str, encoding: LabelMap, num_classes: int) -> np.ndarray:
@@ -164,6 +156,19 @@ def choose_space(raw: np.ndarray, encoding: LabelMap, label_space: str, where: s
         raise UserError(f"{where}: cannot tell whether the predictions hold train ids (0..{k - 1}) or "
                         f"{encoding.name}; pass label_space=train or label_space=dataset")
     return "train" if void_train < void_native else "dataset"
+
+
+def first_space(dataset: SegmentationFiles, predictions: list[Path], num_classes: int, label_space: str,
+                where: str) -> str:
+    """``label_space``, or for "auto" the space its first image's predictions are in (train where they cannot
+    tell): the whole split decides in the end (``choose_space``)."""
+    if label_space != "auto" or not predictions:
+        return "train" if label_space == "auto" else label_space
+    raw, _ = accumulate(dataset, predictions[:1], num_classes, progress=False)
+    try:
+        return choose_space(raw, dataset.encoding, label_space, where)
+    except UserError:
+        return "train"
 
 
 def collapse(raw: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -200,13 +205,15 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
                         "score against an on-disk data set (cityscapes, ade20k, voc, folder)")
     start = time.perf_counter()
     predictions = match_predictions(dataset, pred_dir, allow_extra=cfg.data.skip_bad and dataset.skipped > 0)
-    new_passport = (lambda space: ScoredPassport(cfg, info, dataset)) if cfg.eval.passport else None
-    raw, per_image, passports = accumulate(dataset, predictions, info.num_classes, cfg.progress, new_passport,
-                                           label_space)
     where = f"{pred_dir} ({dataset.name} {dataset.split})"
+    # the passport is measured in one label space: the one asked for, or for "auto" the first image's
+    guess = first_space(dataset, predictions, info.num_classes, label_space, where)
+    passports = {guess: ScoredPassport(cfg, info, dataset)} if cfg.eval.passport else {}
+    raw, per_image = accumulate(dataset, predictions, info.num_classes, cfg.progress, passports)
     space = choose_space(raw, dataset.encoding, label_space, where)
-    if new_passport is not None and space not in passports:
-        passports[space] = passport_in(space, dataset, predictions, new_passport(space))
+    if passports and space not in passports:  # the whole split says otherwise than its first image: measure again
+        passports = {space: ScoredPassport(cfg, info, dataset)}
+        accumulate(dataset, predictions, info.num_classes, cfg.progress, passports)
     matrix = collapse(raw, prediction_table(space, dataset.encoding, info.num_classes))
     scores = metrics_with_void(matrix)
     extra_metrics, passport = (passports[space].finish(matrix, scores, per_image[space])

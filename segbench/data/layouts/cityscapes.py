@@ -184,18 +184,25 @@ class InstanceIoU:
         pred, instances = batch.pred, batch.maps.get("instances")
         if instances is None:
             return
-        keep = instances > MIN_INSTANCE_ID
-        if not keep.any():
+        # per image, one count of (instance id, predicted class or void) over all its pixels: an instance's size,
+        # hits and category hits are then read off its row (no sorting, no selection of pixels)
+        k = self.num_classes
+        parts = []
+        for image, ids in zip(pred.clamp(0, k), instances):  # 32-bit keys: ids are 16-bit, k + 1 <= 256
+            key = (ids.reshape(-1).to(torch.int32) * (k + 1)).add_(image.reshape(-1).to(torch.int32))
+            joint = torch.bincount(key, minlength=MAX_ID * (k + 1))
+            joint = joint.view(-1, k + 1)[MIN_INSTANCE_ID + 1:]  # only ids > 1000 are instances
+            uniq = torch.nonzero(joint.sum(1)).squeeze(1)
+            parts.append((uniq + MIN_INSTANCE_ID + 1, joint[uniq]))
+        uniq = torch.cat([u for u, _ in parts])
+        if not len(uniq):
             return
-        image = torch.arange(instances.shape[0], device=instances.device).view(-1, 1, 1).expand_as(instances)
-        keys = image[keep] * MAX_ID + instances[keep]
-        uniq, inverse, sizes = torch.unique(keys, return_inverse=True, return_counts=True)
-        cls = self.lut[(uniq % MAX_ID) // MIN_INSTANCE_ID]
-        predicted = pred[keep].clamp(0, self.num_classes)
-        hits = torch.bincount(inverse, weights=(predicted == cls[inverse]).double(), minlength=len(uniq))
+        rows = torch.cat([r for _, r in parts])  # instances x predicted class (or void), in image then id order
+        sizes = rows.sum(1)
+        cls = self.lut[uniq // MIN_INSTANCE_ID]
+        hits = rows.gather(1, cls.clamp(min=0)[:, None])[:, 0].double()
         category = self.category[cls.clamp(min=0)].masked_fill(cls < 0, -1)
-        cat_hits = torch.bincount(inverse, minlength=len(uniq),
-                                  weights=self.member[category[inverse].clamp(min=0), predicted].double())
+        cat_hits = (rows * self.member[category.clamp(min=0)]).sum(1).double()
         weight = self.avg[cls.clamp(min=0)] / sizes
         counted = cls >= 0  # instances of classes not evaluated (caravan, trailer) are left out
         self.weighted[0].index_add_(0, cls[counted], (hits * weight)[counted])
