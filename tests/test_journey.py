@@ -225,4 +225,8 @@ def test_a_model_of_each_source_through_the_cli(tmp_path, cli, monkeypatch):
     # The folder and the hub copy of one SegFormer, trained with the same seed: the same numbers.
     assert metrics(results[f"hf:{tmp_path}/segformer"])[f"hf:{tmp_path}/segformer"] == \
         metrics(results["hf:segbench-tests/tiny-segformer"])["hf:segbench-tests/tiny-segformer"]
-    assert report_runs(shell) >= finished_parent_runs(shell) and len(finished_parent_runs(shell)) == 4
+    finished = {r.info.run_id: (r.data.tags.get("mlflow.runName"), r.data.tags.get("segbench.kind"))
+                for r in shell.runs() if "mlflow.parentRunId" not in r.data.tags and r.info.status == "FINISHED"}
+    reported = report_runs(shell)
+    missing = {run_id: finished[run_id] for run_id in set(finished) - reported}
+    assert not missing and len(finished) == 4, (missing, finished, shell("report"))
