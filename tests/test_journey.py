@@ -199,8 +199,10 @@ def hub_cache(hf_home: Path, hub_id: str, source: Path) -> None:
     shutil.copytree(source, repo / "snapshots" / revision)
 
 
-def test_a_model_of_each_source_through_the_cli(tmp_path, cli, monkeypatch):
-    shell = Shell(tmp_path, cli, monkeypatch)
+def test_a_model_of_each_source_through_the_cli(tmp_path):
+    # Every command in its own process: run in-process after other tests on the same worker, the report left out one
+    # of the four runs (twice in full `-n auto` runs, never alone); a fresh process per command is what a user has.
+    shell = Shell(tmp_path)
     torchvision_checkpoint(tmp_path / "lraspp.pth", num_classes=len(SYNTHETIC_CLASSES))
     segformer_folder(tmp_path / "segformer", SYNTHETIC_CLASSES)
     hub_cache(tmp_path / ".hf", "segbench-tests/tiny-segformer", tmp_path / "segformer")
