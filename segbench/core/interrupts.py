@@ -71,7 +71,7 @@ def signals_interrupt() -> Iterator[Caught]:
     except ValueError:  # not the main thread: leave signals to whoever owns them
         yield caught
         return
-    hook, sys.excepthook = sys.excepthook, _quiet_abandoned_transfers(sys.excepthook)
+    hook, sys.excepthook = sys.excepthook, quiet_abandoned_transfers(sys.excepthook)
     _current.append(caught)
     try:
         yield caught
@@ -86,7 +86,7 @@ Hook = Callable[[type[BaseException], BaseException, TracebackType | None], obje
 SHARER = ("multiprocessing", "resource_sharer.py")
 
 
-def _quiet_abandoned_transfers(previous: Hook) -> Hook:
+def quiet_abandoned_transfers(previous: Hook) -> Hook:
     """``previous``, silent for a broken connection in multiprocessing's resource sharer thread.
 
     Loader workers (forked, so they inherit this hook) hand each batch's tensors to the command through that

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from segbench.core.registry import Registry
@@ -18,7 +17,6 @@ from segbench.data.base import IMAGENET_MEAN, IMAGENET_STD, DatasetEntry, Datase
 from segbench.errors import UserError
 
 if TYPE_CHECKING:
-    from types import TracebackType
 
     import torch
     from torch.utils.data import DataLoader, Dataset, Sampler
@@ -83,21 +81,9 @@ def _start_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    sys.excepthook = _quiet_abandoned_transfers(sys.excepthook)
+    from segbench.core.interrupts import quiet_abandoned_transfers
 
-
-Hook = Callable[[type[BaseException], BaseException, "TracebackType | None"], object]
-SHARER = ("multiprocessing", "resource_sharer.py")
-
-
-def _quiet_abandoned_transfers(previous: Hook) -> Hook:
-    """``previous``, silent for a broken connection in multiprocessing's resource-sharer thread."""
-    def hook(kind: type[BaseException], error: BaseException, trace: "TracebackType | None") -> object:
-        if issubclass(kind, (EOFError, ConnectionError)) and trace is not None and \
-                Path(trace.tb_frame.f_code.co_filename).parts[-2:] == SHARER:
-            return None
-        return previous(kind, error, trace)
-    return hook
+    sys.excepthook = quiet_abandoned_transfers(sys.excepthook)
 
 
 def check_batchable(dataset: "Dataset", batch_size: int) -> None:
