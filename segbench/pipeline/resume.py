@@ -20,6 +20,7 @@ from segbench.config.schema import SuiteConfig, config_hash, hashed_values
 from segbench.core.files import atomic_write, flatten
 from segbench.core.names import safe_name
 from segbench.errors import UserError
+from segbench.results.schema import to_model
 from segbench.train.state import load_state, save_state
 
 RUN_FILE = "run.json"
@@ -93,9 +94,14 @@ def find_resume(cfg: SuiteConfig, root: Path) -> Path | None:
 
 
 def finished_record(work_dir: Path, name: str) -> dict | None:
-    """The record of model ``name`` if it finished in this run before it was interrupted."""
+    """The record of model ``name`` if it finished in this run before it was interrupted, checked by the results
+    schema as results.json will be (a damaged file is one line, not a half-read record)."""
     path = work_dir / "models" / f"{safe_name(name)}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    to_model(record)
+    return record
 
 
 def keep_record(work_dir: Path, record: dict) -> None:
