@@ -231,11 +231,12 @@ def test_bench_settings_are_checked_up_front(cli, tmp_path, override, message):
 
 
 def test_speed_metrics_name_each_backend():
-    from segbench.pipeline.runner import _speed_metrics
+    from segbench.pipeline.logged import speed_metrics
+    from segbench.results.speed import Speed
 
-    records = [{"backend": b, "requested_batch_size": n, "images_per_second": ips, "latency_ms_p50": 1.0}
+    records = [Speed(backend=b, requested_batch_size=n, images_per_second=ips, latency_ms_p50=1.0)
                for b, n, ips in (("eager", 1, 10.0), ("eager", 4, 12.0), ("onnxruntime", 1, 20.0))]
-    metrics = _speed_metrics(records)
+    metrics = speed_metrics(records)
     assert metrics["images_per_second"] == 10.0 and metrics["images_per_second.bs4"] == 12.0
     assert metrics["images_per_second.onnxruntime"] == 20.0 and metrics["images_per_second.onnxruntime.bs1"] == 20.0
     assert "images_per_second.onnxruntime.bs4" not in metrics

@@ -106,16 +106,17 @@ def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypat
     assert not (tmp_path / "cwd" / "mlflow.db").exists()  # reading did not create a store
 
     from segbench.config.schema import TrackingConfig
-    from segbench.results.schema import write_results
+    from segbench.results.schema import parse_results, write_results
     from segbench.results.tracking import Tracker
 
     store.rename(tmp_path / "cwd" / "mlflow.db")  # an existing store, in the working directory
     tracker = Tracker(TrackingConfig(uri="sqlite:///mlflow.db"), "toy")
     parent = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})
     child = tracker.start("unet-r10", parent=parent, params={"model": "unet-r10"})
-    tracker.artifact(parent, write_results(tmp_path / "logged" / "results.json", {
-        "suite": {"name": "toy"}, "dataset": {"name": "synthetic", "classes": ["a"]},
-        "models": [{"name": "unet-r10", "metrics": {"mIoU": 0.625}, "mlflow_run_id": child}]}))
+    tracker.artifact(parent, write_results(tmp_path / "logged" / "results.json", parse_results({
+        "schema_version": 2, "kind": "run", "suite": {"name": "toy"},
+        "dataset": {"name": "synthetic", "classes": ["a"]},
+        "models": [{"name": "unet-r10", "metrics": {"mIoU": 0.625}, "mlflow_run_id": child}]})))
     tracker.end(child)
     tracker.end(parent)
     failed = tracker.start("toy-run", tags={"segbench.kind": "run", "segbench.suite": "toy"})

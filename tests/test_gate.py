@@ -298,7 +298,7 @@ def test_update_baseline_copies_the_run_compactly(tmp_path, images, record, resu
     assert written["dataset"] == data["dataset"]
     assert [p.name for p in target.parent.iterdir()] == ["toy.json"]  # no temporary file left behind
     assert '"classes": ["road", "car", "pole"],' in target.read_text()  # innermost arrays on one line
-    indented = write_results(tmp_path / "indented.json", data)  # the same content, as a run writes it
+    indented = write_results(tmp_path / "indented.json", parse_results(data))  # the same content, as a run writes it
     assert json.loads(indented.read_text()) == written
     assert target.stat().st_size < 0.6 * indented.stat().st_size
     assert gate(run, target).passed

@@ -160,7 +160,7 @@ def log_run(uri: str, data: dict, tmp, status: str = "FINISHED") -> str:
     """``data`` logged as segbench's session logs a run: a parent run tagged with the suite, a child run per model
     (its id in the record), results.json as the parent's artifact; the parent ends with ``status``."""
     from segbench.config.schema import TrackingConfig
-    from segbench.results.schema import write_results
+    from segbench.results.schema import parse_results, write_results
     from segbench.results.tracking import Tracker
 
     tracker = Tracker(TrackingConfig(uri=uri), data["suite"]["name"])
@@ -168,7 +168,7 @@ def log_run(uri: str, data: dict, tmp, status: str = "FINISHED") -> str:
     for model in data["models"]:
         model["mlflow_run_id"] = tracker.start(model["name"], parent=parent, params={"model": model["name"]})
     if status == "FINISHED":
-        tracker.artifact(parent, write_results(tmp / parent / "results.json", data))
+        tracker.artifact(parent, write_results(tmp / parent / "results.json", parse_results(data)))
     tracker.end_all(status)
     return parent
 
@@ -370,13 +370,14 @@ def test_page_holds_the_plots_and_the_heatmap_values(tmp_path, suite):
 
 def test_console_says_the_parity_measured_and_no_cpu_peak_memory(capsys, record, results, images):
     from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
+    from segbench.results.schema import ModelRecord, parse_results
 
     data = results(record("unet-r10", *images(8, 0.6)))
     data["models"][0]["evaluation"]["backends"] = [
         {"backend": "eager", "status": "reference"},
         {"backend": "onnxruntime", "difference": {"mIoU": -0.00012}, "prediction_agreement": 0.99951},
         {"backend": "tensorrt", "status": "skipped", "reason": "needs CUDA"}]
-    frame = leaderboard(data)
+    frame = leaderboard(parse_results(data))
     assert frame.loc[0, ["onnxruntime ΔmIoU pts", "onnxruntime agree %", "tensorrt ΔmIoU pts"]].tolist() == [
         "-0.012", "99.95", "skipped"]
     print_leaderboard(frame, "toy")
@@ -384,7 +385,7 @@ def test_console_says_the_parity_measured_and_no_cpu_peak_memory(capsys, record,
 
     cpu = {"images_per_second": 10.0, "peak_memory_mb": 0.0, "memory_measure": "cpu_peak_rss_growth"}
     cuda = {"images_per_second": 90.0, "peak_memory_mb": 123.4, "memory_measure": "cuda_max_allocated"}
-    print_speed_table([{"name": "m-cpu", "speed": [cpu]}, {"name": "m-cuda", "speed": [cuda]}], "speed")
+    print_speed_table([ModelRecord(name="m-cpu", speed=[cpu]), ModelRecord(name="m-cuda", speed=[cuda])], "speed")
     table = capsys.readouterr().out
     [cpu_row] = [line for line in table.splitlines() if "m-cpu" in line]
     [cuda_row] = [line for line in table.splitlines() if "m-cuda" in line]

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from segbench.errors import UserError
 from segbench.results.schema import (
@@ -14,7 +15,6 @@ from segbench.results.schema import (
     Results,
     parse_results,
     read_results,
-    to_model,
     write_results,
 )
 
@@ -55,19 +55,21 @@ def test_written_as_version_2_and_read_back_unchanged(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["results.json"]
 
 
-def test_a_writer_dict_is_validated_nan_becomes_null_and_unknown_keys_survive(tmp_path, images, record, results):
+def test_typed_results_are_written_nan_as_null_and_unknown_keys_survive(tmp_path, images, record, results):
     data = results(record("m-r10", *images(4, 0.5)))
     data["models"][0]["metrics"]["mAcc"] = math.nan
     data["models"][0]["future_field"] = {"x": 1}
-    del data["schema_version"]  # as runner.py may build it: the current version is assumed
-    written = json.loads(write_results(tmp_path / "results.json", data).read_text())
+    written = json.loads(write_results(tmp_path / "results.json", parse_results(data)).read_text())
     assert written["schema_version"] == 2 and written["kind"] == "run"
     assert written["models"][0]["metrics"]["mAcc"] is None
     assert written["models"][0]["future_field"] == {"x": 1}
     data["models"][0]["params"] = "many"
-    with pytest.raises(UserError, match=r"^results to write: models\[0\]\.params: expected an integer or null, "
+    with pytest.raises(UserError, match=r"^results: models\[0\]\.params: expected an integer or null, "
                                         r"got the string 'many'$"):
-        write_results(tmp_path / "bad.json", data)
+        parse_results(data)
+    typed = parse_results({**data, "models": [{**data["models"][0], "params": 3}]})
+    with pytest.raises(ValidationError):  # typed from birth: an assignment is checked as the constructor checks
+        typed.models[0].params = "many"
     assert not (tmp_path / "bad.json").exists()
 
 
@@ -78,7 +80,7 @@ def test_kind_of_version_1_files():
     score = {"schema_version": 1, "suite": {"name": "s"}, "dataset": {"name": "d", "classes": ["a"]},
              "models": [{"name": "preds", "source": "predictions"}]}
     assert parse_results(score).kind == "score"
-    assert to_model({"name": "m", "speed": [{"images_per_second": 1.0}]}).first_speed.images_per_second == 1.0
+    assert ModelRecord(name="m", speed=[{"images_per_second": 1.0}]).first_speed.images_per_second == 1.0
 
 
 @pytest.mark.parametrize("content, message", [
@@ -149,10 +151,10 @@ def test_a_nan_headline_metric_needs_a_reason(tmp_path, images, record, results)
     data = results(record("m-r10", *images(4, 0.5)))
     data["models"][0]["metrics"]["mIoU"] = math.nan
     with pytest.raises(UserError, match=r"models\[0\]\.metrics\.mIoU: expected a finite number .*invalid_reason"):
-        write_results(tmp_path / "nan.json", data)
+        write_results(tmp_path / "nan.json", parse_results(data))
     assert not (tmp_path / "nan.json").exists()
     data["models"][0]["invalid_reason"] = "training diverged: non-finite loss at iteration 3"
-    written = json.loads(write_results(tmp_path / "nan.json", data).read_text())
+    written = json.loads(write_results(tmp_path / "nan.json", parse_results(data)).read_text())
     assert written["models"][0]["metrics"]["mIoU"] is None
     assert written["models"][0]["invalid_reason"].startswith("training diverged")
     assert read_results(tmp_path / "nan.json").models[0].invalid_reason == written["models"][0]["invalid_reason"]

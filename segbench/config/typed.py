@@ -73,9 +73,10 @@ def pair(item: Any, words: str) -> Any:
 
 class Record(BaseModel):
     """A typed JSON record (results.json, model cards): strict types (no "1" for 1, no "no" for false), keys it does
-    not declare kept as they are (``model_extra``), a field stored under another JSON key by ``Field(alias=...)``."""
+    not declare kept as they are (``model_extra``), a field stored under another JSON key by ``Field(alias=...)``.
+    An assignment is checked as the constructor checks (a dict becomes its record type, a wrong type is refused)."""
 
-    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True, validate_assignment=True)
 
 
 # ---------------------------------------------------------------- errors as one line

@@ -24,15 +24,17 @@ import numpy as np
 import torch
 
 from segbench.config.schema import SuiteConfig, to_dict
+from segbench.config.typed import plain
 from segbench.core.files import atomic_write
 from segbench.core.plugins import import_modules
 from segbench.deploy.backends import BackendUnavailable
 from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
 from segbench.errors import UserError, warn
+from segbench.results.speed import SkippedBackend, Speed
 
 
 def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[int, int], device: torch.device,
-                  name: str = "model") -> tuple[list[dict], list[dict]]:
+                  name: str = "model") -> tuple[list[Speed], list[SkippedBackend]]:
     """The suite's throughput measurement: one record per backend and batch size, and the backends that could not
     run here with their reasons (a warning each)."""
     height, width = cfg.bench.input_size or image_size
@@ -43,9 +45,9 @@ def speed_records(model: torch.nn.Module, cfg: SuiteConfig, image_size: tuple[in
             for batch in cfg.bench.batch_sizes:
                 records.append(measure_throughput(model, (batch, 3, height, width), device,
                                                   TimingPlan.from_bench(cfg.bench, backend),
-                                                  reference).model_dump(exclude_unset=True))
+                                                  reference))
         except BackendUnavailable as exc:
-            skipped.append({"backend": backend, "reason": exc.reason})
+            skipped.append(SkippedBackend(backend=backend, reason=exc.reason))
             warn(f"{name}: backend {backend} not timed: {exc.reason}")
         except UserError as exc:
             raise UserError(f"{name}: {exc}") from None
@@ -95,7 +97,7 @@ def _reference(cfg: SuiteConfig, name: str) -> Reference | None:
 
 
 def time_model(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
-               device: torch.device) -> tuple[list[dict], list[dict]]:
+               device: torch.device) -> tuple[list[Speed], list[SkippedBackend]]:
     """Build model ``name`` of ``cfg`` (random weights; a published model's own) and time it in this process."""
     from segbench.data.registry import dataset_info
     from segbench.models.registry import load_model, parse_spec
@@ -110,7 +112,7 @@ def time_model(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
 
 
 def time_isolated(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
-                  device: torch.device) -> tuple[list[dict], list[dict]]:
+                  device: torch.device) -> tuple[list[Speed], list[SkippedBackend]]:
     """``time_model`` in a fresh Python process; its records come back through a temporary JSON file."""
     with tempfile.TemporaryDirectory(prefix="segbench-speed-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
@@ -128,9 +130,8 @@ def time_isolated(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
         if data.get("user"):
             raise UserError(data["error"])
         raise RuntimeError(f"timing {name} in a fresh process failed: {data['error']}")
-    for record in data["speed"]:
-        record["isolated"] = True
-    return data["speed"], data["skipped"]
+    return ([Speed.model_validate(record | {"isolated": True}) for record in data["speed"]],
+            [SkippedBackend.model_validate(record) for record in data["skipped"]])
 
 
 def config_from_dict(values: dict) -> SuiteConfig:
@@ -149,7 +150,7 @@ def main(request_path: str, result_path: str) -> int:
         import_modules(cfg.imports)  # the user's registered models, found where the parent found them
         speed, skipped = time_model(cfg, request["model"],
                                     tuple(request["image_size"]), torch.device(request["device"]))
-        out, code = {"speed": speed, "skipped": skipped}, 0
+        out, code = {"speed": plain(speed, nan_as_null=False), "skipped": plain(skipped)}, 0
     except KeyboardInterrupt:  # Ctrl-C reached the child too: the parent reports it
         return 130
     except UserError as exc:

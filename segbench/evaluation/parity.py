@@ -16,12 +16,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from segbench.config.schema import SuiteConfig
+from segbench.config.typed import plain
 from segbench.data.registry import DatasetInfo, make_loader
 from segbench.deploy.backends import BackendUnavailable, DeployedModule, deploy
 from segbench.errors import warn
 from segbench.evaluation.loop import evaluate
 from segbench.evaluation.modes import SIZE_DIVISOR
 from segbench.metrics.confusion import METRICS
+from segbench.results.schema import ModelRecord
+from segbench.results.speed import BackendEvaluation
 
 
 def _padded(images: torch.Tensor, divisor: int) -> torch.Tensor:
@@ -42,18 +45,19 @@ def _difference(metrics: dict, eager: dict) -> dict[str, float | None]:
     return {k: (v - eager[k] if v is not None and eager.get(k) is not None else None) for k, v in metrics.items()}
 
 
-def evaluate_backends(name: str, model: nn.Module, eager: dict, cfg: SuiteConfig, info: DatasetInfo,
-                      val_set: Dataset, device: torch.device) -> list[dict]:
+def evaluate_backends(name: str, model: nn.Module, eager: ModelRecord, cfg: SuiteConfig, info: DatasetInfo,
+                      val_set: Dataset, device: torch.device) -> list[BackendEvaluation]:
     """One entry per backend of ``cfg.eval.backends`` (results.json ``evaluation.backends``), compared with the
     eager evaluation's model record ``eager``."""
-    eager_metrics = {k: eager["metrics"][k] for k in METRICS}
+    eager_metrics = {k: eager.metrics[k] for k in METRICS}
     divisor = getattr(model, "size_divisor", SIZE_DIVISOR)
     entries = []
     for backend in cfg.eval.backends:
         if backend == "eager":
-            entries.append({"backend": "eager", "status": "reference", "precision": "fp32", "provider": "torch",
-                            "metrics": eager_metrics, "difference": _difference(eager_metrics, eager_metrics),
-                            "images": eager["evaluation"]["images"], "seconds": eager["evaluation"]["seconds"]})
+            entries.append(BackendEvaluation(
+                backend="eager", status="reference", precision="fp32", provider="torch", metrics=eager_metrics,
+                difference=_difference(eager_metrics, eager_metrics), images=eager.evaluation.images,
+                seconds=eager.evaluation.seconds))
             continue
         loader = make_loader(val_set, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
         example = _padded(next(iter(loader))[0].to(device), divisor)
@@ -62,15 +66,15 @@ def evaluate_backends(name: str, model: nn.Module, eager: dict, cfg: SuiteConfig
             deployed = deploy(backend, model, example, dynamic_spatial=True)
         except BackendUnavailable as exc:
             warn(f"{name}: backend {backend} not evaluated: {exc.reason}")
-            entries.append({"backend": backend, "status": "skipped", "reason": exc.reason})
+            entries.append(BackendEvaluation(backend=backend, status="skipped", reason=exc.reason))
             continue
         wrapped = DeployedModule(deployed, divisor)
         result = evaluate(wrapped, loader, info.num_classes, info.ignore_index, device, cfg.eval,
                           desc=f"eval {name} [{backend}]", progress=cfg.progress)
         metrics = result.confusion.compute().summary()
-        entries.append({"backend": backend, "status": "ok", "precision": deployed.precision,
-                        "provider": deployed.provider, "metrics": metrics,
-                        "difference": _difference(metrics, eager_metrics), "images": result.images,
-                        "seconds": time.perf_counter() - start, "details": deployed.describe()}
-                       | _first_batch_agreement(model, wrapped, example))
+        entries.append(BackendEvaluation(backend=backend, precision=deployed.precision, provider=deployed.provider,
+                                         metrics=metrics, difference=_difference(metrics, eager_metrics),
+                                         images=result.images, seconds=time.perf_counter() - start,
+                                         details=plain(deployed.describe()),
+                                         **_first_batch_agreement(model, wrapped, example)))
     return entries

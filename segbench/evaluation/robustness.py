@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
 from segbench.config.schema import SuiteConfig
+from segbench.config.typed import plain
 from segbench.core.distributed import World, gather, shard
 from segbench.data.base import DatasetInfo, sample_ids
 from segbench.data.corruptions import (
@@ -42,6 +43,8 @@ from segbench.metrics.robustness import (
     per_severity,
     relative_pc,
 )
+from segbench.results.robustness import CorruptionCost, Robustness
+from segbench.results.schema import ModelRecord
 
 CORRUPTIBLE = ("raw_image", "with_image", "sample_id")  # what a data set needs for corrupted views
 
@@ -100,7 +103,8 @@ class Take:
 
 
 def evaluate_corruptions(model: torch.nn.Module, val_set: Dataset, info: DatasetInfo, cfg: SuiteConfig,
-                         world: World, device: torch.device, clean: dict, desc: str, progress: bool) -> dict:
+                         world: World, device: torch.device, clean: ModelRecord, desc: str,
+                         progress: bool) -> Robustness:
     """The ``robustness`` record of ``model``: each corrupted view of ``val_set`` evaluated as the clean split was
     (each rank on its contiguous shard); ``clean`` is the clean evaluation's record (metrics, per_image,
     evaluation seconds). One loader serves every view in turn, so its workers start once and corrupt the next
@@ -133,27 +137,25 @@ def evaluate_corruptions(model: torch.nn.Module, val_set: Dataset, info: Dataset
         seconds += wall
         rows.append({"corruption": name, "severity": severity, "metrics": metrics, "seconds": wall})
     mpc = mean_pc(scored)
-    rpc = relative_pc(mpc, clean["metrics"]["mIoU"])
-    intervals = bootstrap_robustness((np.asarray(clean["per_image"]["intersection"]),
-                                      np.asarray(clean["per_image"]["union"])), scored, seed=cfg.seed)
+    rpc = relative_pc(mpc, clean.metrics["mIoU"])
+    intervals = bootstrap_robustness((np.asarray(clean.per_image.intersection), np.asarray(clean.per_image.union)),
+                                     scored, seed=cfg.seed)
     corrupting = sum(gather(meter.seconds))
-    total = seconds + clean["evaluation"]["seconds"]
-    return {
-        "corruptions": list(dict.fromkeys(name for name, _ in pairs)),
-        "severities": [int(s) for s in cfg.eval.severities],
-        "package": package_version(),
-        "mPC": mpc,
-        "rPC": rpc,
-        "intervals": {key: interval.model_dump() for key, interval in intervals.items()},
-        "per_corruption": per_corruption(scored),
-        "per_severity": {str(s): v for s, v in per_severity(scored).items()},
-        "conditions": rows,
-        "cost": {"corrupted_images_computed": sum(gather(meter.computed)),
-                 "corrupted_images_from_cache": sum(gather(meter.hits)),
-                 "corruption_seconds": corrupting,
-                 "evaluation_seconds": total,
-                 "corruption_share": corrupting / total if total > 0 else float("nan")},
-    }
+    total = seconds + clean.evaluation.seconds
+    return Robustness(
+        corruptions=list(dict.fromkeys(name for name, _ in pairs)),
+        severities=[int(s) for s in cfg.eval.severities],
+        package=package_version(),
+        mPC=mpc,
+        rPC=rpc,
+        intervals=intervals,
+        per_corruption=per_corruption(scored),
+        per_severity={str(s): v for s, v in per_severity(scored).items()},
+        conditions=plain(rows, nan_as_null=False),
+        cost=CorruptionCost(corrupted_images_computed=sum(gather(meter.computed)),
+                            corrupted_images_from_cache=sum(gather(meter.hits)), corruption_seconds=corrupting,
+                            evaluation_seconds=total,
+                            corruption_share=corrupting / total if total > 0 else float("nan")))
 
 
 def adverse_conditions(dataset: Dataset, intersection: np.ndarray, union: np.ndarray) -> dict | None:

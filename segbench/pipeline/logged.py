@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,21 @@ from segbench.core.names import safe_name
 from segbench.errors import UserError
 from segbench.metrics.confusion import REGISTRY
 from segbench.results.robustness import robustness_metrics
-from segbench.results.schema import RESULTS_NAME, Results, check_headlines, read_results, write_results
+from segbench.results.schema import (
+    RESULTS_NAME,
+    Environment,
+    Evaluation,
+    Mlflow,
+    ModelRecord,
+    Results,
+    Shard,
+    Training,
+    Weights,
+    check_headlines,
+    read_results,
+    write_results,
+)
+from segbench.results.speed import BackendEvaluation, Speed
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
 WHOLE = ("loss", "label_map", "backbone_key_map")  # logged as one param each: their keys are not param names
@@ -30,103 +43,100 @@ def parent_params(config: dict) -> dict[str, Any]:
     return flatten(config, keep=WHOLE)
 
 
-def parent_tags(kind: str, suite: str, suite_hash: str, env: dict, shard: dict | None) -> dict[str, str]:
+def parent_tags(kind: str, suite: str, suite_hash: str, env: Environment | None,
+                shard: Shard | None) -> dict[str, str]:
     """The parent run's tags: what ran, of which suite, where."""
-    tags = {"segbench.kind": kind, "segbench.version": env.get("segbench"), "segbench.suite": suite,
-            "segbench.suite_hash": suite_hash, "segbench.device": env.get("device"),
-            "segbench.hardware": env.get("device_name"),
-            "mlflow.source.git.commit": env.get("git_commit") or "unknown"}
+    env = env or Environment()
+    tags = {"segbench.kind": kind, "segbench.version": env.segbench, "segbench.suite": suite,
+            "segbench.suite_hash": suite_hash, "segbench.device": env.device,
+            "segbench.hardware": env.device_name,
+            "mlflow.source.git.commit": env.git_commit or "unknown"}
     if shard is not None:
-        tags |= {"segbench.sweep": shard["sweep"], "segbench.shard": f"{shard['index']}/{shard['count']}"}
+        tags |= {"segbench.sweep": shard.sweep, "segbench.shard": f"{shard.index}/{shard.count}"}
     return {k: str(v) for k, v in tags.items()}
 
 
-def weights_params(weights: dict) -> dict[str, object]:
+def weights_params(weights: Weights | None) -> dict[str, object]:
     """MLflow params naming the weights a model started from ("random" when none were loaded)."""
     params: dict[str, object] = {}
     for part, key in (("model", "weights"), ("backbone", "backbone_weights")):
-        loaded = weights.get(part)
-        params[key] = loaded["file"] if loaded else "random"
+        loaded = getattr(weights, part) if weights is not None else None
+        params[key] = loaded.file if loaded else "random"
         if loaded:
-            params[f"{key}_sha256"] = loaded["sha256"]
-        if loaded and "coverage" in loaded:
-            params[f"{key}_coverage"] = f"{loaded['loaded']}/{loaded['total']}"
+            params[f"{key}_sha256"] = loaded.sha256
+        if loaded and loaded.coverage is not None:
+            params[f"{key}_coverage"] = f"{loaded.loaded}/{loaded.total}"
     return params
 
 
-def speed_metrics(speed: list[dict]) -> dict[str, float]:
+def speed_metrics(speed: list[Speed]) -> dict[str, float]:
     """MLflow metrics for the speed records: per backend (eager unnamed, others as ``.BACKEND``), the first batch
     size unqualified, every one with its size (``images_per_second.onnxruntime.bs4``)."""
     out: dict[str, float] = {}
     for record in speed:
-        backend = record.get("backend", "eager")
+        backend = record.backend or "eager"
         tag = "" if backend == "eager" else f".{backend}"
-        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record['requested_batch_size']}"]
+        suffixes = ([] if f"images_per_second{tag}" in out else [tag]) + [f"{tag}.bs{record.requested_batch_size}"]
         for suffix in suffixes:
-            out[f"images_per_second{suffix}"] = record["images_per_second"]
-            out[f"latency_ms_p50{suffix}"] = record["latency_ms_p50"]
+            out[f"images_per_second{suffix}"] = record.images_per_second
+            out[f"latency_ms_p50{suffix}"] = record.latency_ms_p50
     return out
 
 
-def parity_metrics(entries: list[dict]) -> dict[str, float]:
+def parity_metrics(entries: list[BackendEvaluation]) -> dict[str, float]:
     """MLflow metrics: each evaluated backend's mIoU and its difference from eager (``mIoU.onnxruntime``,
     ``mIoU_diff.onnxruntime``)."""
     out = {}
     for entry in entries:
-        if entry["status"] != "ok":
+        if entry.status != "ok":
             continue
-        for key, prefix in (("metrics", ""), ("difference", "_diff")):
-            out.update({f"{metric}{prefix}.{entry['backend']}": value for metric, value in entry[key].items()
+        for values, prefix in ((entry.metrics, ""), (entry.difference, "_diff")):
+            out.update({f"{metric}{prefix}.{entry.backend}": value for metric, value in values.items()
                         if value is not None})
     return out
 
 
-def model_metrics(record: dict) -> dict[str, float]:
+def model_metrics(record: ModelRecord) -> dict[str, float]:
     """The MLflow metrics of a model record: summary, per-class and category IoU, evaluation, backend parity, speed
     and robustness figures. The one place that names them: a live run, ``segbench score`` and ``segbench log`` of
     the same results.json log the same names and values."""
-    logged = dict(record["metrics"])
-    logged.update({f"IoU.{row['class']}": row["IoU"] for row in record.get("per_class") or []})
-    categories = record.get("categories") or {}
+    logged = dict(record.metrics)
+    logged.update({f"IoU.{row.name}": row.IoU for row in record.per_class})
+    categories = record.categories or {}
     logged.update({f"IoU.category.{k}": v for k, v in categories.get("IoU", {}).items()})
     if categories.get("mIoU") is not None:
         logged["mIoU_category"] = categories["mIoU"]
-    evaluation = record.get("evaluation") or {}
-    for key, name in (("images_per_second", "eval_images_per_second"), ("forward_share", "eval_forward_share"),
-                      ("data_wait_share", "eval_data_wait_share")):
-        if key in evaluation:
-            logged[name] = evaluation[key]
-    if record.get("data"):
-        logged["data_skipped"] = record["data"]["skipped"]
-    if record.get("train"):
-        logged["train_seconds"] = record["train"]["seconds"]
-    logged.update(speed_metrics(record.get("speed") or []))
-    logged.update(robustness_metrics(record.get("robustness")))
-    logged.update(parity_metrics(evaluation.get("backends") or []))
+    evaluation = record.evaluation or Evaluation()
+    logged |= {"eval_images_per_second": evaluation.images_per_second,
+               "eval_forward_share": evaluation.forward_share, "eval_data_wait_share": evaluation.data_wait_share}
+    if record.data:
+        logged["data_skipped"] = record.data.skipped
+    if record.train:
+        logged["train_seconds"] = record.train.seconds
+    logged.update(speed_metrics(record.speed))
+    logged.update(robustness_metrics(record.robustness))
+    logged.update(parity_metrics(evaluation.backends or []))
     return {k: v for k, v in logged.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # NaN: not measured
 
 
-def model_series(train: dict | None) -> dict[str, list[float] | dict[int, float]]:
+def model_series(train: Training | None) -> dict[str, list[float] | dict[int, float]]:
     """The MLflow metric series of a model's training record: the loss of every step, and the validation mIoU at
     the iterations ``train.eval_every`` scored (live and replayed alike)."""
-    train = train or {}
     series: dict[str, list[float] | dict[int, float]] = {}
-    if train.get("losses"):
-        series["train_loss"] = list(train["losses"])
-    if train.get("val_curve"):
-        series["val_mIoU"] = {int(i): v for i, v in train["val_curve"]}
+    if train is not None and train.losses:
+        series["train_loss"] = list(train.losses)
+    if train is not None and train.val_curve:
+        series["val_mIoU"] = {int(i): v for i, v in train.val_curve}
     return series
 
 
-def model_params(record: dict) -> dict[str, object]:
+def model_params(record: ModelRecord) -> dict[str, object]:
     """The params of a model's child run."""
-    origin = record.get("origin") or {}
-    params = {"model": record["name"], "source": origin.get("source", record.get("source")), "arch": record["arch"],
-              "backbone": record["backbone"], "params": record.get("params")}
-    if record.get("weights"):
-        params |= weights_params(record["weights"])
-    return params
+    source = record.origin.source if record.origin else record.source
+    params = {"model": record.name, "source": source, "arch": record.arch, "backbone": record.backbone,
+              "params": record.params}
+    return params | weights_params(record.weights) if record.weights else params
 
 
 def _existing(tracker: Tracker, run_id: str | None) -> tuple[str | None, set[str], str | None]:
@@ -182,43 +192,42 @@ def send_results(source: Path, uri: str | None = None) -> tuple[str, Path, int]:
     and closed FINISHED, runs the store never got are created and their ids written into results.json. Return the
     store, the results.json and the number of runs logged (0: the store has them all already)."""
     path = source / RESULTS_NAME if source.is_dir() else source
-    check_sendable(read_results(path), path)  # structure and ranges, before any store is opened
-    results = json.loads(path.read_text(encoding="utf-8"))
-    if results.get("kind") == "bench":
+    results = read_results(path)
+    check_sendable(results, path)  # structure and ranges, before any store is opened
+    if results.kind == "bench":
         raise UserError(f"{path}: segbench log sends results.json files of run, eval or score")
-    suite, mlflow = results["suite"], results.get("mlflow") or {}
-    config = suite.get("config") or {}
-    uri = uri or mlflow.get("tracking_uri") or tracking_uri(TrackingConfig())
+    suite, mlflow = results.suite, results.mlflow or Mlflow()
+    before = results.to_dict()
+    uri = uri or mlflow.tracking_uri or tracking_uri(TrackingConfig())
     check_store(uri)
-    experiment = (config.get("tracking") or {}).get("experiment") or suite["name"]
+    experiment = (suite.config.get("tracking") or {}).get("experiment") or suite.name
     tracker = Tracker(TrackingConfig(uri=uri), experiment)
     if tracker.lost is not None:
         raise UserError(f"MLflow at {uri}: {tracker.lost}")
-    same_store = mlflow.get("tracking_uri") == uri
-    parent_id, logged, status = _existing(tracker, mlflow.get("parent_run_id")) if same_store else (None, set(), None)
+    same_store = mlflow.tracking_uri == uri
+    parent_id, logged, status = _existing(tracker, mlflow.parent_run_id) if same_store else (None, set(), None)
     if status == "FINISHED":  # closed last, after every model's run and the results.json artifact
         return uri, path, 0
-    tags = parent_tags(results.get("kind", "run"), suite["name"], suite.get("config_hash", ""),
-                       results.get("environment") or {}, suite.get("shard"))
-    parent = tracker.start(f"{suite['name']}-{path.parent.name}", params=_new(parent_params(config), logged),
+    tags = parent_tags(results.kind, suite.name, suite.config_hash or "", results.environment, suite.shard)
+    parent = tracker.start(f"{suite.name}-{path.parent.name}", params=_new(parent_params(suite.config), logged),
                            tags=tags, run_id=parent_id)
-    for record in results["models"]:
-        child_id, logged, _ = _existing(tracker, record.get("mlflow_run_id")) if parent_id else (None, set(), None)
-        record["mlflow_run_id"] = child = tracker.start(record["name"], parent=parent, run_id=child_id,
-                                                        params=_new(model_params(record), logged))
-        tracker.log(child, metrics=model_metrics(record), series=model_series(record.get("train")))
-        csv = path.parent / per_class_csv(record["name"])
+    for record in results.models:
+        child_id, logged, _ = _existing(tracker, record.mlflow_run_id) if parent_id else (None, set(), None)
+        record.mlflow_run_id = child = tracker.start(record.name, parent=parent, run_id=child_id,
+                                                     params=_new(model_params(record), logged))
+        tracker.log(child, metrics=model_metrics(record), series=model_series(record.train))
+        csv = path.parent / per_class_csv(record.name)
         if csv.is_file():
             tracker.artifact(child, csv)
         tracker.end(child, "FINISHED")
-    results["mlflow"] = {**mlflow, "tracking_uri": uri, "experiment_id": tracker.experiment_id,
-                         "parent_run_id": parent}
+    results.mlflow = mlflow.model_copy(update={"tracking_uri": uri, "experiment_id": tracker.experiment_id,
+                                               "parent_run_id": parent})
     if tracker.lost is None:
-        if json.loads(path.read_text(encoding="utf-8")) != results:  # new run ids
+        if results.to_dict() != before:  # new run ids
             write_results(path, results)
         tracker.artifact(parent, path)
         tracker.end(parent, "FINISHED")
     if tracker.lost is not None:
         tracker.end_all("FAILED")
         raise UserError(f"MLflow at {uri}: {tracker.lost}; run segbench log again when the store answers")
-    return uri, path, 1 + len(results["models"])
+    return uri, path, 1 + len(results.models)

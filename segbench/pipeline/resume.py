@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from segbench.config.schema import SuiteConfig, config_hash, hashed_values
+from segbench.config.typed import plain
 from segbench.core.files import atomic_write, flatten
 from segbench.core.names import safe_name
 from segbench.errors import UserError
-from segbench.results.schema import to_model
+from segbench.results.schema import ModelRecord, read_model
 from segbench.train.state import load_state, save_state
 
 RUN_FILE = "run.json"
@@ -93,22 +94,18 @@ def find_resume(cfg: SuiteConfig, root: Path) -> Path | None:
     return folder
 
 
-def finished_record(work_dir: Path, name: str) -> dict | None:
+def finished_record(work_dir: Path, name: str) -> ModelRecord | None:
     """The record of model ``name`` if it finished in this run before it was interrupted, checked by the results
     schema as results.json will be (a damaged file is one line, not a half-read record)."""
     path = work_dir / "models" / f"{safe_name(name)}.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    to_model(record)
-    return record
+    return read_model(path) if path.is_file() else None
 
 
-def keep_record(work_dir: Path, record: dict) -> None:
+def keep_record(work_dir: Path, record: ModelRecord) -> None:
     """Persist a finished model's record (and drop its training state, no longer needed)."""
-    _write_json(work_dir / "models" / f"{safe_name(record['name'])}.json", record)
+    _write_json(work_dir / "models" / f"{safe_name(record.name)}.json", plain(record, nan_as_null=False))
     for suffix in (".pt", ".json"):
-        (work_dir / "state" / f"{safe_name(record['name'])}{suffix}").unlink(missing_ok=True)
+        (work_dir / "state" / f"{safe_name(record.name)}{suffix}").unlink(missing_ok=True)
 
 
 def model_run(work_dir: Path, name: str) -> str | None:

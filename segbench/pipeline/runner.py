@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
 from segbench.config.schema import SuiteConfig, config_hash, to_dict
+from segbench.config.typed import plain
 from segbench.core.distributed import (
     World,
     device_for,
@@ -52,8 +52,20 @@ from segbench.pipeline.session import DEFAULT_ROOT, Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.report.robustness import print_robustness
-from segbench.results.per_class import per_class_table
-from segbench.results.schema import Results, to_results
+from segbench.results.robustness import Robustness
+from segbench.results.schema import (
+    Checkpoint,
+    DataIssues,
+    Evaluation,
+    ModelRecord,
+    Results,
+    Training,
+    per_class_frame,
+)
+from segbench.results.schema import (
+    Dataset as DatasetRecord,
+)
+from segbench.results.speed import Speed
 from segbench.train.loop import train
 from segbench.train.losses import build_loss
 
@@ -64,23 +76,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-_speed_metrics = speed_metrics  # its former name here
-
-
-def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, dict]:
+def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, ModelRecord]:
     """The model with its weights loaded, and the start of its record: name, parameters, weights and origin."""
     built, weights = load_suite_model(spec, cfg, info.classes)
     for note in built.notes:
         warn(note)
-    return built.module, {"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                          "params": sum(p.numel() for p in built.module.parameters()), "weights": weights,
-                          "origin": built.record()}
+    return built.module, ModelRecord(name=spec.name, arch=spec.arch, backbone=spec.backbone,
+                                     params=sum(p.numel() for p in built.module.parameters()),
+                                     weights=plain(weights, nan_as_null=False), origin=plain(built.record()))
 
 
 def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,
-           run_id: str | None, val_set: Dataset | None = None) -> tuple[torch.nn.Module, dict]:
+           run_id: str | None, val_set: Dataset | None = None) -> tuple[torch.nn.Module, Training, Checkpoint | None]:
     """Train ``model`` (under DistributedDataParallel across the ranks of a torchrun job); return the trained
-    model and its training record. Rank 0 saves the checkpoint; ``val_set`` is validated on (train.eval_every)."""
+    model, its training record and, where it was saved (rank 0), its checkpoint. ``val_set`` is validated on
+    (train.eval_every)."""
     cfg, world, device = session.cfg, session.world, session.device
     batch = local_batch(cfg.train.batch_size, world, "train.batch_size")
     sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=cfg.seed,
@@ -99,23 +109,23 @@ def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set
                 progress=cfg.progress and world.main, state=training_state(state_dir, spec.name),
                 save=state_writer(session.work_dir, spec.name), validate=validate)
     same_as_rank0(model)
-    record = {"iters": log.iters, "seconds": log.seconds, "final_loss": log.final_loss, "losses": list(log.losses),
-              "data_wait_share": log.data_seconds / log.seconds, "batch_size": cfg.train.batch_size,
-              "world_size": world.size, "precision": cfg.train.precision, "channels_last": cfg.train.channels_last}
+    record = Training(iters=log.iters, seconds=log.seconds, final_loss=log.final_loss, losses=list(log.losses),
+                      data_wait_share=log.data_seconds / log.seconds, batch_size=cfg.train.batch_size,
+                      world_size=world.size, precision=cfg.train.precision, channels_last=cfg.train.channels_last,
+                      resumed_at=log.resumed_at or None)
     if cfg.train.eval_every:
-        record |= {"val_curve": log.val_curve, "val_images": val_images, "keep": cfg.train.keep,
-                   "best_iter": log.best_iter}
-    if log.resumed_at:
-        record["resumed_at"] = log.resumed_at
+        record.val_curve, record.val_images = plain(log.val_curve), val_images
+        record.keep, record.best_iter = cfg.train.keep, log.best_iter
     session.tracker.log(run_id, series=model_series(record))
+    checkpoint = None
     if cfg.train.save_checkpoint and session.work_dir is not None:
         folder = inside(session.work_dir / "checkpoints", spec.name)
         save_checkpoint(model, folder, {"model": spec.name, "arch": spec.arch, "backbone": spec.backbone,
                                         "num_classes": info.num_classes, "classes": list(info.classes),
                                         "suite": cfg.name, "config": to_dict(cfg)})
-        record["checkpoint"] = {"path": str(folder.relative_to(session.work_dir)),
-                                "sha256": sha256_file(folder / WEIGHTS_FILE)}
-    return model, record
+        checkpoint = Checkpoint(path=str(folder.relative_to(session.work_dir)),
+                                sha256=sha256_file(folder / WEIGHTS_FILE))
+    return model, record, checkpoint
 
 
 def _validator(spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
@@ -133,10 +143,11 @@ def _validator(spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
     return validate, len(part)
 
 
-def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
-              session: Session) -> dict:
-    """Evaluate ``model`` on the split, each rank on its contiguous shard; the record's metrics, per-class table,
-    confusion matrix, per-image statistics (in data set order) and timing, exact for any number of ranks."""
+def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_set: Dataset, session: Session,
+              record: ModelRecord) -> list[str]:
+    """Evaluate ``model`` on the split, each rank on its contiguous shard, into ``record``: metrics, per-class
+    table, confusion matrix, per-image statistics (in data set order), timing and robustness, exact for any number
+    of ranks. Return the overlay images written."""
     cfg, world, device = session.cfg, session.world, session.device
     indices = shard(len(val_set), world)
     passport = Passport.build(cfg.eval, cfg.data, info, val_set, device)
@@ -154,49 +165,33 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
         raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
                            f"{len(val_set)}")
     seconds = max(gather(result.seconds))
-    rates = gather(result.images_per_second)
     scores = result.confusion.compute()
-    table = per_class_table(info, scores)
     matrix = result.confusion.matrix.cpu().numpy()
     extra_metrics, passport_part = passport_record(result, scores, val_set, intersections, unions, writer, out_dir)
-    record = {
-        "metrics": scores.summary() | extra_metrics,
-        "passport": passport_part,
-        **({"invalid_reason": result.invalid_reason} if result.invalid_reason else {}),
-        "overlays": writer.overlay_paths if writer else [],
-        "per_class": table.to_dict(orient="records"),
-        "evaluation": describe_mode(cfg.eval) | {
-            "crf": cfg.eval.crf.enabled,
-            "precision": cfg.eval.precision,
-            "channels_last": cfg.eval.channels_last,
-            "split": cfg.data.val_split,
-            "images": images,
-            "seconds": seconds,
-            "images_per_second": images / seconds if seconds > 0 else float("nan"),
-            "forward_images_per_second": result.forward_images_per_second,
-            "forward_share": result.forward_share,
-            "data_wait_share": result.data_share,
-            "world_size": world.size,
-            "images_per_second_per_rank": rates,
-        },
-        "confusion_matrix": matrix.tolist(),
-        "per_image": {"intersection": intersections.tolist(), "union": unions.tolist()},
-        "classes_without_pixels": [info.classes[i] for i in range(info.num_classes) if table["support"][i] == 0],
-    }
-    if info.categories:
-        record["categories"] = {"IoU": seg_metrics.category_iou(matrix, info.categories)}
-    robustness = {"adverse": adverse} if (adverse := adverse_conditions(val_set, intersections, unions)) else {}
+    record.set_scores(info.classes, scores, matrix, intersections, unions, info.categories)
+    record.metrics |= plain(extra_metrics, nan_as_null=False)
+    record.passport = plain(passport_part, nan_as_null=False)
+    record.invalid_reason = result.invalid_reason or None
+    record.evaluation = Evaluation(
+        **describe_mode(cfg.eval), crf=cfg.eval.crf.enabled, precision=cfg.eval.precision,
+        channels_last=cfg.eval.channels_last, split=cfg.data.val_split, images=images, seconds=seconds,
+        images_per_second=images / seconds if seconds > 0 else float("nan"),
+        forward_images_per_second=result.forward_images_per_second, forward_share=result.forward_share,
+        data_wait_share=result.data_share, world_size=world.size, images_per_second_per_rank=gather(
+            result.images_per_second))
+    adverse = adverse_conditions(val_set, intersections, unions)
     if cfg.eval.corruptions:
-        robustness |= evaluate_corruptions(model, val_set, info, cfg, world, device, record, f"eval {spec.name}",
-                                           cfg.progress and world.main)
-        record["metrics"] |= {"mPC": robustness["mPC"], "rPC": robustness["rPC"]}
-    if robustness:
-        record["robustness"] = robustness
-    return record
+        record.robustness = evaluate_corruptions(model, val_set, info, cfg, world, device, record,
+                                                 f"eval {spec.name}", cfg.progress and world.main)
+        record.robustness.adverse = adverse
+        record.metrics |= {"mPC": record.robustness.mPC, "rPC": record.robustness.rPC}
+    elif adverse:
+        record.robustness = Robustness(adverse=adverse)
+    return writer.overlay_paths if writer else []
 
 
 def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val_set: Dataset,
-              session: Session) -> dict:
+              session: Session) -> ModelRecord:
     """Train (if the suite says so), evaluate and time one model; return its results.json record."""
     cfg, tracker = session.cfg, session.tracker
     seed_everything(cfg.seed)
@@ -205,42 +200,36 @@ def run_model(spec: ModelSpec, info: DatasetInfo, train_set: Dataset | None, val
     run_id = tracker.start(spec.name, parent=session.parent, run_id=previous,
                            params=None if previous else {"model": spec.name, "source": spec.source,
                                                          "arch": spec.arch, "backbone": spec.backbone}
-                           | weights_params(record["weights"]))
+                           | weights_params(record.weights))
     if session.work_dir is not None:
         note_model_run(session.work_dir, spec.name, run_id)
     try:
         if train_set is not None:
-            model, record["train"] = _train(model, spec, info, train_set, session, run_id, val_set)
-            record["checkpoint"] = record["train"].pop("checkpoint", None)
-        evaluation = _evaluate(model, spec, info, val_set, session)
-        absent = evaluation.pop("classes_without_pixels")
-        for overlay in evaluation.pop("overlays"):
+            model, record.train, record.checkpoint = _train(model, spec, info, train_set, session, run_id, val_set)
+        for overlay in _evaluate(model, spec, info, val_set, session, record):
             tracker.artifact(run_id, overlay)
-        record |= evaluation
-        record["data"] = {"skipped": getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
-                          "problems": [str(p) for p in (getattr(train_set, "problems", []) +
-                                                        getattr(val_set, "problems", []))[:20]],
-                          "classes_without_pixels": absent}
+        record.data = DataIssues(
+            skipped=getattr(val_set, "skipped", 0) + getattr(train_set, "skipped", 0),
+            problems=[str(p) for p in (getattr(train_set, "problems", []) + getattr(val_set, "problems", []))[:20]],
+            classes_without_pixels=[row.name for row in record.per_class if row.support == 0])
         if cfg.eval.backends != ["eager"]:
-            record["evaluation"]["backends"] = evaluate_backends(spec.name, model, record, cfg, info, val_set,
-                                                                 session.device)
+            record.evaluation.backends = evaluate_backends(spec.name, model, record, cfg, info, val_set,
+                                                           session.device)
         if cfg.bench.enabled:
-            speed, record["speed_skipped"] = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]),
-                                                           session.device, spec.name)
-            record["speed"] = with_ranks(speed, session.world)
+            speed, record.speed_skipped = speed_records(model, cfg, tuple(val_set[0][0].shape[-2:]),
+                                                        session.device, spec.name)
+            record.speed = with_ranks(speed, session.world)
         if session.work_dir is not None:
             csv_path = session.work_dir / per_class_csv(spec.name)
-            pd.DataFrame(record["per_class"]).to_csv(csv_path, index=False)
+            per_class_frame(record.per_class).to_csv(csv_path, index=False)
             tracker.artifact(run_id, csv_path)
-        tracker.log(run_id, metrics=model_metrics(record), params={"params": record["params"]})
-        record["mlflow_run_id"] = run_id
+        tracker.log(run_id, metrics=model_metrics(record), params={"params": record.params})
+        record.mlflow_run_id = run_id
         tracker.end(run_id, "FINISHED")
         return record
     except Exception:
         tracker.end(run_id, "FAILED")
         raise
-
-
 
 
 def _warn_absent(dataset: Dataset) -> None:
@@ -288,22 +277,19 @@ def run_suite(cfg: SuiteConfig, folder: bool = True) -> tuple[Results | None, Pa
                 if session.work_dir is not None:
                     keep_record(session.work_dir, record)
             records.append(record)
-        results = session.header() | {
-            "dataset": {"name": info.name, "classes": list(info.classes), "split": cfg.data.val_split},
-            "convention": seg_metrics.convention(info.num_classes, info.ignore_index,
-                                                 f"{info.name}-{info.num_classes}"),
-            "models": records,
-            "metric_definitions": seg_metrics.definitions({k for r in records for k in r["metrics"]}),
-        }
+        results = session.results(
+            dataset=DatasetRecord(name=info.name, classes=list(info.classes), split=cfg.data.val_split),
+            convention=seg_metrics.convention(info.num_classes, info.ignore_index, f"{info.name}-{info.num_classes}"),
+            models=records,
+            metric_definitions=seg_metrics.definitions({k for r in records for k in r.metrics}))
         path = session.finish("results.json", results)
     if not world.main:
         return None, None
-    typed = to_results(results)
-    print_leaderboard(leaderboard(typed, cfg.eval.metrics),
-                      f"{cfg.name} ({session.env['device_name']}, suite hash {session.suite_hash})")
+    print_leaderboard(leaderboard(results, cfg.eval.metrics),
+                      f"{cfg.name} ({session.env.device_name}, suite hash {session.suite_hash})")
     print_robustness(records, f"{cfg.name} under corruption (percent)")
     session.tracker.check_logged(path)
-    return typed, path
+    return results, path
 
 
 def bench(cfg: SuiteConfig) -> Path | None:
@@ -324,21 +310,20 @@ def bench(cfg: SuiteConfig) -> Path | None:
             speed = with_ranks(speed, world)
             session.tracker.log(run_id, metrics=speed_metrics(speed))
             session.tracker.end(run_id, "FINISHED")
-            records.append({"name": spec.name, "arch": spec.arch, "backbone": spec.backbone,
-                            "params": speed[0]["params"] if speed else None, "speed": speed,
-                            "speed_skipped": skipped, "mlflow_run_id": run_id})
-        path = session.finish("bench.json", session.header() | {"models": records})
+            records.append(ModelRecord(name=spec.name, arch=spec.arch, backbone=spec.backbone,
+                                       params=speed[0].params if speed else None, speed=speed,
+                                       speed_skipped=skipped, mlflow_run_id=run_id))
+        path = session.finish("bench.json", session.results(models=records))
     if world.main:
-        print_speed_table(records, f"{cfg.name} speed ({session.env['device_name']}, "
-                                   f"{session.env['threads']} threads)")
+        print_speed_table(records, f"{cfg.name} speed ({session.env.device_name}, {session.env.threads} threads)")
     session.tracker.check_logged(path)
     return path
 
 
-def with_ranks(speed: list[dict], world: World) -> list[dict]:
+def with_ranks(speed: list[Speed], world: World) -> list[Speed]:
     """Speed records with every rank's images/s and their sum (the job's data-parallel throughput) when a
     torchrun job timed the model on each of its devices; unchanged for one process."""
-    if not world.distributed:
-        return speed
-    return [record | {"world_size": world.size, "images_per_second_per_rank": (rates := gather(
-        record["images_per_second"])), "aggregate_images_per_second": sum(rates)} for record in speed]
+    for record in speed if world.distributed else []:
+        record.images_per_second_per_rank = rates = gather(record.images_per_second)
+        record.world_size, record.aggregate_images_per_second = world.size, sum(rates)
+    return speed

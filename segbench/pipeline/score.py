@@ -20,18 +20,19 @@ import torch
 from tqdm.auto import tqdm
 
 from segbench.config.schema import SuiteConfig
+from segbench.config.typed import plain
 from segbench.data.base import LabelMap
 from segbench.data.checks import describe_error, read_mask
 from segbench.data.pairs import SegmentationFiles
 from segbench.data.registry import build_dataset, dataset_info
 from segbench.errors import UserError
 from segbench.metrics import confusion as seg_metrics
-from segbench.metrics.confusion import SegMetrics, category_iou, compute_metrics, nanmean
+from segbench.metrics.confusion import SegMetrics, compute_metrics, nanmean
 from segbench.metrics.scored import ScoredPassport
 from segbench.pipeline.logged import model_metrics, per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard
-from segbench.results.per_class import per_class_table
+from segbench.results.schema import Dataset, Evaluation, ModelRecord, per_class_frame
 
 LABEL_SPACES = ("auto", "train", "dataset")
 RAW_VALUES = 256  # prediction PNGs are 8-bit
@@ -221,39 +222,32 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
     seconds = time.perf_counter() - start
 
     name = pred_dir.resolve().name
-    table = per_class_table(info, scores)
-    record: dict = {"name": name, "arch": None, "backbone": None, "params": None, "source": "predictions",
-                    "metrics": scores.summary() | extra_metrics, "per_class": table.to_dict(orient="records"),
-                    "passport": passport}
-    if info.categories:
-        categories = category_iou(matrix, info.categories)
-        record["categories"] = {"IoU": categories, "mIoU": nanmean(np.array(list(categories.values())))}
-    record["evaluation"] = {
-        "mode": "predictions", "split": dataset.split, "images": len(predictions), "seconds": seconds,
-        "pred_dir": str(pred_dir.resolve()), "label_space": space, "label_space_detected": label_space == "auto",
-        "void_pixels": int(matrix[:, -1].sum()), "skipped": dataset.skipped,
-    }
-    record["confusion_matrix"] = matrix.tolist()  # K x (K+1): the last column counts void predictions (misses)
-    record["per_image"] = {"intersection": per_image[space][0].tolist(), "union": per_image[space][1].tolist()}
+    record = ModelRecord(name=name, source="predictions")
+    record.set_scores(info.classes, scores, matrix, *per_image[space], info.categories)
+    record.metrics |= plain(extra_metrics, nan_as_null=False)
+    record.passport = plain(passport, nan_as_null=False)
+    record.evaluation = Evaluation(
+        mode="predictions", split=dataset.split, images=len(predictions), seconds=seconds,
+        pred_dir=str(pred_dir.resolve()), label_space=space, label_space_detected=label_space == "auto",
+        void_pixels=int(matrix[:, -1].sum()), skipped=dataset.skipped)
 
     with Session(cfg, "score", torch.device("cpu")) as session:
         tracker = session.tracker
         child = tracker.start(name, parent=session.parent, params={"label_space": space, "images": len(predictions),
-                                                                   "pred_dir": record["evaluation"]["pred_dir"]})
+                                                                   "pred_dir": record.evaluation.pred_dir})
         tracker.log(child, metrics=model_metrics(record))
         csv_path = session.work_dir / per_class_csv(name)
-        table.to_csv(csv_path, index=False)
+        per_class_frame(record.per_class).to_csv(csv_path, index=False)
         tracker.artifact(child, csv_path)
-        record["mlflow_run_id"] = child
+        record.mlflow_run_id = child
         tracker.end(child, "FINISHED")
-        results = session.header() | {
-            "dataset": {"name": info.name, "classes": list(info.classes), "split": dataset.split},
-            "convention": {**seg_metrics.convention(info.num_classes, info.ignore_index,
-                                                    f"{info.name}-{info.num_classes}"),
-                           "void_prediction": "false_negative"},
-            "models": [record],
-            "metric_definitions": seg_metrics.definitions(record["metrics"]),
-        }
+        results = session.results(
+            dataset=Dataset(name=info.name, classes=list(info.classes), split=dataset.split),
+            convention={**seg_metrics.convention(info.num_classes, info.ignore_index,
+                                                 f"{info.name}-{info.num_classes}"),
+                        "void_prediction": "false_negative"},
+            models=[record],
+            metric_definitions=seg_metrics.definitions(record.metrics))
         path = session.finish("results.json", results)
     print_leaderboard(leaderboard(results, cfg.eval.metrics), f"{cfg.name}: predictions in {pred_dir}")
     session.tracker.check_logged(path)

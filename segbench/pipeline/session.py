@@ -30,8 +30,17 @@ from segbench.core.names import safe_name
 from segbench.errors import UserError
 from segbench.pipeline.logged import parent_params, parent_tags
 from segbench.pipeline.resume import clear_progress, read_run_file, write_run_file
-from segbench.pipeline.sweep import Shard
-from segbench.results.schema import SCHEMA_VERSION, check_headlines, to_results, write_results
+from segbench.pipeline.sweep import Shard as Sweep
+from segbench.results.schema import (
+    SCHEMA_VERSION,
+    Environment,
+    Mlflow,
+    Results,
+    Shard,
+    Suite,
+    check_headlines,
+    write_results,
+)
 from segbench.results.tracking import Tracker, check_store, tracking_uri
 
 PARTIAL = ".partial"
@@ -111,13 +120,14 @@ class Session:
     """One invocation's side effects, opened after its checks; use as a context manager."""
 
     def __init__(self, cfg: SuiteConfig, kind: str, device: torch.device | None = None,
-                 world: World = World(), shard: Shard | None = None, folder: bool = True,
+                 world: World = World(), shard: Sweep | None = None, folder: bool = True,
                  resume: Path | None = None) -> None:
         """``folder=False`` (the Python API without ``output_dir``): no output folder; results.json is only logged
         to MLflow, and only when tracking is on. ``resume``: an interrupted run's ``.partial`` folder, continued."""
         self.cfg, self.kind, self.world, self.shard, self.resumed = cfg, kind, world, shard, resume
         self.device = device or resolve_device(cfg.device)
-        self.env = fingerprint(self.device) | {"world_size": world.size}
+        self.env = Environment(**fingerprint(self.device), world_size=world.size)
+        self.shard_record = Shard(**asdict(shard)) if shard else None
         self.suite_hash = config_hash(cfg)
         if not world.main:  # under torchrun only rank 0 writes: the other ranks have no folder and no runs
             self.final_dir = self.work_dir = None
@@ -153,28 +163,29 @@ class Session:
     def _open_parent(self, run_id: str | None = None) -> None:
         cfg = self.cfg
         self.tracker.connect()
-        tags = parent_tags(self.kind, cfg.name, self.suite_hash, self.env, asdict(self.shard) if self.shard else None)
+        tags = parent_tags(self.kind, cfg.name, self.suite_hash, self.env, self.shard_record)
         self.parent = self.tracker.start(f"{cfg.name}-{self.run_name}", params=None if run_id else
                                          parent_params(to_dict(cfg)), tags=tags, run_id=run_id)
 
-    def header(self) -> dict[str, Any]:
-        """The part of results.json every command shares: schema, suite, environment, MLflow ids."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kind": self.kind if self.kind in ("bench", "score") else "run",
-            "suite": {"name": self.cfg.name, "config_hash": self.suite_hash, "config": to_dict(self.cfg),
-                      "shard": asdict(self.shard) if self.shard else None},
-            "environment": self.env,
-            "mlflow": {"tracking_uri": self.tracker.uri, "experiment_id": self.tracker.experiment_id,
-                       "parent_run_id": self.parent},
-        }
+    def results(self, **parts: Any) -> Results:
+        """This invocation's typed results: what every command shares (schema, suite, environment, MLflow ids) and
+        ``parts`` (models, dataset, convention, metric_definitions)."""
+        return Results(
+            schema_version=SCHEMA_VERSION,
+            kind=self.kind if self.kind in ("bench", "score") else "run",
+            suite=Suite(name=self.cfg.name, config_hash=self.suite_hash, config=to_dict(self.cfg),
+                        shard=self.shard_record),
+            environment=self.env,
+            mlflow=Mlflow(tracking_uri=self.tracker.uri, experiment_id=self.tracker.experiment_id,
+                          parent_run_id=self.parent),
+            **parts)
 
-    def finish(self, filename: str, results: dict) -> Path | None:
+    def finish(self, filename: str, results: Results) -> Path | None:
         """Write ``results`` atomically, log it, and give the output folder its final name (rank 0 only)."""
         if not self.world.main:
             return None
         if self.work_dir is None:  # no folder (the Python API): logged to MLflow only, when tracking is on
-            check_headlines(to_results(results))  # what the writer refuses is refused in memory too
+            check_headlines(results)  # what the writer refuses is refused in memory too
             if self.tracker.uri is not None:
                 with tempfile.TemporaryDirectory(prefix="segbench-") as folder:
                     self.tracker.artifact(self.parent, write_results(Path(folder) / filename, results))

@@ -7,14 +7,13 @@ import math
 import pandas as pd
 
 from segbench.metrics.confusion import METRICS
-from segbench.results.schema import ModelRecord, Results, to_model, to_results
+from segbench.results.schema import ModelRecord, Results
 from segbench.results.speed import Speed
 
 
-def leaderboard(results: Results | dict, columns: list[str] | None = None) -> pd.DataFrame:
+def leaderboard(results: Results, columns: list[str] | None = None) -> pd.DataFrame:
     """Models of a run as rows (quality as fractions), best mIoU first; with eval.backends, each other backend's
     parity with eager."""
-    results = to_results(results)
     frame = results.leaderboard(columns)
     cells = {record.name: parity(record) for record in results.models}
     extra = pd.DataFrame([cells[name] for name in frame["model"]], index=frame.index)
@@ -68,10 +67,10 @@ def print_leaderboard(frame: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
-def speed_table(records: list[ModelRecord | dict]) -> pd.DataFrame:
+def speed_table(records: list[ModelRecord]) -> pd.DataFrame:
     """One row per model and batch size from the models' speed records."""
     rows = []
-    for record in map(to_model, records):
+    for record in records:
         eager = {s.requested_batch_size: s.images_per_second for s in record.speed if (s.backend or "eager") == "eager"}
         for speed in record.speed:
             rows.append({
@@ -94,6 +93,6 @@ def speed_table(records: list[ModelRecord | dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def print_speed_table(records: list[ModelRecord | dict], title: str) -> None:
+def print_speed_table(records: list[ModelRecord], title: str) -> None:
     """Print ``speed_table(records)``."""
     print_leaderboard(speed_table(records), title)

@@ -11,7 +11,9 @@ import math
 import pandas as pd
 from markupsafe import Markup
 
+from segbench.config.typed import plain
 from segbench.report.plots import STYLE, _figure, _svg
+from segbench.results.schema import ModelRecord
 
 SCALE = 100.0  # fractions shown in percent
 
@@ -139,10 +141,10 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def print_robustness(models: list[dict], title: str) -> None:
+def print_robustness(models: list[ModelRecord], title: str) -> None:
     """The console table at the end of ``segbench run`` with eval.corruptions (nothing otherwise)."""
-    frame = pd.DataFrame({"model": [m["name"] for m in models], "mIoU": [m["metrics"].get("mIoU") for m in models],
-                          "robustness": [m.get("robustness") for m in models]})
+    frame = pd.DataFrame({"model": [m.name for m in models], "mIoU": [m.metrics.get("mIoU") for m in models],
+                          "robustness": [plain(m.robustness) if m.robustness else None for m in models]})
     summary = summary_table(frame)
     if summary is None:
         return

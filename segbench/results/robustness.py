@@ -43,18 +43,16 @@ class Robustness(Record):
     adverse: dict[str, GroupScores] | None = None  # per adverse condition (ACDC: fog, night, rain, snow)
 
 
-def robustness_metrics(robustness: dict | None) -> dict[str, float]:
+def robustness_metrics(robustness: Robustness | None) -> dict[str, float]:
     """MLflow metrics of a robustness record: mIoU per corruption (mean over severities), per corruption and
     severity, per severity, and per adverse condition."""
-    if not robustness:
+    if robustness is None:
         return {}
-    out = {f"mIoU.corruption.{name}": values.get("mIoU")
-           for name, values in robustness.get("per_corruption", {}).items()}
-    out |= {f"mIoU.corruption.{row['corruption']}.s{row['severity']}": row["metrics"].get("mIoU")
-            for row in robustness.get("conditions", [])}
-    out |= {f"mIoU.severity.{s}": v for s, v in robustness.get("per_severity", {}).items()}
-    out |= {f"mIoU.condition.{name}": values["mIoU"] for name, values in (robustness.get("adverse") or {}).items()}
-    cost = robustness.get("cost")
-    if cost:
-        out["corruption_share"] = cost["corruption_share"]
+    out = {f"mIoU.corruption.{name}": values.get("mIoU") for name, values in robustness.per_corruption.items()}
+    out |= {f"mIoU.corruption.{row.corruption}.s{row.severity}": row.metrics.get("mIoU")
+            for row in robustness.conditions}
+    out |= {f"mIoU.severity.{s}": v for s, v in robustness.per_severity.items()}
+    out |= {f"mIoU.condition.{name}": values.mIoU for name, values in (robustness.adverse or {}).items()}
+    if robustness.cost is not None:
+        out["corruption_share"] = robustness.cost.corruption_share
     return {k: v for k, v in out.items() if v is not None}

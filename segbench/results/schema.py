@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field, ValidationError
@@ -25,6 +26,11 @@ from segbench.results.leaderboard import Tables
 from segbench.results.passport import MetricDefinition, PassportDetails
 from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from segbench.metrics.confusion import SegMetrics
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -204,6 +210,21 @@ class ModelRecord(Record):
     # metrics are valid. The writer refuses a NaN headline metric without it.
     invalid_reason: str | None = None
 
+    def set_scores(self, classes: Sequence[str], scores: SegMetrics, matrix: np.ndarray, intersection: np.ndarray,
+                   union: np.ndarray, categories: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> None:
+        """The scores of one evaluated split, the same for ``run`` and ``score``: summary metrics, per-class
+        scores, the confusion matrix (ground truth in K rows; ``score`` adds a void column), per-image
+        intersections and unions, and category IoU and their mean where the data set groups its classes."""
+        from segbench.metrics.confusion import category_iou, nanmean
+
+        self.metrics = plain(scores.summary(), nan_as_null=False)
+        self.per_class = class_scores(classes, scores)
+        self.confusion_matrix = matrix.tolist()
+        self.per_image = PerImage(intersection=intersection.tolist(), union=union.tolist())
+        if categories:
+            iou = category_iou(matrix, categories)
+            self.categories = {"IoU": iou, "mIoU": float(nanmean(np.array(list(iou.values()))))}
+
     @property
     def first_speed(self) -> Speed | None:
         """The speed record of the first batch size, None when speed was not measured."""
@@ -224,6 +245,23 @@ class Results(Record, Tables):
     def to_dict(self) -> dict:
         """Plain JSON data, version 2: every field, NaN as null, unknown keys last."""
         return plain(self)
+
+
+def class_scores(classes: Sequence[str], scores: SegMetrics) -> list[ClassScores]:
+    """One record per class: IoU, Dice, accuracy (NaN for a class absent from ground truth and prediction) and
+    ground-truth pixels."""
+    return [ClassScores(name=name, IoU=float(iou), Dice=float(dice), Acc=float(acc), support=int(support))
+            for name, iou, dice, acc, support in zip(classes, scores.iou, scores.dice, scores.acc, scores.support)]
+
+
+def per_class_frame(rows: list[ClassScores]) -> pd.DataFrame:
+    """A model's per-class records as the table of its ``per_class_MODEL.csv``: class, IoU, Dice, Acc, support."""
+    import pandas as pd
+
+    return pd.DataFrame([{"class": row.name, "IoU": row.IoU, "Dice": row.Dice, "Acc": row.Acc,
+                          "support": row.support} for row in rows],
+                        columns=["class", "IoU", "Dice", "Acc", "support"]).astype({"IoU": float, "Dice": float,
+                                                                                     "Acc": float})
 
 
 # ---------------------------------------------------------------- reading and writing
@@ -286,31 +324,22 @@ def read_results(path: Path | str) -> Results:
     return parse_results(data, str(path))
 
 
-def to_results(data: Results | dict) -> Results:
-    """``data`` as Results: a dict as runner and score build it (version 1 or 2, ``kind`` inferred if absent)."""
-    if isinstance(data, Results):
-        return data
-    data = {"schema_version": SCHEMA_VERSION, **data}
-    if "kind" not in data:
-        data["kind"] = infer_kind(data)
-    return parse_results(data, "results to write")
-
-
-def to_model(data: ModelRecord | dict) -> ModelRecord:
-    """``data`` as a ModelRecord: a dict as runner builds one."""
-    if isinstance(data, ModelRecord):
-        return data
-    return _typed(ModelRecord, data, "model record")
-
-
-def write_results(path: Path | str, data: Results | dict, compact: bool = False) -> Path:
-    """Validate ``data`` and write it as version-2 JSON, atomically; ``compact`` puts innermost arrays on one line.
-    A finished model whose headline metric is NaN without an ``invalid_reason`` is refused."""
-    results = to_results(data)
+def write_results(path: Path | str, results: Results, compact: bool = False) -> Path:
+    """Write ``results`` as version-2 JSON, atomically; ``compact`` puts innermost arrays on one line. A finished
+    model whose headline metric is NaN without an ``invalid_reason`` is refused."""
     check_headlines(results)
     plain_data = results.to_dict()
     return atomic_write(path, (_compact(plain_data) if compact else json.dumps(plain_data, indent=2, allow_nan=False))
                         + "\n")
+
+
+def read_model(path: Path | str) -> ModelRecord:
+    """One model's record as a JSON file of its own (a resumed run's finished models); a UserError if it is not."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    return _typed(ModelRecord, data, str(path))
 
 
 def check_headlines(results: Results, source: str = "results to write") -> None:
