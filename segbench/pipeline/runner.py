@@ -52,8 +52,8 @@ from segbench.pipeline.session import DEFAULT_ROOT, Session
 from segbench.pipeline.sweep import parse_shard
 from segbench.report.console import leaderboard, print_leaderboard, print_speed_table
 from segbench.report.robustness import print_robustness
-from segbench.results.per_class import per_class_table
 from segbench.results.schema import Results, to_results
+from segbench.results.tables import per_class_table
 from segbench.train.loop import train
 from segbench.train.losses import build_loss
 

@@ -31,7 +31,7 @@ from segbench.metrics.scored import ScoredPassport
 from segbench.pipeline.logged import model_metrics, per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard
-from segbench.results.per_class import per_class_table
+from segbench.results.tables import per_class_table
 
 LABEL_SPACES = ("auto", "train", "dataset")
 RAW_VALUES = 256  # prediction PNGs are 8-bit

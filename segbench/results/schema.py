@@ -21,10 +21,10 @@ from pydantic import Field, ValidationError
 from segbench.config.typed import ABSENT, Record, describe, error_line, errors, plain
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
-from segbench.results.leaderboard import Tables
 from segbench.results.passport import MetricDefinition, PassportDetails
 from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
+from segbench.results.tables import Tables
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)

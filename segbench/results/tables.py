@@ -1,7 +1,8 @@
 """A run's typed results as pandas tables (``Results.leaderboard()``, ``.per_class()``, ``.speed()``,
 ``.robustness()``) and its confusion matrices as arrays (``.confusion(model)``): the console's leaderboard, and what
 results.json holds per model, in the units it holds them (quality as fractions). ``Tables`` is a base of
-``segbench.results.schema.Results``; pandas is imported when a table is asked for."""
+``segbench.results.schema.Results``; ``per_class_table`` is one model's per-class table as the runner and ``segbench
+score`` compute it (for results.json and the per-class CSV). pandas is imported when a table is asked for."""
 
 from __future__ import annotations
 
@@ -13,6 +14,22 @@ from segbench.errors import UserError, unknown
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from segbench.data.registry import DatasetInfo
+    from segbench.metrics.confusion import SegMetrics
+
+
+def per_class_table(info: DatasetInfo, metrics: SegMetrics) -> pd.DataFrame:
+    """One row per class: IoU, Dice, accuracy (NaN for absent classes) and ground-truth pixels."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "class": list(info.classes),
+        "IoU": metrics.iou,
+        "Dice": metrics.dice,
+        "Acc": metrics.acc,
+        "support": metrics.support,
+    })
 
 
 class Tables:
