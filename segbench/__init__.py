@@ -2,8 +2,14 @@
 
 The Python API (``segbench.run``, ``segbench.bench``, ``segbench.evaluate``, ``segbench.read_results``,
 ``segbench.gate``, ``segbench.report``, ``segbench.Results``, ``segbench.register_model``,
-``segbench.register_dataset``, ``segbench.register_metric``, ``segbench.UserError``) is imported on first use, so
-``import segbench`` stays cheap.
+``segbench.register_dataset``, ``segbench.register_metric``, ``segbench.UserError``) is imported on first use (by
+name, from ``segbench.api``), so ``import segbench`` stays cheap.
+
+Owns: ``errors`` (``UserError``, the one-line refusal, and the closest names: a place of its own at the top of the
+flow), ``__main__`` (``python -m segbench``), and one package per concept, in the order of the flow: ``core``,
+``config``, ``data``, ``metrics``, ``results``, ``models``, ``train``, ``deploy``, ``evaluation``, ``report``,
+``gate``, ``pipeline``, ``zoo``, ``api`` and ``cli``.
+Imports: segbench.cli
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from segbench.errors import UserError
-from segbench.gate.baseline import update_baseline
-from segbench.gate.compare import GatePolicy, gate, parse_max_drops, same_images
+from segbench.gate.compare import GatePolicy, gate, parse_max_drops, same_images, update_baseline
 from segbench.gate.render import text, write_summary
 from segbench.results.schema import parse_results, write_results
 

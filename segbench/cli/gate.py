@@ -80,6 +80,6 @@ def baseline_update(
     tracking_uri: str | None = typer.Option(None, help="MLflow store for run ids and 'latest'"),
 ) -> None:
     """Make a run's results the new baseline (compact JSON, to commit)."""
-    from segbench.gate.baseline import update_baseline
+    from segbench.gate.compare import update_baseline
 
     typer.echo(f"baseline: {update_baseline(run, baseline, tracking_uri)}")

@@ -8,7 +8,8 @@ timed repeats, is segbench.gate.speed's.
 Exit codes: 0 pass, 1 regression (including a baseline model missing from the run: the change under test
 dropped coverage the baseline promises; restore the model or update the baseline; and a NaN or infinite figure
 in the run), 2 usage error or unreadable data (a UserError; a non-finite figure in the baseline is one). This
-module holds the verdicts; gate.render prints and writes them and gate.baseline makes a run the new baseline.
+module holds the verdicts and makes a run the new baseline (``update_baseline``); gate.render prints and writes
+the verdicts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from segbench.metrics.registry import MetricEntry
 from segbench.metrics.statistics import STATISTICS, bootstrap_difference
 from segbench.report.protocol import differing_settings
 from segbench.results.find import load_results
-from segbench.results.schema import ModelRecord, Results, plain
+from segbench.results.schema import ModelRecord, Results, plain, read_results, write_results
 
 __all__ = ["MAX_DROP_POINTS", "MAX_SPEED_DROP_PERCENT", "GatePolicy", "GateResult", "gate", "parse_max_drops"]
 FAILING = ("fail", "missing")
@@ -261,3 +262,19 @@ def gate(run: Path | str, baseline: Path | str, policy: GatePolicy | None = None
     rows += [{"model": name, "check": "present", "status": "new", "note": "not in the baseline"}
              for name in mine if name not in known]
     return GateResult(pd.DataFrame(rows, columns=COLUMNS), run_label, base_label, policy, comparison, paired, notes)
+
+
+def update_baseline(run: Path | str, baseline: Path | str, tracking_uri: str | None = None) -> Path:
+    """Write ``run``'s results (path, MLflow run id or ``latest``: the newest finished run of the existing
+    baseline's suite, or of any suite when the baseline does not exist yet) to ``baseline``: the same content, as
+    schema version 2 in a compact layout (innermost arrays on one line) that diffs well in review. A baseline that
+    cannot be written (read-only folder, a folder in its place) is a UserError; the old file stays as it was."""
+    baseline = Path(baseline)
+    if baseline.is_dir():
+        raise UserError(f"baseline '{baseline}' is a folder; expected a .json file to write, e.g. {baseline}/NAME.json")
+    suite = read_results(baseline).suite.name if str(run) == "latest" and baseline.is_file() else None
+    results, _ = load_results(run, tracking_uri, suite=suite)
+    try:
+        return write_results(baseline, results, compact=True)
+    except OSError as exc:
+        raise UserError(f"cannot write the baseline '{baseline}': {exc.strerror or exc}") from None

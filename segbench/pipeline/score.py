@@ -28,7 +28,7 @@ from segbench.data.registry import build_dataset, dataset_info
 from segbench.errors import UserError
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.confusion import SegMetrics, compute_metrics, nanmean
-from segbench.metrics.scored import ScoredPassport
+from segbench.metrics.passport import ScoredPassport
 from segbench.pipeline.logged import model_metrics, per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard

@@ -22,10 +22,10 @@ from pydantic import Field, ValidationError
 from segbench.config.typed import ABSENT, Record, describe, error_line, errors, plain
 from segbench.core.files import atomic_write
 from segbench.errors import UserError
-from segbench.results.leaderboard import Tables
 from segbench.results.passport import MetricDefinition, PassportDetails
 from segbench.results.robustness import Robustness
 from segbench.results.speed import BackendEvaluation, SkippedBackend, Speed
+from segbench.results.tables import Tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -255,13 +255,13 @@ def class_scores(classes: Sequence[str], scores: SegMetrics) -> list[ClassScores
 
 
 def per_class_frame(rows: list[ClassScores]) -> pd.DataFrame:
-    """A model's per-class records as the table of its ``per_class_MODEL.csv``: class, IoU, Dice, Acc, support."""
+    """A model's per-class records as the table of its ``per_class_MODEL.csv``: class, IoU, Dice, Acc (NaN for a
+    class absent from ground truth and prediction), support."""
     import pandas as pd
 
-    return pd.DataFrame([{"class": row.name, "IoU": row.IoU, "Dice": row.Dice, "Acc": row.Acc,
-                          "support": row.support} for row in rows],
-                        columns=["class", "IoU", "Dice", "Acc", "support"]).astype({"IoU": float, "Dice": float,
-                                                                                     "Acc": float})
+    frame = pd.DataFrame([{"class": row.name, "IoU": row.IoU, "Dice": row.Dice, "Acc": row.Acc,
+                           "support": row.support} for row in rows], columns=["class", "IoU", "Dice", "Acc", "support"])
+    return frame.astype({"IoU": float, "Dice": float, "Acc": float})
 
 
 # ---------------------------------------------------------------- reading and writing

@@ -1,7 +1,10 @@
-"""The architecture registry: segmentation-models-pytorch's architectures and segbench's own classics (the modules
-of this package), each built on a timm backbone by name.
+"""The architecture registry: segmentation-models-pytorch's architectures and segbench's own classics (the
+modules of this package), each built on a timm backbone by name.
 
 Builders import their library only when a model is built, so listing the registry stays free of torch.
+
+Owns: ``fcn`` (FCN-32s, -16s and -8s), ``deeplab`` (DeepLab v1 and v2 on atrous backbones), ``parsenet`` (ParseNet).
+Imports: segbench.errors, segbench.core
 """
 
 from __future__ import annotations
