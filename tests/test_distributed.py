@@ -117,8 +117,8 @@ def _train_rank(rank: int, size: int, port: int, root: str, out: str) -> None:
         runner.seed_everything(cfg.seed + rank)  # different on each rank: DDP must still agree
         model, _ = runner._build(spec, cfg, info)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/initial{rank}.safetensors")
-        model, record = runner._train(model, spec, info, train_set, session, None)
-        assert record["world_size"] == size and record["batch_size"] == 4
+        model, record, _ = runner._train(model, spec, info, train_set, session, None)
+        assert record.world_size == size and record.batch_size == 4
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
 
 

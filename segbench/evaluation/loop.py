@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from segbench.config.schema import CRFConfig, EvalConfig
@@ -16,7 +19,7 @@ from segbench.core.environment import synchronize
 from segbench.data.base import IMAGENET_MEAN, IMAGENET_STD
 from segbench.errors import warn
 from segbench.evaluation.modes import SIZE_DIVISOR, predict_logits
-from segbench.metrics.confusion import ConfusionMatrix
+from segbench.metrics.confusion import ConfusionMatrix, SegMetrics
 from segbench.metrics.protocol import Batch
 from segbench.train.loop import as_format, autocast, memory_format
 
@@ -135,6 +138,32 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, ignore_index:
     if result.nonfinite_images and _main_process():
         warn(f"{desc}: {result.invalid_reason}; the model is marked invalid in results.json")
     return result
+
+
+@dataclass
+class SplitScores:
+    """What an evaluated split scores: the metrics of the whole split (the passport's with them), the confusion
+    matrix, per-image intersections and unions in data set order, and the passport's record."""
+
+    scores: SegMetrics
+    matrix: np.ndarray
+    intersection: np.ndarray  # images x classes
+    union: np.ndarray
+    metrics: dict[str, float]  # the summary and the passport's headline metrics
+    passport: dict | None  # the model record's ``passport`` (None when it was off and nothing was saved)
+
+
+def score_split(result: EvalResult, dataset: Dataset, writer: PredictionWriter | None = None,
+                out_dir: Path | None = None) -> SplitScores:
+    """The scores of an evaluation of ``dataset`` (every rank's shard, gathered): the one way ``run``, the
+    robustness views, backend parity and training's validation score a split."""
+    from segbench.metrics.passport import passport_record
+
+    intersection, union = result.confusion.per_image_stats()
+    scores = result.confusion.compute()
+    extra, record = passport_record(result, scores, dataset, intersection, union, writer, out_dir)
+    return SplitScores(scores, result.confusion.matrix.cpu().numpy(), intersection, union,
+                       scores.summary() | extra, record)
 
 
 def _total(count: torch.Tensor) -> int:

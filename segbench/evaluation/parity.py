@@ -20,7 +20,7 @@ from segbench.config.typed import plain
 from segbench.data.registry import DatasetInfo, make_loader
 from segbench.deploy.backends import BackendUnavailable, DeployedModule, deploy
 from segbench.errors import warn
-from segbench.evaluation.loop import evaluate
+from segbench.evaluation.loop import evaluate, score_split
 from segbench.evaluation.modes import SIZE_DIVISOR
 from segbench.metrics.confusion import METRICS
 from segbench.results.schema import ModelRecord
@@ -71,7 +71,7 @@ def evaluate_backends(name: str, model: nn.Module, eager: ModelRecord, cfg: Suit
         wrapped = DeployedModule(deployed, divisor)
         result = evaluate(wrapped, loader, info.num_classes, info.ignore_index, device, cfg.eval,
                           desc=f"eval {name} [{backend}]", progress=cfg.progress)
-        metrics = result.confusion.compute().summary()
+        metrics = score_split(result, val_set).metrics
         entries.append(BackendEvaluation(backend=backend, precision=deployed.precision, provider=deployed.provider,
                                          metrics=metrics, difference=_difference(metrics, eager_metrics),
                                          images=result.images, seconds=time.perf_counter() - start,

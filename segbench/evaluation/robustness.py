@@ -32,8 +32,8 @@ from segbench.data.corruptions import (
 )
 from segbench.data.registry import DATASETS
 from segbench.errors import UserError
-from segbench.evaluation.loop import evaluate
-from segbench.metrics.passport import Passport, passport_record
+from segbench.evaluation.loop import evaluate, score_split
+from segbench.metrics.passport import Passport
 from segbench.metrics.robustness import (
     Condition,
     bootstrap_robustness,
@@ -128,11 +128,9 @@ def evaluate_corruptions(model: torch.nn.Module, val_set: Dataset, info: Dataset
         result = evaluate(model, Take(batches, -(-len(part) // batch_size)), info.num_classes, info.ignore_index,
                           device, cfg.eval, desc=f"{desc} {name} s{severity} [{k}/{len(pairs)}]", progress=progress,
                           passport=passport)
-        intersection, union = result.confusion.per_image_stats()
-        scores = result.confusion.compute()
-        extra, _ = passport_record(result, scores, view, intersection, union)
-        metrics = scores.summary() | extra
-        scored.append(Condition(name, severity, metrics, intersection, union))
+        split = score_split(result, view)
+        metrics = split.metrics
+        scored.append(Condition(name, severity, metrics, split.intersection, split.union))
         wall = max(gather(result.seconds))
         seconds += wall
         rows.append({"corruption": name, "severity": severity, "metrics": metrics, "seconds": wall})

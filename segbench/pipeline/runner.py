@@ -28,13 +28,13 @@ from segbench.core.names import inside
 from segbench.data.registry import DatasetInfo, build_dataset, check_batchable, dataset_info, make_loader
 from segbench.deploy.speed import speed_records, time_isolated, time_model
 from segbench.errors import UserError, warn
-from segbench.evaluation.loop import evaluate
+from segbench.evaluation.loop import evaluate, score_split
 from segbench.evaluation.modes import describe_mode
 from segbench.evaluation.parity import evaluate_backends
 from segbench.evaluation.predictions import PredictionWriter
 from segbench.evaluation.robustness import adverse_conditions, check_corruptions, evaluate_corruptions
 from segbench.metrics import confusion as seg_metrics
-from segbench.metrics.passport import Passport, passport_record
+from segbench.metrics.passport import Passport
 from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
 from segbench.models.registry import ModelSpec, parse_spec
 from segbench.models.suite import load_suite_model
@@ -139,7 +139,7 @@ def _validator(spec: ModelSpec, info: DatasetInfo, val_set: Dataset,
     def validate(model: torch.nn.Module) -> float:
         result = evaluate(getattr(model, "module", model), loader, info.num_classes, info.ignore_index,
                           session.device, cfg.eval, desc=f"validate {spec.name}", progress=False)
-        return result.confusion.compute().summary()["mIoU"]
+        return score_split(result, part).metrics["mIoU"]
     return validate, len(part)
 
 
@@ -159,18 +159,15 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
     loader = make_loader(part, cfg.eval.batch_size, False, cfg.data.num_workers, device, cfg.seed)
     result = evaluate(model, loader, info.num_classes, info.ignore_index, device, cfg.eval, desc=f"eval {spec.name}",
                       progress=cfg.progress and world.main, passport=passport, writer=writer)  # sums the counts
-    intersections, unions = result.confusion.per_image_stats()  # every rank's rows, in data set order
-    images = len(intersections)
+    split = score_split(result, val_set, writer, out_dir)  # every rank's rows, in data set order
+    images = len(split.intersection)
     if images != len(val_set):
         raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
                            f"{len(val_set)}")
     seconds = max(gather(result.seconds))
-    scores = result.confusion.compute()
-    matrix = result.confusion.matrix.cpu().numpy()
-    extra_metrics, passport_part = passport_record(result, scores, val_set, intersections, unions, writer, out_dir)
-    record.set_scores(info.classes, scores, matrix, intersections, unions, info.categories)
-    record.metrics |= plain(extra_metrics, nan_as_null=False)
-    record.passport = plain(passport_part, nan_as_null=False)
+    record.set_scores(info.classes, split.scores, split.matrix, split.intersection, split.union, info.categories)
+    record.metrics = plain(split.metrics, nan_as_null=False)
+    record.passport = plain(split.passport, nan_as_null=False)
     record.invalid_reason = result.invalid_reason or None
     record.evaluation = Evaluation(
         **describe_mode(cfg.eval), crf=cfg.eval.crf.enabled, precision=cfg.eval.precision,
@@ -179,7 +176,7 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
         forward_images_per_second=result.forward_images_per_second, forward_share=result.forward_share,
         data_wait_share=result.data_share, world_size=world.size, images_per_second_per_rank=gather(
             result.images_per_second))
-    adverse = adverse_conditions(val_set, intersections, unions)
+    adverse = adverse_conditions(val_set, split.intersection, split.union)
     if cfg.eval.corruptions:
         record.robustness = evaluate_corruptions(model, val_set, info, cfg, world, device, record,
                                                  f"eval {spec.name}", cfg.progress and world.main)
