@@ -59,7 +59,9 @@ class Model:
     mapping: "LabelMapping | None"  # None: built here with the suite's classes
     weights: dict[str, Any]  # where the weights come from
     notes: list[str] = field(default_factory=list)  # things the user should be told (e.g. classes assumed)
-    files: dict[str, Any] | None = None  # with a suite: the weight files loaded (``model``, ``backbone``)
+    # with a suite, results.json's ``weights``: ``model`` (checkpoint file, sha256), ``backbone`` (file, sha256,
+    # coverage: set when loaded)
+    files: dict[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         """What results.json keeps about the model's origin: source, weights, normalisation, label mapping."""
