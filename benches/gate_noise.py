@@ -61,10 +61,10 @@ def _slow_down(name: str, slowdown: float) -> None:
     architecture class slows down (in the default suite: one model per class)."""
     import torch
 
-    from segbench.models.registry import build_model
+    from segbench.models import factory
 
     with torch.device("meta"):
-        cls = type(build_model(name, 2))
+        cls = type(factory.build(name, 2, "random").module)
     forward, extra = cls.forward, 1 / (1 - slowdown) - 1
 
     def slower(self, *args, **kwargs):

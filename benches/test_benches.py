@@ -9,7 +9,7 @@ import torch
 from segbench.config.schema import DataConfig
 from segbench.data.registry import build_dataset
 from segbench.metrics.confusion import ConfusionMatrix
-from segbench.models.registry import build_model
+from segbench.models import factory
 
 NUM_CLASSES = 19
 
@@ -49,7 +49,7 @@ def test_confusion_update_torchmetrics_jaccard(benchmark, cityscapes_like_batch)
 @pytest.mark.benchmark(group="forward")
 @torch.no_grad()
 def test_forward_unet_resnet18_256x512(benchmark):
-    model = build_model("unet-resnet18", num_classes=NUM_CLASSES).eval()
+    model = factory.build("unet-resnet18", NUM_CLASSES, "random").module.eval()
     x = torch.randn(1, 3, 256, 512)
     model(x)
     benchmark.pedantic(model, args=(x,), rounds=5, warmup_rounds=1)

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from segbench.errors import UserError
+from segbench.models import factory
 from segbench.models.archs import ARCHITECTURES
 from segbench.models.archs.fcn import BilinearUpsample, bilinear_kernel
 from segbench.models.archs.parsenet import L2Norm
-from segbench.models.registry import build_model
 
 OWN = ["fcn32s", "fcn16s", "fcn8s", "parsenet", "deeplabv1", "deeplabv2"]
 # A ResNet, a MobileNet and a ConvNeXt: all three dilate through timm's output_stride.
@@ -35,7 +35,7 @@ def test_listing_the_registry_does_not_import_torch():
 @pytest.mark.parametrize("arch", OWN)
 def test_builds_keeps_odd_input_size_and_trains_every_parameter(arch, backbone):
     torch.manual_seed(0)
-    model = build_model(f"{arch}-{backbone}", num_classes=5).train()
+    model = factory.build(f"{arch}-{backbone}", 5, "random").module.train()
     x = torch.randn(2, 3, 75, 100)  # not a multiple of 32 either way
     out = model(x)
     assert out.shape == (2, 5, 75, 100)
@@ -48,7 +48,7 @@ def test_builds_keeps_odd_input_size_and_trains_every_parameter(arch, backbone):
 
 @pytest.mark.parametrize("size", [(64, 80), (33, 47), (96, 65)])
 def test_fcn8s_keeps_other_sizes_in_eval(size):
-    model = build_model("fcn8s-convnext_atto", num_classes=3).eval()
+    model = factory.build("fcn8s-convnext_atto", 3, "random").module.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
 
@@ -68,7 +68,7 @@ def test_learned_upsampling_starts_as_bilinear_interpolation(factor):
 
 @pytest.mark.parametrize("arch,factors", [("fcn32s", [32]), ("fcn16s", [2, 16]), ("fcn8s", [2, 2, 8])])
 def test_fcn_fuses_the_paper_strides_with_bilinear_transposed_convs(arch, factors):
-    model = build_model(f"{arch}-resnet10t", num_classes=4)
+    model = factory.build(f"{arch}-resnet10t", 4, "random").module
     reductions = model.encoder.model.feature_info.reduction()
     assert [reductions[i] for i in model.encoder.indices] == [32, 16, 8][: len(factors)]
     ups = [m for m in model.modules() if isinstance(m, nn.ConvTranspose2d)]
@@ -93,7 +93,7 @@ def test_l2norm_gives_unit_vectors_times_a_learned_per_channel_scale():
 
 
 def test_parsenet_concatenates_normalised_local_features_with_unpooled_global_context():
-    model = build_model("parsenet-resnet10t", num_classes=3).eval()
+    model = factory.build("parsenet-resnet10t", 3, "random").module.eval()
     seen = {}
     model.classifier.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0]))
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_parsenet_concatenates_normalised_local_features_with_unpooled_global_co
 
 
 def test_deeplabv2_sums_four_atrous_branches_at_rates_6_12_18_24():
-    model = build_model("deeplabv2-resnet10t", num_classes=3).eval()
+    model = factory.build("deeplabv2-resnet10t", 3, "random").module.eval()
     branches = model.head.branches
     assert [b.dilation for b in branches] == [(6, 6), (12, 12), (18, 18), (24, 24)]
     assert all(b.kernel_size == (3, 3) and b.padding == b.dilation and b.out_channels == 3 for b in branches)
@@ -118,7 +118,7 @@ def test_deeplabv2_sums_four_atrous_branches_at_rates_6_12_18_24():
 
 
 def test_deeplabv1_is_large_fov_on_a_stride_8_backbone():
-    model = build_model("deeplabv1-resnet10t", num_classes=3).eval()
+    model = factory.build("deeplabv1-resnet10t", 3, "random").module.eval()
     assert model.head.fc6.dilation == (12, 12) and model.head.fc6.kernel_size == (3, 3)
     with torch.no_grad():
         (features,) = model.encoder(torch.randn(1, 3, 75, 100))
@@ -142,7 +142,7 @@ def test_output_stride_16_and_32(arch, output_stride, size):
 @pytest.mark.parametrize("arch", ["deeplabv1", "deeplabv2", "parsenet"])
 def test_a_backbone_that_cannot_dilate_fails_with_one_clear_line(arch, backbone):
     with pytest.raises(UserError) as info:
-        build_model(f"{arch}-{backbone}", num_classes=3)
+        factory.build(f"{arch}-{backbone}", 3, "random")
     message = str(info.value)
     assert f"backbone '{backbone}' cannot run at output stride 8" in message
     assert "\n" not in message
@@ -154,7 +154,7 @@ def test_unsupported_output_stride_and_missing_strides_are_user_errors():
 
         deeplabv1("resnet10t", 3, output_stride=4)
     with pytest.raises(UserError, match="has no stride-32 features"):
-        build_model("fcn32s-vit_tiny_patch16_224", num_classes=3)
+        factory.build("fcn32s-vit_tiny_patch16_224", 3, "random")
 
 
 def test_local_backbone_weights_load_into_the_encoder(tmp_path):
@@ -166,7 +166,7 @@ def test_local_backbone_weights_load_into_the_encoder(tmp_path):
     torch.manual_seed(1)
     source = timm.create_model("resnet10t", pretrained=False)
     save_file(source.state_dict(), tmp_path / "resnet10t.safetensors")
-    model = build_model("deeplabv1-resnet10t", num_classes=3)
+    model = factory.build("deeplabv1-resnet10t", 3, "random").module
     loaded = load_backbone_weights(model, tmp_path / "resnet10t.safetensors", "resnet10t")
     torch.testing.assert_close(model.encoder.model.state_dict()["conv1.0.weight"], source.conv1[0].weight)
     backbone_tensors = [k for k in model.encoder.model.state_dict() if not k.endswith("num_batches_tracked")]

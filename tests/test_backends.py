@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segbench.deploy.backends import BACKENDS, BackendUnavailable, deploy
-from segbench.models.registry import build_model
+from segbench.models import factory
 
 CPU = torch.device("cpu")
 TINY = ["models=[unet-resnet10t,fcn8s-resnet10t]", "train.iters=4", "train.batch_size=4", "data.image_size=32",
@@ -19,7 +19,7 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="the onnxruntime backend
 def trained_like(name: str) -> torch.nn.Module:
     """A model with non-trivial batch-norm statistics (random init leaves them at 0/1)."""
     torch.manual_seed(0)
-    model = build_model(name, num_classes=5)
+    model = factory.build(name, 5, "random").module
     model.train()
     with torch.no_grad():
         for _ in range(3):

@@ -180,9 +180,9 @@ def test_settings_are_recorded_with_the_figure():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA events, autocast, CUDA memory")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_gpu_paths(precision):
-    from segbench.models.registry import build_model
+    from segbench.models import factory
 
-    model = build_model("unet-resnet10t", num_classes=3)
+    model = factory.build("unet-resnet10t", 3, "random").module
     plan = TimingPlan(warmup=3, iters=5, repeats=2, precision=precision, channels_last=True)
     result = measure_throughput(model, (2, 3, 128, 128), torch.device("cuda"), plan)
     assert result.timer == "cuda_event" and result.memory_measure == "cuda_max_allocated"

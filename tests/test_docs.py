@@ -323,10 +323,10 @@ def _backbone_files(folder: Path) -> None:
     import timm
     from safetensors.torch import save_file
 
-    from segbench.models.registry import load_model
+    from segbench.models import factory
 
     torch.manual_seed(0)
-    torch.save(load_model("unet-resnet10t", SYNTHETIC_CLASSES).module.state_dict(), folder / "ckpt.pth")
+    torch.save(factory.build("unet-resnet10t", SYNTHETIC_CLASSES).module.state_dict(), folder / "ckpt.pth")
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), folder / "resnet10t.safetensors")
     lite0 = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     renamed = {re.sub(r"^blocks\.", "_blocks.", re.sub(r"^conv_stem", "_conv_stem", k)): v for k, v in lite0.items()}

@@ -31,10 +31,10 @@ def _trained(num_classes: int) -> torch.nn.Module:
     """The model after a few steps on the synthetic training split, so that it predicts several classes."""
     from segbench.config.schema import DataConfig
     from segbench.data.registry import build_dataset
-    from segbench.models.registry import build_model
+    from segbench.models import factory
 
     torch.manual_seed(0)
-    model = build_model(MODEL, num_classes)
+    model = factory.build(MODEL, num_classes, "random").module
     data = build_dataset(DataConfig(image_size=64, train_samples=32), "train", 0)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()

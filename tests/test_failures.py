@@ -46,10 +46,10 @@ def folder_suite(root: Path) -> list[str]:
 
 
 def unet_state(num_classes: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
-    from segbench.models.registry import build_model
+    from segbench.models import factory
 
     torch.manual_seed(seed)
-    return build_model("unet-resnet10t", num_classes).state_dict()
+    return factory.build("unet-resnet10t", num_classes, "random").module.state_dict()
 
 
 def resnet10t_state() -> dict[str, torch.Tensor]:
@@ -73,11 +73,11 @@ def _case_wrong_shape(tmp: Path) -> list[str]:
 
 
 def _case_folder_checksum(tmp: Path) -> list[str]:
+    from segbench.models import factory
     from segbench.models.checkpoints import save_checkpoint
-    from segbench.models.registry import build_model
 
     folder = tmp / "checkpoints" / "unet-resnet10t"
-    save_checkpoint(build_model("unet-resnet10t", 7), folder, {"model": "unet-resnet10t"})
+    save_checkpoint(factory.build("unet-resnet10t", 7, "random").module, folder, {"model": "unet-resnet10t"})
     save_file(unet_state(seed=1), folder / "model.safetensors")  # valid weights, but not the recorded ones
     return ["run", *TINY, f"weights.unet-resnet10t={folder}"]
 

@@ -124,9 +124,9 @@ def _torchvision_missing_tensor(tmp: Path) -> list[str]:
 
 
 def _local_missing_head(tmp: Path) -> list[str]:
-    from segbench.models.registry import build_model
+    from segbench.models import factory
 
-    state = build_model("unet-resnet10t", SUITE_CLASSES).state_dict()
+    state = factory.build("unet-resnet10t", SUITE_CLASSES, "random").module.state_dict()
     save_file({k: v for k, v in state.items() if not k.startswith("segmentation_head")}, tmp / "unet.safetensors")
     return ["run", *TINY, "models=[unet-resnet10t]", f"weights.unet-resnet10t={tmp / 'unet.safetensors'}"]
 

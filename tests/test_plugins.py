@@ -230,11 +230,11 @@ def test_evaluate_of_an_in_memory_model_equals_segbench_eval_of_its_saved_state_
 
     import segbench
     from segbench.data.layouts.synthetic import CLASSES
-    from segbench.models.registry import build_model
+    from segbench.models import factory
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
-    model = build_model("fcn32s-resnet10t", len(CLASSES))
+    model = factory.build("fcn32s-resnet10t", len(CLASSES), "random").module
     torch.save(model.state_dict(), tmp_path / "model.pth")
     common = ["data.val_samples=6", "eval.batch_size=2", "progress=false", "tracking.enabled=false"]
     code, _, err = cli("eval", "models=[fcn32s-resnet10t]", f"weights.fcn32s-resnet10t={tmp_path / 'model.pth'}",

@@ -5,8 +5,9 @@ import torch
 
 from segbench.core.registry import Registry
 from segbench.errors import UserError
+from segbench.models import factory
 from segbench.models.archs import ARCHITECTURES
-from segbench.models.registry import build_model, check_backbone, parse_spec
+from segbench.models.registry import check_backbone, parse_spec
 from segbench.train.losses import LOSSES
 
 SMP_ARCHS = ["unet", "unetplusplus", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "linknet", "manet", "pan",
@@ -36,7 +37,7 @@ def test_aliases_and_timm_names():
 @pytest.mark.parametrize("arch", [a for a in SMP_ARCHS if a != "dpt"])
 def test_smp_architectures_build_on_a_timm_backbone_and_keep_the_input_size(arch):
     torch.manual_seed(0)
-    model = build_model(f"{arch}-resnet10t", num_classes=5).eval()
+    model = factory.build(f"{arch}-resnet10t", 5, "random").module.eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 128, 160))
     assert out.shape == (1, 5, 128, 160)
@@ -44,7 +45,7 @@ def test_smp_architectures_build_on_a_timm_backbone_and_keep_the_input_size(arch
 
 @pytest.mark.slow
 def test_dpt_builds_on_a_vision_transformer():
-    model = build_model("dpt-vit_tiny_patch16_224", num_classes=3).eval()
+    model = factory.build("dpt-vit_tiny_patch16_224", 3, "random").module.eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 3, 224, 224)
@@ -61,7 +62,7 @@ def test_random_init_never_downloads(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", spy)
-    build_model("unet-resnet10t", num_classes=2)
+    factory.build("unet-resnet10t", 2, "random")
     assert calls and not any(calls)
 
 
@@ -79,13 +80,13 @@ def test_list_commands(cli):
     assert code == 2 and "did you mean 'models'" in err
 
 
-def test_models_built_here_come_through_load_model_unwrapped_and_identical():
-    from segbench.models.registry import load_model
+def test_models_built_here_load_unwrapped_and_identical_to_random_ones():
+    from segbench.models import factory
 
     torch.manual_seed(0)
-    plain = build_model("pspnet-resnet10t", num_classes=3).eval()
+    plain = factory.build("pspnet-resnet10t", 3, "random").module.eval()
     torch.manual_seed(0)
-    built = load_model("pspnet-resnet10t", ("a", "b", "c"))
+    built = factory.build("pspnet-resnet10t", ("a", "b", "c"))
     assert type(built.module) is type(plain) and built.normalisation.is_imagenet and built.mapping is None
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -93,12 +94,12 @@ def test_models_built_here_come_through_load_model_unwrapped_and_identical():
     assert built.record()["source"] == "segbench" and built.record()["weights"] == {"kind": "random"}
 
 
-def test_external_names_parse_and_are_not_built_by_build_model():
+def test_external_names_parse_and_are_not_built_at_random():
     spec = parse_spec("torchvision:fcn_resnet50", check=True)
     assert (spec.source, spec.arch, spec.backbone, spec.external) == ("torchvision", "fcn_resnet50", "", True)
     assert not parse_spec("unet-r18").external
-    with pytest.raises(UserError, match="use|load_model"):
-        build_model(spec, 21)
+    with pytest.raises(UserError, match="published model.*mode=.load."):
+        factory.build(spec, 21, "random")
 
 
 def test_list_backbones_takes_a_part_of_a_name_or_a_pattern(cli):

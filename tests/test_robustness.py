@@ -307,10 +307,10 @@ def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
     re-normalising by hand."""
     import segbench.models.pretrained as pretrained
     from segbench.config.schema import SuiteConfig
+    from segbench.models import factory
+    from segbench.models.factory import backbone_file
     from segbench.models.normalisation import IMAGENET, Normalisation, feed_normalised
     from segbench.models.pretrained import PublishedBackbone
-    from segbench.models.registry import build_model
-    from segbench.models.suite import backbone_file
 
     half = Normalisation((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, "test")
     path = Path(__file__).parent / "_unused"
@@ -318,7 +318,7 @@ def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
     cfg = SuiteConfig(backbone_weights={"resnet10t": "timm"})
     assert backbone_file(cfg, "resnet10t") == (path, half)
     torch.manual_seed(0)
-    model = build_model("fpn-resnet10t", 3).eval()
+    model = factory.build("fpn-resnet10t", 3, "random").module.eval()
     images = torch.randn(1, 3, 64, 64)
     mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
     std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from segbench.data.layouts.voc import CLASSES as VOC
 from segbench.data.registry import IMAGENET_MEAN, IMAGENET_STD
 from segbench.errors import UserError
+from segbench.models import factory
 from segbench.models.labelspace import ClassSelect, canonical, match_classes
 from segbench.models.normalisation import Normalisation, Renormalise
-from segbench.models.registry import load_model, parse_spec, plan_model
+from segbench.models.registry import parse_spec
 
 transformers = pytest.importorskip("transformers")
 
@@ -68,7 +69,7 @@ def smp_folder(folder, classes=3):
 @pytest.mark.parametrize("name,aux", [("lraspp_mobilenet_v3_large", False), ("deeplabv3_mobilenet_v3_large", True)])
 def test_torchvision_state_dict_gives_the_out_head(tmp_path, name, aux):
     net = torchvision_checkpoint(tmp_path / "w.pth", name, aux=aux)
-    built = load_model(f"torchvision:{name}", VOC, weights=str(tmp_path / "w.pth"))
+    built = factory.build(f"torchvision:{name}", VOC, weights=str(tmp_path / "w.pth"))
     _, images = pixels()
     with torch.no_grad():
         expected = net(images)["out"]
@@ -87,7 +88,7 @@ def test_torchvision_published_weights_from_the_cache_carry_their_categories(tmp
     path = cached_file("lraspp_mobilenet_v3_large")
     path.parent.mkdir(parents=True)
     net = torchvision_checkpoint(path)
-    built = load_model("torchvision:lraspp_mobilenet_v3_large", VOC)
+    built = factory.build("torchvision:lraspp_mobilenet_v3_large", VOC)
     assert built.mapping.names_from == "model" and built.mapping.identity  # __background__ = background
     assert built.mapping.model_classes[0] == "__background__"
     assert built.weights["kind"] == "published" and "COCO_WITH_VOC_LABELS_V1" in built.weights["weights"]
@@ -99,7 +100,7 @@ def test_torchvision_published_weights_from_the_cache_carry_their_categories(tmp
 def test_torchvision_missing_weights_offline_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(UserError) as err:
-        plan_model("torchvision:deeplabv3_resnet50", VOC)
+        factory.build("torchvision:deeplabv3_resnet50", VOC, "plan")
     message = str(err.value)
     assert "\n" not in message
     assert "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1" in message
@@ -111,10 +112,10 @@ def test_torchvision_missing_weights_offline_is_one_clear_line(tmp_path, monkeyp
 def test_wrong_format_files_are_refused(tmp_path):
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     with pytest.raises(UserError, match="is not a checkpoint file"):
-        plan_model("torchvision:lraspp_mobilenet_v3_large", VOC, weights=str(tmp_path / "notes.pth"))
+        factory.build("torchvision:lraspp_mobilenet_v3_large", VOC, "plan", weights=str(tmp_path / "notes.pth"))
     smp_folder(tmp_path / "smp")  # a real checkpoint, of another library
     with pytest.raises(UserError, match="not a state dict of torchvision's lraspp_mobilenet_v3_large"):
-        plan_model("torchvision:lraspp_mobilenet_v3_large", VOC, weights=str(tmp_path / "smp"))
+        factory.build("torchvision:lraspp_mobilenet_v3_large", VOC, "plan", weights=str(tmp_path / "smp"))
     with pytest.raises(UserError, match="segmentation-models-pytorch folder; name it smp:"):
         parse_spec(f"hf:{tmp_path / 'smp'}", check=True)
     segformer_folder(tmp_path / "hf", ["a", "b"])
@@ -140,7 +141,7 @@ def test_hub_id_not_in_the_cache_is_refused_offline(tmp_path, monkeypatch):
 def test_segformer_matches_transformers_forward_and_post_processing(tmp_path):
     net, processor = segformer_folder(tmp_path / "segformer", ["__background__", "Cat", "dog"])
     suite = ("dog", "background", "cat")
-    built = load_model(f"hf:{tmp_path / 'segformer'}", suite)
+    built = factory.build(f"hf:{tmp_path / 'segformer'}", suite)
     assert built.normalisation.mean == (0.5, 0.5, 0.5) and built.mapping.channels == (2, 0, 1)
     raw, images = pixels()
     uint8 = (raw * 255).round().to(torch.uint8)
@@ -160,7 +161,7 @@ def test_segformer_matches_transformers_forward_and_post_processing(tmp_path):
 
 def test_an_external_model_fine_tunes_with_plain_logits(tmp_path):
     segformer_folder(tmp_path / "segformer", ["background", "cat", "dog"])
-    built = load_model(f"hf:{tmp_path / 'segformer'}", ("background", "cat", "dog"))
+    built = factory.build(f"hf:{tmp_path / 'segformer'}", ("background", "cat", "dog"))
     model = built.module.train()
     _, images = pixels(height=32, width=32)
     logits = model(images)
@@ -174,7 +175,7 @@ def test_an_external_model_fine_tunes_with_plain_logits(tmp_path):
 def test_hf_folder_without_preprocessor_config_takes_imagenet(tmp_path):
     segformer_folder(tmp_path / "s", ["background", "cat"])
     (tmp_path / "s" / "preprocessor_config.json").unlink()
-    plan = plan_model(f"hf:{tmp_path / 's'}", ("background", "cat"))
+    plan = factory.build(f"hf:{tmp_path / 's'}", ("background", "cat"), "plan")
     assert plan.normalisation.is_imagenet and "no preprocessor_config.json" in plan.normalisation.origin
 
 
@@ -182,20 +183,20 @@ def test_hf_folder_without_preprocessor_config_takes_imagenet(tmp_path):
 
 def test_smp_save_pretrained_folder_matches_smp(tmp_path):
     net = smp_folder(tmp_path / "unet", classes=3)
-    built = load_model(f"smp:{tmp_path / 'unet'}", ("sky", "ground", "pole"))
+    built = factory.build(f"smp:{tmp_path / 'unet'}", ("sky", "ground", "pole"))
     _, images = pixels()
     with torch.no_grad():
         assert torch.equal(built.module.eval()(images), net(images))
     assert built.record()["label_mapping"]["names_from"] == "suite"
     with pytest.raises(UserError, match="carries no class names and has 3 outputs, but the suite has 2 classes"):
-        plan_model(f"smp:{tmp_path / 'unet'}", ("sky", "ground"))
+        factory.build(f"smp:{tmp_path / 'unet'}", ("sky", "ground"), "plan")
 
 
 def test_smp_folder_with_class_names_is_matched(tmp_path):
     smp_folder(tmp_path / "unet", classes=3)
     config = json.loads((tmp_path / "unet" / "config.json").read_text())
     (tmp_path / "unet" / "config.json").write_text(json.dumps(config | {"class_names": ["a", "b", "c"]}))
-    assert plan_model(f"smp:{tmp_path / 'unet'}", ("c", "a", "b")).mapping.channels == (2, 0, 1)
+    assert factory.build(f"smp:{tmp_path / 'unet'}", ("c", "a", "b"), "plan").mapping.channels == (2, 0, 1)
 
 
 # --- normalisation and label spaces -------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def test_evaluation_end_to_end_on_voc_gives_1_for_the_models_own_predictions(tmp
     cfg = load_config(["suite=voc", f"data.root={root}", f"models=[hf:{tmp_path / 'hf'}]", "train.enabled=false",
                        "eval.batch_size=1"])
     info = dataset_info(cfg.data)
-    built = load_model(cfg.models[0], info.classes, class_map=cfg.eval.class_map)
+    built = factory.build(cfg.models[0], info.classes, class_map=cfg.eval.class_map)
     assert built.mapping.channels == tuple(reversed(range(21)))
     model = built.module.eval()
     masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
@@ -371,7 +372,7 @@ def test_published_models_are_evaluated_at_the_image_size_without_padding(tmp_pa
     from segbench.evaluation.modes import predict_logits
 
     net = torchvision_checkpoint(tmp_path / "lraspp.pth")
-    built = load_model("torchvision:lraspp_mobilenet_v3_large", VOC, weights=str(tmp_path / "lraspp.pth"))
+    built = factory.build("torchvision:lraspp_mobilenet_v3_large", VOC, weights=str(tmp_path / "lraspp.pth"))
     _, images = pixels(1, 50, 70)
     with torch.no_grad():
         reference = net(images)["out"]

@@ -206,11 +206,11 @@ def test_padding_is_cropped_and_softmax_gives_the_scores_share(tmp_path, family)
     scores divided by their sum per pixel: the probabilities the calibration error sees."""
     from segbench.config.schema import EvalConfig
     from segbench.evaluation.modes import predict_logits
-    from segbench.models.registry import load_model
+    from segbench.models import factory
 
     folder = tmp_path / family
     net = save(family, folder, CLASSES)
-    built = load_model(f"hf:{folder}", CLASSES)
+    built = factory.build(f"hf:{folder}", CLASSES)
     torch.manual_seed(0)
     images = torch.randn(2, 3, 50, 70)
     got = predict_logits(built.module.eval(), images, EvalConfig(), len(CLASSES), built.module.size_divisor)
@@ -224,10 +224,10 @@ def test_padding_is_cropped_and_softmax_gives_the_scores_share(tmp_path, family)
 def test_eomt_crops_equal_transformers_own_split_and_merge(tmp_path):
     """A 36x48 image: its short side resized to EoMT's 48, two overlapping 48x48 crops along the long side (64);
     segbench's scores equal transformers' post_process_semantic_segmentation of the same crops."""
-    from segbench.models.registry import load_model
+    from segbench.models import factory
 
     net = save("eomt", tmp_path / "eomt", CLASSES)
-    module = load_model(f"hf:{tmp_path / 'eomt'}", CLASSES).module.eval()
+    module = factory.build(f"hf:{tmp_path / 'eomt'}", CLASSES).module.eval()
     torch.manual_seed(0)
     images = torch.randn(1, 3, 36, 48)
     with torch.no_grad():

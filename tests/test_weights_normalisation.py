@@ -32,18 +32,18 @@ def backbone_state(seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def received(monkeypatch):
     """The tensors the backbone of every model built for a run receives, in order."""
-    import segbench.models.registry as registry
+    from segbench.models import factory
     from segbench.models.checkpoints import backbone_of
 
     seen: list[torch.Tensor] = []
-    build = registry.build_model
+    build = factory._architecture
 
     def build_and_watch(spec, num_classes):
         model = build(spec, num_classes)
         backbone_of(model).register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
         return model
 
-    monkeypatch.setattr(registry, "build_model", build_and_watch)
+    monkeypatch.setattr(factory, "_architecture", build_and_watch)
     return seen
 
 
@@ -180,8 +180,8 @@ def documented_key_map() -> dict[str, str]:
 def test_the_documented_key_map_loads_the_original_port_completely():
     import timm
 
+    from segbench.models import factory
     from segbench.models.checkpoints import backbone_of, match_backbone
-    from segbench.models.registry import build_model
 
     source = timm.create_model(BACKBONE, pretrained=False)
     torch.manual_seed(3)
@@ -191,7 +191,7 @@ def test_the_documented_key_map_loads_the_original_port_completely():
     assert len(names) == len(source.state_dict())
     foreign = {names[k]: v for k, v in source.state_dict().items()}
     assert any(k.startswith("_blocks.15._depthwise_conv") for k in foreign)
-    model = build_model(MODEL, 3)
+    model = factory.build(MODEL, 3, "random").module
     matched, coverage = match_backbone(backbone_of(model), foreign, "lite0.pth", BACKBONE, documented_key_map())
     backbone = backbone_of(model).state_dict()
     expected_total = len([k for k in backbone if not k.endswith("num_batches_tracked")])
@@ -206,12 +206,12 @@ def test_the_old_documented_key_map_fits_one_tensor():
     import timm
 
     from segbench.errors import UserError
+    from segbench.models import factory
     from segbench.models.checkpoints import backbone_of, match_backbone
-    from segbench.models.registry import build_model
 
     source = timm.create_model(BACKBONE, pretrained=False)
     names = original_port_names(source)
     foreign = {names[k]: v for k, v in source.state_dict().items()}
     with pytest.raises(UserError, match=r"fits 1 of the backbone's \d+ tensors"):
-        match_backbone(backbone_of(build_model(MODEL, 3)), foreign, "lite0.pth", BACKBONE,
+        match_backbone(backbone_of(factory.build(MODEL, 3, "random").module), foreign, "lite0.pth", BACKBONE,
                        {r"^_blocks\.": "blocks.", "^_conv_stem": "conv_stem"})

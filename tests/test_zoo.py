@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from segbench.errors import UserError
+from segbench.models import factory
 from segbench.models.checkpoints import download, load_weights, read_state_dict, save_checkpoint, sha256_file
-from segbench.models.registry import build_model
 from segbench.zoo.cards import cards, read_card
 
 TINY = ["train.iters=3", "train.batch_size=4", "data.image_size=32", "data.train_samples=8",
@@ -27,17 +27,17 @@ def outputs(model, size=32):
 
 
 def test_safetensors_round_trip(tmp_path):
-    model = build_model("pspnet-resnet10t", 3)
+    model = factory.build("pspnet-resnet10t", 3, "random").module
     save_checkpoint(model, tmp_path / "ckpt", {"model": "pspnet-resnet10t"})
     meta = json.loads((tmp_path / "ckpt" / "segbench.json").read_text())
     assert meta["sha256"] == sha256_file(tmp_path / "ckpt" / "model.safetensors")
-    fresh = build_model("pspnet-resnet10t", 3)
+    fresh = factory.build("pspnet-resnet10t", 3, "random").module
     load_weights(fresh, tmp_path / "ckpt", sha256=meta["sha256"])
     assert torch.equal(outputs(model), outputs(fresh))
 
 
 def test_tampered_checkpoint_is_refused_naming_both_sums(tmp_path):
-    model = build_model("pspnet-resnet10t", 3)
+    model = factory.build("pspnet-resnet10t", 3, "random").module
     weights = save_checkpoint(model, tmp_path / "ckpt", {})
     good = sha256_file(weights)
     data = bytearray(weights.read_bytes())
@@ -45,7 +45,7 @@ def test_tampered_checkpoint_is_refused_naming_both_sums(tmp_path):
     weights.write_bytes(bytes(data))
     bad = hashlib.sha256(bytes(data)).hexdigest()
     with pytest.raises(UserError, match=f"expected sha256 {good}, got {bad}"):
-        load_weights(build_model("pspnet-resnet10t", 3), weights, sha256=good)
+        load_weights(factory.build("pspnet-resnet10t", 3, "random").module, weights, sha256=good)
 
 
 class RunsCode:
@@ -65,22 +65,22 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
 
 
 def test_plain_state_dict_and_smp_save_pretrained_load(tmp_path):
-    model = build_model("unet-resnet10t", 2)
+    model = factory.build("unet-resnet10t", 2, "random").module
     torch.save(model.state_dict(), tmp_path / "plain.pth")
-    fresh = build_model("unet-resnet10t", 2)
+    fresh = factory.build("unet-resnet10t", 2, "random").module
     load_weights(fresh, tmp_path / "plain.pth")
     assert torch.equal(outputs(model), outputs(fresh))
 
     model.save_pretrained(str(tmp_path / "smp"))  # segmentation-models-pytorch's own format
-    fresh = build_model("unet-resnet10t", 2)
+    fresh = factory.build("unet-resnet10t", 2, "random").module
     load_weights(fresh, tmp_path / "smp")
     assert torch.equal(outputs(model), outputs(fresh))
 
 
 def test_a_checkpoint_for_another_model_is_refused(tmp_path):
-    save_checkpoint(build_model("pspnet-resnet10t", 3), tmp_path / "ckpt", {})
+    save_checkpoint(factory.build("pspnet-resnet10t", 3, "random").module, tmp_path / "ckpt", {})
     with pytest.raises(UserError, match="does not fit the model"):
-        load_weights(build_model("fpn-resnet10t", 3), tmp_path / "ckpt")
+        load_weights(factory.build("fpn-resnet10t", 3, "random").module, tmp_path / "ckpt")
 
 
 def test_download_checks_the_sum_and_caches(tmp_path):

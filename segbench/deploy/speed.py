@@ -62,7 +62,8 @@ def _classes(cfg: SuiteConfig) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _fewest_parameters(models: tuple[str, ...], num_classes: int) -> str | None:
-    from segbench.models.registry import build_model, parse_spec
+    from segbench.models.factory import build
+    from segbench.models.registry import parse_spec
 
     counts = {}
     for name in models:
@@ -71,7 +72,7 @@ def _fewest_parameters(models: tuple[str, ...], num_classes: int) -> str | None:
             continue
         try:
             with torch.device("meta"):  # no memory, no initialisation cost
-                counts[spec.name] = sum(p.numel() for p in build_model(spec, num_classes).parameters())
+                counts[spec.name] = sum(p.numel() for p in build(spec, num_classes, "random").module.parameters())
         except Exception:  # a model that cannot be built on the meta device is not a candidate
             continue
     return min(counts, key=counts.get) if counts else None
@@ -88,26 +89,27 @@ def reference_name(cfg: SuiteConfig) -> str | None:
 def _reference(cfg: SuiteConfig, name: str) -> Reference | None:
     """The reference to time alternately with model ``name`` (random weights), or None: no reference, or it is
     ``name`` itself."""
-    from segbench.models.registry import build_model
+    from segbench.models.factory import build
 
     chosen = reference_name(cfg)
     if chosen is None or chosen == name:
         return None
-    return Reference(chosen, build_model(chosen, _classes(cfg)))
+    return Reference(chosen, build(chosen, _classes(cfg), "random").module)
 
 
 def time_model(cfg: SuiteConfig, name: str, image_size: tuple[int, int],
                device: torch.device) -> tuple[list[Speed], list[SkippedBackend]]:
     """Build model ``name`` of ``cfg`` (random weights; a published model's own) and time it in this process."""
     from segbench.data.registry import dataset_info
-    from segbench.models.registry import load_model, parse_spec
+    from segbench.models.factory import build
+    from segbench.models.registry import parse_spec
 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     spec = parse_spec(name)
-    model = load_model(spec, dataset_info(cfg.data).classes, cfg.weights.get(spec.name) if spec.external else None,
-                       cfg.eval.class_map).module
+    model = build(spec, dataset_info(cfg.data).classes, "load",
+                  weights=cfg.weights.get(spec.name) if spec.external else None, class_map=cfg.eval.class_map).module
     return speed_records(model, cfg, image_size, device, name)
 
 

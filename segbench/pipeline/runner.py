@@ -36,8 +36,8 @@ from segbench.evaluation.robustness import adverse_conditions, check_corruptions
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.passport import Passport
 from segbench.models.checkpoints import WEIGHTS_FILE, save_checkpoint, sha256_file
+from segbench.models.factory import build
 from segbench.models.registry import ModelSpec, parse_spec
-from segbench.models.suite import load_suite_model
 from segbench.pipeline.logged import model_metrics, model_series, per_class_csv, speed_metrics, weights_params
 from segbench.pipeline.resume import (
     find_resume,
@@ -78,12 +78,12 @@ def seed_everything(seed: int) -> None:
 
 def _build(spec: ModelSpec, cfg: SuiteConfig, info: DatasetInfo) -> tuple[torch.nn.Module, ModelRecord]:
     """The model with its weights loaded, and the start of its record: name, parameters, weights and origin."""
-    built, weights = load_suite_model(spec, cfg, info.classes)
+    built = build(spec, info.classes, "load", cfg=cfg)
     for note in built.notes:
         warn(note)
     return built.module, ModelRecord(name=spec.name, arch=spec.arch, backbone=spec.backbone,
                                      params=sum(p.numel() for p in built.module.parameters()),
-                                     weights=plain(weights, nan_as_null=False), origin=plain(built.record()))
+                                     weights=plain(built.files, nan_as_null=False), origin=plain(built.record()))
 
 
 def _train(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, train_set: Dataset, session: Session,

@@ -6,11 +6,12 @@ import torch
 from PIL import Image
 
 from segbench.data.registry import DATASETS
-from segbench.models.registry import build_model, parse_spec
+from segbench.models import factory
+from segbench.models.registry import parse_spec
 
 
 def test_tinyseg_is_registered_and_gives_logits_at_the_input_size():
-    model = build_model(parse_spec("tinyseg", check=True), 5)
+    model = factory.build(parse_spec("tinyseg", check=True), 5, "random").module
     assert model(torch.zeros(2, 3, 24, 40)).shape == (2, 5, 24, 40)
 
 
