@@ -27,7 +27,7 @@ from segbench.data.registry import build_dataset, dataset_info
 from segbench.errors import UserError
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.confusion import SegMetrics, category_iou, compute_metrics, nanmean
-from segbench.metrics.scored import ScoredImage, ScoredPassport, lookup
+from segbench.metrics.scored import ScoredImage, ScoredPassport, keep_freed_memory, lookup
 from segbench.pipeline.logged import model_metrics, per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard
@@ -123,6 +123,7 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
+    keep_freed_memory()
     k = num_classes
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
     # k <= 255: 8-bit class maps
