@@ -83,26 +83,28 @@ def _packed(flags: np.ndarray) -> np.ndarray:
 
 
 def _bits_or(words: np.ndarray, width: int) -> np.ndarray:
-    """Bit x of each row: the OR of its bits x .. x + width - 1 (log-step, as ``window``)."""
+    """Bit x of each row becomes the OR of its bits x .. x + width - 1 (log-step, as ``window``), in place."""
     span = 1
     while 2 * span <= width:
-        words = words | _shifted(words, span)
+        _or_shifted(words, span)
         span *= 2
-    return words | _shifted(words, width - span) if width > span else words
+    if width > span:
+        _or_shifted(words, width - span)
+    return words
 
 
-def _shifted(words: np.ndarray, shift: int) -> np.ndarray:
-    """Each row's bits moved ``shift`` places towards bit 0 (bit x of the result is bit x + shift), zeros entering."""
+def _or_shifted(words: np.ndarray, shift: int) -> None:
+    """OR into bit x of each row its bit x + shift (zeros past the end), in place."""
     whole, part = divmod(shift, 64)
-    out = np.zeros_like(words)
-    source = words[..., whole:]
-    n = source.shape[-1]
-    if part:
-        out[..., :n] = source >> np.uint64(part)
-        out[..., :n - 1] |= source[..., 1:] << np.uint64(64 - part)
-    else:
-        out[..., :n] = source
-    return out
+    n = words.shape[-1] - whole
+    if n <= 0:
+        return
+    if not part:
+        words[..., :n] |= words[..., whole:]  # numpy buffers the overlap
+        return
+    low, high = words[..., whole:] >> np.uint64(part), words[..., whole + 1:] << np.uint64(64 - part)
+    words[..., :n] |= low
+    words[..., :n - 1] |= high
 
 
 def _rows_or(words: np.ndarray, width: int) -> np.ndarray:
