@@ -68,8 +68,8 @@ def band_cpu(labels: np.ndarray, d: int) -> np.ndarray:
     # a pair at (y, x) lies in the square of (y - d .. y + d) rows and columns: across pairs in its 2d+1 rows and
     # first 2d columns, down pairs in its first 2d rows and 2d+1 columns
     used = -(-w // 64)  # the words that hold the image's w columns
-    across = _rows_or(_bits_or(across, 2 * d)[..., :used], 2 * d + 1)
-    down = _rows_or(_bits_or(down, 2 * d + 1)[..., :used], 2 * d)
+    across = _bits_or(_rows_or(across, 2 * d + 1), 2 * d)[..., :used]  # rows first: fewer rows to shift bits in
+    down = _bits_or(_rows_or(down, 2 * d), 2 * d + 1)[..., :used]
     words = (across | down).astype("<u8", copy=False)
     return np.unpackbits(words.view(np.uint8), axis=-1, count=w, bitorder="little").view(bool)
 
