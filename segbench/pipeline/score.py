@@ -75,8 +75,7 @@ def match_predictions(dataset: SegmentationFiles, pred_dir: Path, allow_extra: b
     return matched
 
 
-PREFETCH = 3  # images read and prepared ahead of the one being added, by as many threads (decoding, numpy and
-# torch release the GIL)
+PREFETCH = 3  # images read and prepared ahead by as many threads (Pillow, numpy and torch release the GIL)
 
 
 def read_pair(dataset: SegmentationFiles, path: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
