@@ -15,7 +15,9 @@ mIoU / iIoU each reports::
     python benches/score_speed.py                   # 60 images, one round
     python benches/score_speed.py -n 500 --rounds 2 --keep /tmp/cs500
 
-Measure on a quiet machine; the figures are for docs/figures.md, not for a test.
+Measure on a quiet machine; the figures are for docs/figures.md, not for a test. ``python -m segbench`` imports the
+package from the current folder first: to time another commit, run this file from a copy of that commit
+(``cd COPY && PYTHONPATH=COPY python PATH/TO/benches/score_speed.py --keep /tmp/cs60``).
 """
 
 from __future__ import annotations
