@@ -9,12 +9,15 @@ in turns, times three commands, each in a child process from its start to its ex
 - ``segbench score suite=cityscapes ... eval.passport=false``;
 - ``segbench score suite=cityscapes ...`` (passport on, the default);
 
-and prints their wall times, the ratios to the official evaluator and the mIoU / iIoU each reports::
+and prints their wall times and CPU times (user + system, every thread), the ratios to the official evaluator and the
+mIoU / iIoU each reports::
 
     python benches/score_speed.py                   # 60 images, one round
     python benches/score_speed.py -n 500 --rounds 2 --keep /tmp/cs500
 
-Measure on a quiet machine; the figures are for docs/figures.md, not for a test.
+Measure on a quiet machine; the figures are for docs/figures.md, not for a test. ``python -m segbench`` imports the
+package from the current folder first: to time another commit, run this file from a copy of that commit
+(``cd COPY && PYTHONPATH=COPY python PATH/TO/benches/score_speed.py --keep /tmp/cs60``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -37,6 +41,7 @@ CITY = "frankfurt"
 # label id, instance label?  (Cityscapes label ids: 7 road, 8 sidewalk, 11 building, 17 pole, 21 vegetation,
 # 23 sky, 24 person, 25 rider, 26 car, 27 truck, 33 bicycle; 0 unlabeled, 1 ego vehicle are ignored)
 THINGS = (24, 24, 24, 25, 26, 26, 26, 26, 27, 33, 33)
+CPU: list[float] = []  # CPU seconds of each timed child process, in order
 WRONG = np.array([7, 8, 11, 17, 21, 23, 24, 25, 26, 27, 33, 0], np.uint8)  # what a changed block becomes
 OFFICIAL = """
 import json, sys, time
@@ -118,10 +123,13 @@ def write_layout(root: Path, n: int, seed: int = 0) -> tuple[list[str], list[str
 
 
 def timed(command: list[str], env: dict) -> tuple[float, str]:
-    """(wall seconds, stdout) of a child process."""
+    """(wall seconds, stdout) of a child process; its CPU seconds (user + system, all threads) go to ``CPU``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if done.returncode:
         sys.exit(f"{' '.join(command[:4])}... failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return seconds, done.stdout
@@ -156,11 +164,13 @@ def main() -> None:
         off_s, off = segbench_score(root, out, env, passport=False)
         on_s, on = segbench_score(root, out, env, passport=True)
         print(f"round {round_}: {args.images} images")
+        official_cpu, off_cpu, on_cpu = CPU[-3:]
         print(f"  official evaluateImgLists   {official_s:7.2f} s  (in the function {official['seconds']:.2f} s)  "
-              f"mIoU {official['mIoU']:.10f} iIoU {official['iIoU']:.10f}")
+              f"CPU {official_cpu:6.2f} s  mIoU {official['mIoU']:.10f} iIoU {official['iIoU']:.10f}")
         print(f"  segbench score passport off {off_s:7.2f} s  ratio {off_s / official_s:.2f}  "
-              f"mIoU {off['mIoU']:.10f}")
+              f"CPU {off_cpu:6.2f} s  ratio {off_cpu / official_cpu:.2f}  mIoU {off['mIoU']:.10f}")
         print(f"  segbench score passport on  {on_s:7.2f} s  ratio {on_s / official_s:.2f}  "
+              f"CPU {on_cpu:6.2f} s  ratio {on_cpu / official_cpu:.2f}  "
               f"mIoU {on['mIoU']:.10f} iIoU {on['iIoU']:.10f} bIoU {on['bIoU']:.6f}")
         print(f"  passport cost {(on_s - off_s) / args.images * 1000:.0f} ms per image")
 

@@ -62,8 +62,10 @@ def score(overrides: list[str] | None = typer.Argument(
         raise UserError("score needs pred_dir=DIR, a folder of prediction PNGs (one per validation image)")
     # scoring needs only the validation split, and none of the suite's models
     cfg = load_config(["train.enabled=false", *rest], check=validate_scoring)
+    from segbench.metrics.scored import keep_freed_memory
     from segbench.pipeline.score import score_predictions
 
+    keep_freed_memory()  # a process setting: the command's own process only, never a notebook that imports segbench
     _finish(score_predictions, cfg, Path(options["pred_dir"]), options.get("label_space", "auto"))
 
 

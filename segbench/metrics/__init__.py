@@ -6,10 +6,10 @@ from ``DatasetEntry.metrics``. Metrics know nothing of models or files.
 
 Owns: ``protocol`` (the accumulator protocol), ``registry`` (every reported number, its definition and accumulator),
 ``confusion`` (the streaming confusion matrix and the metrics derived from it), ``passport`` (every number beyond
-the confusion matrix, in the evaluation's one pass; ``ScoredPassport``, the same for ``segbench score``, image by
-image), ``per_image`` (per-image scores), ``boundary`` (Boundary IoU), ``calibration`` (expected calibration
-error), ``surface`` (HD95 and normalised surface Dice), ``robustness`` (mPC and rPC), ``statistics`` (bootstrap
-intervals).
+the confusion matrix, in the evaluation's one pass), ``scored`` (the passport of ``segbench score``, image by image
+on the CPU, its heavy work in the reader threads), ``per_image`` (per-image scores), ``boundary`` (Boundary IoU),
+``calibration`` (expected calibration error), ``surface`` (HD95 and normalised surface Dice), ``robustness`` (mPC
+and rPC), ``statistics`` (bootstrap intervals).
 Imports: segbench.errors, segbench.core, segbench.config, segbench.data
 """
 

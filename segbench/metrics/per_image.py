@@ -127,8 +127,13 @@ class WangImageScores(Accumulator):
         if n > 1:
             index.add_(torch.arange(n, dtype=torch.int32, device=index.device)[:, None] * stride)
         counts = torch.bincount(index.reshape(-1), minlength=n * stride).view(n, k + 1, k + 1)
-        for matrix in counts[:, :k].cpu().numpy().astype(np.float64):
-            self.scores += [score] if (score := wang_image_score(matrix)) is not None else []
+        for matrix in counts[:, :k].cpu().numpy():
+            self.add(matrix)
+
+    def add(self, matrix: np.ndarray) -> None:
+        """Add one image from its K x (K+1) counts (ground truth on rows, a last column of void predictions)."""
+        if (score := wang_image_score(matrix.astype(np.float64))) is not None:
+            self.scores.append(score)
 
     def compute(self, split: Split) -> Scores:
         nan = float("nan")

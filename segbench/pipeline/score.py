@@ -28,7 +28,7 @@ from segbench.data.registry import build_dataset, dataset_info
 from segbench.errors import UserError
 from segbench.metrics import confusion as seg_metrics
 from segbench.metrics.confusion import SegMetrics, compute_metrics, nanmean
-from segbench.metrics.passport import ScoredPassport
+from segbench.metrics.scored import ScoredImage, ScoredPassport, lookup
 from segbench.pipeline.logged import model_metrics, per_class_csv
 from segbench.pipeline.session import Session
 from segbench.report.console import leaderboard, print_leaderboard
@@ -76,17 +76,16 @@ def match_predictions(dataset: SegmentationFiles, pred_dir: Path, allow_extra: b
     return matched
 
 
-PREFETCH = 3  # images decoded ahead of the one being scored, by as many threads (PNG decoding releases the GIL)
+PREFETCH = 3  # images read and prepared ahead by as many threads (Pillow, numpy and torch release the GIL)
 
 
-def read_pair(dataset: SegmentationFiles, path: Path, index: int, num_classes: int,
-              passport: ScoredPassport | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def read_pair(dataset: SegmentationFiles, path: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(ground-truth class indices, as ``dataset.target`` but 8-bit where the ignore index allows; the raw 8-bit
-    prediction; the passport's maps) of image ``index``; a prediction that cannot be read or differs in size from
-    its ground truth is a UserError."""
+    prediction) of image ``index``; a prediction that cannot be read or differs in size from its ground truth is
+    a UserError."""
     sample = dataset.samples[index]
     table = sample.labels.table
-    target = table.astype(np.uint8 if table.max() < RAW_VALUES else np.uint16)[read_mask(sample.mask)]
+    target = lookup(read_mask(sample.mask), table.astype(np.uint8 if table.max() < RAW_VALUES else np.uint16))
     try:
         pred = read_mask(path)
     except Exception as exc:  # a damaged file can fail in any of Pillow's decoders
@@ -94,7 +93,25 @@ def read_pair(dataset: SegmentationFiles, path: Path, index: int, num_classes: i
     if pred.shape != target.shape:
         raise UserError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
                         f"{sample.mask.name} is {target.shape[1]}x{target.shape[0]}")
-    return target, pred, passport.maps(index, target.shape) if passport is not None else {}
+    return target, pred
+
+
+def count_image(dataset: SegmentationFiles, path: Path, index: int, num_classes: int,
+                passports: dict[str, tuple[ScoredPassport, np.ndarray]]) -> tuple[np.ndarray, dict[str, ScoredImage]]:
+    """Image ``index``'s K x 256 count of ground-truth class (rows) against raw 8-bit prediction (columns), and
+    for each label space's passport (with its value -> class table) the image ``prepare``d; safe in a thread."""
+    target, pred = read_pair(dataset, path, index)
+    prepared = {space: passport.prepare(index, pred, classes, target)
+                for space, (passport, classes) in passports.items()}
+    for image in prepared.values():
+        if (counts := image.raw(num_classes)) is not None:
+            return counts, prepared
+    # ground-truth class (K: ignored) x 256 + raw prediction
+    key = np.minimum(target, num_classes).astype(np.int32)
+    key <<= 8
+    key |= pred
+    counts = torch.bincount(torch.from_numpy(key).reshape(-1), minlength=(num_classes + 1) * RAW_VALUES)
+    return counts.numpy()[: num_classes * RAW_VALUES].reshape(num_classes, -1), prepared
 
 
 def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes: int,
@@ -108,29 +125,25 @@ def accumulate(dataset: SegmentationFiles, predictions: list[Path], num_classes:
 
     k = num_classes
     tables = {space: prediction_table(space, dataset.encoding, k) for space in LABEL_SPACES[1:]}
-    narrow = {space: table.astype(np.uint8) for space, table in tables.items()}  # k <= 255: 8-bit class maps
+    # k <= 255: 8-bit class maps
+    scored = {space: (passport, tables[space].astype(np.uint8)) for space, passport in (passports or {}).items()}
     per_image: dict[str, tuple[list, list]] = {space: ([], []) for space in tables}
     raw = np.zeros((k, RAW_VALUES), dtype=np.int64)
-    passports = passports or {}
-    reader = next(iter(passports.values()), None)  # the maps (e.g. instance ids) are the same in every space
     with ThreadPoolExecutor(PREFETCH) as pool:
         ahead: deque = deque()
         for index in tqdm(range(len(predictions)), desc="scoring", leave=False, disable=None if progress else True):
             while len(ahead) < PREFETCH and index + len(ahead) < len(predictions):
-                ahead.append(pool.submit(read_pair, dataset, predictions[index + len(ahead)], index + len(ahead),
-                                         k, reader))
-            target, pred, maps = ahead.popleft().result()
-            # ground-truth class x 256 + raw prediction in 16 bits: rows k and above (ignored) fall past k x 256
-            key = (np.minimum(target, RAW_VALUES - 1).astype(np.uint16) << 8) | pred
-            counts = np.bincount(key.ravel(), minlength=RAW_VALUES * RAW_VALUES)[: k * RAW_VALUES].reshape(k, -1)
+                ahead.append(pool.submit(count_image, dataset, predictions[index + len(ahead)], index + len(ahead),
+                                         k, scored))
+            counts, prepared = ahead.popleft().result()
             raw += counts
-            for space, passport in passports.items():
-                passport.update(index, narrow[space][pred], target, maps)
             for space, table in tables.items():
                 matrix = collapse(counts, table)
                 tp = np.diag(matrix)
                 per_image[space][0].append(tp)
                 per_image[space][1].append(matrix.sum(axis=1) + matrix[:, :k].sum(axis=0) - tp)
+                if space in scored:
+                    scored[space][0].add(prepared[space], matrix)
     return raw, {space: (np.array(i).reshape(-1, k), np.array(u).reshape(-1, k)) for space, (i, u) in per_image.items()}
 
 
