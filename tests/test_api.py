@@ -319,7 +319,6 @@ def test_a_plugin_that_calls_sys_exit_is_reported_by_run_and_bench(tmp_path, mon
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.slow
 def test_the_robustness_table_holds_every_corrupted_view(tmp_path, monkeypatch):
     import segbench
 

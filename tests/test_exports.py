@@ -16,6 +16,9 @@ TINY = ["data.val_samples=8", "train.iters=2", "train.batch_size=4", "data.train
         "progress=false", "tracking.enabled=false"]
 
 
+pytestmark = pytest.mark.slow  # every test needs the module's two runs (one fixture, seconds)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cli_for_setup) -> Path:
     """Two runs of the synthetic suite: two models under two corruptions x two severities, timed; one model at two

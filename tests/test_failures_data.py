@@ -272,6 +272,7 @@ def _diverge_on_one_rank(rank: int, store: str, results: str) -> None:
     Path(results, f"{rank}.txt").write_text(outcome)
 
 
+@pytest.mark.slow
 def test_every_rank_of_a_job_stops_at_the_same_non_finite_loss(tmp_path):
     import torch.multiprocessing as mp
 

@@ -225,7 +225,6 @@ def test_the_api_runs_a_suite_and_returns_typed_results(tmp_path, monkeypatch, m
         segbench.run("synthetic", ["models=[unet-nosuchbackbone]"])
 
 
-@pytest.mark.slow
 def test_evaluate_of_an_in_memory_model_equals_segbench_eval_of_its_saved_state_dict(tmp_path, monkeypatch, cli):
     import torch
 

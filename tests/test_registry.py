@@ -42,7 +42,6 @@ def test_smp_architectures_build_on_a_timm_backbone_and_keep_the_input_size(arch
     assert out.shape == (1, 5, 128, 160)
 
 
-@pytest.mark.slow
 def test_dpt_builds_on_a_vision_transformer():
     model = build_model("dpt-vit_tiny_patch16_224", num_classes=3).eval()
     with torch.no_grad():

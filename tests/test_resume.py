@@ -52,6 +52,7 @@ def _same_numbers(a: dict, b: dict) -> None:
         assert x["checkpoint"]["sha256"] == y["checkpoint"]["sha256"]  # the same weights, bit for bit
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(cli, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", "models=[unet-resnet10t]", "train.iters=6", *SMALL, f"tracking.uri={uri}"]
