@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fresh_process import forget_cached_stores
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 # OpenMP threads sleep instead of spinning while they wait: on a shared 2-core machine spinning threads of
@@ -71,6 +72,7 @@ def cli(capsys, monkeypatch):
     from segbench.cli.main import entry
 
     def invoke(*args: str) -> tuple[int, str, str]:
+        forget_cached_stores()  # as in a new process
         monkeypatch.setattr(sys, "argv", ["segbench", *args])
         code = 0
         try:
@@ -81,6 +83,37 @@ def cli(capsys, monkeypatch):
         return code, out, err
 
     return invoke
+
+
+def _in_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
+    """``segbench ARGS`` through the console entry point in this process, with ``env`` added to the environment and
+    in ``cwd``; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from segbench.cli.main import entry
+
+    forget_cached_stores()  # as in a new process
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        if cwd is not None:
+            patch.chdir(cwd)
+        patch.setattr(sys, "argv", ["segbench", *args])
+        try:
+            entry()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def cli_for_setup():
+    """``cli_for_setup(*args, env=, cwd=)``: the ``cli`` fixture for module- and session-scoped set-ups (which cannot
+    use function-scoped fixtures): ``segbench ARGS`` in this process, without a new interpreter's seconds of imports;
+    returns (exit code, stdout, stderr)."""
+    return _in_process
 
 
 # ---------------------------------------------------------------- results.json builders (report, gate, schema tests)

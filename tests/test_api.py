@@ -116,7 +116,6 @@ def test_two_threads_with_the_default_name_each_score_their_own_model(tmp_path, 
     assert _files(tmp_path) == set()
 
 
-@pytest.mark.slow
 def test_twenty_calls_with_twenty_names_keep_no_model_alive(tmp_path, monkeypatch):
     import segbench
 
@@ -128,8 +127,9 @@ def test_twenty_calls_with_twenty_names_keep_no_model_alive(tmp_path, monkeypatc
         results = segbench.evaluate(model, name=f"net{i}", overrides=SMALL)
         assert results.models[0].name == f"memory:net{i}"
         del model, results
-        gc.collect()
-        assert alive[-1]() is None, f"call {i}: the model is still referenced after evaluate returned"
+    gc.collect()  # once: a full collection takes up to a second in a test process that has imported much
+    kept = [i for i, ref in enumerate(alive) if ref() is not None]
+    assert kept == [], f"calls {kept}: the model is still referenced after evaluate returned"
     assert _files(tmp_path) == set()
 
 
@@ -319,7 +319,6 @@ def test_a_plugin_that_calls_sys_exit_is_reported_by_run_and_bench(tmp_path, mon
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.slow
 def test_the_robustness_table_holds_every_corrupted_view(tmp_path, monkeypatch):
     import segbench
 

@@ -190,7 +190,7 @@ def test_gpu_paths(precision):
 
 
 @pytest.mark.slow
-def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri):
+def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri, monkeypatch):
     out = tmp_path / "bench"
     code, stdout, stderr = cli("bench", "models=[unet-resnet10t,pspnet-resnet10t]", "bench.batch_sizes=[1,2]",
                                "bench.input_size=[64,96]", "bench.warmup=1", "bench.iters=2", "bench.repeats=2",
@@ -205,7 +205,7 @@ def test_bench_command_writes_json_and_mlflow(cli, tmp_path, mlflow_uri):
         assert all(s["input_shape"][2:] == [64, 96] for s in record["speed"])
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # not mlflow.set_tracking_uri: it would outlive this test
     runs = mlflow.search_runs(experiment_names=["synthetic"])
     child = runs[runs["tags.mlflow.runName"] == "unet-resnet10t"].iloc[0]
     assert child["metrics.images_per_second.bs2"] == pytest.approx(data["models"][0]["speed"][1]["images_per_second"])

@@ -1,4 +1,5 @@
-"""torchrun on the CPU (gloo): evaluation identical for 1, 2 and 3 processes; ranks that train stay identical."""
+"""torchrun on the CPU (gloo): evaluation with 2 and 3 processes identical to a plain run's; ranks that train stay
+identical."""
 
 from __future__ import annotations
 
@@ -54,18 +55,25 @@ def _torchrun(processes: int, args: list[str], cwd: Path) -> subprocess.Complete
 
 
 @pytest.mark.slow
-def test_evaluation_is_identical_for_1_2_and_3_processes(tmp_path, mlflow_uri):
+def test_evaluation_is_identical_for_1_2_and_3_processes(tmp_path, mlflow_uri, cli, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     root = seven_images(tmp_path / "data")
     uri = mlflow_uri  # already migrated: the first job does not spend seconds on the store's schema
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEGBENCH_CACHE_DIR", str(tmp_path / ".cache"))
     records = {}
     for processes in (1, 2, 3):
         out = tmp_path / f"eval{processes}"
-        done = _torchrun(processes, ["run", *overrides(root), "train.enabled=false", f"output_dir={out}",
-                                     f"tracking.uri={uri}", "tracking.experiment=ddp"], tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.count("results: ") == 1  # rank 0 alone reports (and writes)
+        args = ["run", *overrides(root), "train.enabled=false", f"output_dir={out}", f"tracking.uri={uri}",
+                "tracking.experiment=ddp"]
+        if processes == 1:  # the reference: a plain `segbench run` (in this process, no interpreter start)
+            code, stdout, stderr = cli(*args)
+        else:
+            done = _torchrun(processes, args, tmp_path)
+            code, stdout, stderr = done.returncode, done.stdout, done.stderr
+        assert code == 0, stderr[-3000:]
+        assert stdout.count("results: ") == 1  # rank 0 alone reports (and writes)
         results = json.loads((out / "results.json").read_text())
         records[processes] = results["models"][0]
         assert results["environment"]["world_size"] == processes

@@ -30,7 +30,7 @@ def run_tiny(cli, tmp_path, mlflow_uri, name="out", *extra):
 
 
 @pytest.mark.slow
-def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri):
+def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri, monkeypatch):
     out, stdout = run_tiny(cli, tmp_path, mlflow_uri)
     path = out / "results.json"
     assert f"results: {path}" in stdout
@@ -60,7 +60,7 @@ def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri):
 
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # not mlflow.set_tracking_uri: it would outlive this test
     runs = mlflow.search_runs(experiment_names=["synthetic"])
     parent_id = results["mlflow"]["parent_run_id"]
     children = runs[runs["tags.mlflow.parentRunId"] == parent_id]
@@ -104,7 +104,7 @@ def test_ctrl_c_marks_runs_killed_and_writes_no_results(cli, tmp_path, mlflow_ur
 
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # not mlflow.set_tracking_uri: it would outlive this test
     runs = mlflow.search_runs(experiment_names=["synthetic"])
     assert len(runs) == 2 and set(runs["status"]) == {"KILLED"}
 

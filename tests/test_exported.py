@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +47,7 @@ def _trained(num_classes: int) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict:
+def exported(tmp_path_factory, cli_for_setup) -> dict:
     """The files, the model's weights, and its eager `segbench eval` record."""
     from safetensors.torch import save_file
     from torch.export import Dim
@@ -71,8 +69,9 @@ def exported(tmp_path_factory) -> dict:
     program = torch.export.export(model, (example,), dynamic_shapes=({0: Dim.DYNAMIC},))
     torch.export.save(program, str(folder / "model.pt2"))
     out = folder / "eager"
-    subprocess.run([sys.executable, "-m", "segbench", "eval", f"models=[{MODEL}]",
-                    f"weights.{MODEL}={folder / 'w.safetensors'}", *EVAL, f"output_dir={out}"], check=True)
+    code, _, err = cli_for_setup("eval", f"models=[{MODEL}]", f"weights.{MODEL}={folder / 'w.safetensors'}", *EVAL,
+                                 f"output_dir={out}")
+    assert code == 0, err[-3000:]
     record = json.loads((out / "results.json").read_text())["models"][0]
     return {"folder": folder, "eager": record}
 

@@ -2,10 +2,7 @@
 (huggingface_hub's ModelCard, PyYAML, pandas) against the results.json of real runs and the leaderboard CSV."""
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +12,23 @@ import yaml
 
 from tests.failure_table import assert_refused
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["data.val_samples=8", "train.iters=2", "train.batch_size=4", "data.train_samples=8", "eval.batch_size=4",
         "progress=false", "tracking.enabled=false"]
 
 
-def _segbench(*args: str, cache: Path) -> None:
-    env = {**os.environ, "SEGBENCH_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "segbench", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+pytestmark = pytest.mark.slow  # every test needs the module's two runs (one fixture, seconds)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, cli_for_setup) -> Path:
     """Two runs of the synthetic suite: two models under two corruptions x two severities, timed; one model at two
     scales with flip."""
     tmp = tmp_path_factory.mktemp("exports")
+
+    def _segbench(*args: str, cache: Path) -> None:  # in this process: no interpreter start for a set-up
+        code, _, err = cli_for_setup(*args, env={"SEGBENCH_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}, cwd=tmp)
+        assert code == 0, err[-3000:]
+
     _segbench("run", "models=[unet-resnet10t,fpn-resnet10t]", *TINY, "bench.iters=3", "bench.warmup=1",
               "eval.corruptions=[gaussian_noise,contrast]", "eval.severities=[2,4]", f"output_dir={tmp / 'robust'}",
               cache=tmp / "cache")

@@ -261,6 +261,7 @@ def _diverge_on_one_rank(rank: int, store: str, results: str) -> None:
             return loss * math.inf if rank == 1 and self.calls == 3 else loss
 
     batches = [(torch.ones(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.int64))] * 4
+    torch.manual_seed(0)  # the same weights whichever test started the fork server
     try:
         train(torch.nn.Conv2d(3, 2, 1), batches, Loss(), TrainConfig(iters=4, batch_size=1, lr=0.01),
               torch.device("cpu"), progress=False)
@@ -272,6 +273,7 @@ def _diverge_on_one_rank(rank: int, store: str, results: str) -> None:
     Path(results, f"{rank}.txt").write_text(outcome)
 
 
+@pytest.mark.slow
 def test_every_rank_of_a_job_stops_at_the_same_non_finite_loss(tmp_path):
     import torch.multiprocessing as mp
 
@@ -280,7 +282,8 @@ def test_every_rank_of_a_job_stops_at_the_same_non_finite_loss(tmp_path):
     outcomes = [(tmp_path / f"{rank}.txt").read_text() for rank in range(2)]
     assert all("at iteration 3 of 4" in outcome for outcome in outcomes), outcomes
     assert outcomes[1].startswith("train: the loss is inf")
-    assert outcomes[0].startswith("train: the loss is 0.")  # finite here, stopped because another rank diverged
+    loss = outcomes[0].removeprefix("train: the loss is ").split()[0]
+    assert math.isfinite(float(loss)), outcomes[0]  # finite here, stopped because another rank diverged
 
 
 def test_a_batch_of_one_for_a_model_with_global_pooling_and_batch_norm_is_one_line(cli, tmp_path, monkeypatch):

@@ -135,7 +135,6 @@ def test_two_claims_of_one_default_folder_get_two_folders(tmp_path):
 
 # ---------------------------------------------------------------- the tracking store fails mid-run
 
-@pytest.mark.slow
 def test_a_store_that_fails_mid_run_costs_no_result_and_segbench_log_sends_the_runs(cli, tmp_path, monkeypatch,
                                                                                    mlflow_uri):
     from mlflow.exceptions import MlflowException
@@ -184,7 +183,6 @@ def test_a_store_that_fails_mid_run_costs_no_result_and_segbench_log_sends_the_r
     assert len(store_runs(mlflow_uri)) == 2
 
 
-@pytest.mark.slow
 def test_segbench_log_to_another_store_creates_the_runs_and_records_their_ids(cli, tmp_path, monkeypatch,
                                                                              mlflow_uri):
     monkeypatch.chdir(tmp_path)

@@ -43,7 +43,6 @@ def test_smp_architectures_build_on_a_timm_backbone_and_keep_the_input_size(arch
     assert out.shape == (1, 5, 128, 160)
 
 
-@pytest.mark.slow
 def test_dpt_builds_on_a_vision_transformer():
     model = factory.build("dpt-vit_tiny_patch16_224", 3, "random").module.eval()
     with torch.no_grad():

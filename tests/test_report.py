@@ -297,6 +297,7 @@ def markdown_rows_of(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium (apt-get install chromium)")
 def test_the_site_filters_and_ranks_within_one_settings_in_chromium(tmp_path, suite):
     runs = site_runs(tmp_path, suite)

@@ -52,6 +52,7 @@ def _same_numbers(a: dict, b: dict) -> None:
         assert x["checkpoint"]["sha256"] == y["checkpoint"]["sha256"]  # the same weights, bit for bit
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(cli, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", "models=[unet-resnet10t]", "train.iters=6", *SMALL, f"tracking.uri={uri}"]
@@ -131,11 +132,12 @@ def test_resume_of_a_folder_that_is_no_interrupted_run_is_refused(cli, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_real_run_receiving_sigterm_resumes_to_the_uninterrupted_results(tmp_path):
+def test_a_real_run_receiving_sigterm_resumes_to_the_uninterrupted_results(tmp_path, mlflow_uri):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
         "SEGBENCH_CACHE_DIR": str(tmp_path / ".cache"), "PYTHONUNBUFFERED": "1"}
+    # an already-migrated store (tmp_path/mlflow.db): the first run does not spend seconds on its schema
     args = [sys.executable, "-m", "segbench", "run", "models=[unet-resnet10t]", "train.iters=60", *SMALL,
-            "train.checkpoint_every=10", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+            "train.checkpoint_every=10", f"tracking.uri={mlflow_uri}"]
 
     def run(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([*args, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

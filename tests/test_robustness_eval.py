@@ -5,9 +5,7 @@ runs, the CLI run, MLflow, the report and the gate on mPC."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,6 @@ from segbench.metrics.robustness import (  # noqa: E402
 )
 from segbench.metrics.statistics import bootstrap  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["train.iters=2", "train.batch_size=4", "data.train_samples=8", "eval.batch_size=4", "bench.enabled=false",
         "progress=false"]
 
@@ -85,25 +82,22 @@ def test_groups_are_scored_on_their_own_images():
 # ---------------------------------------------------------------- through the CLI
 
 
-def _segbench(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGBENCH_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "segbench", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """Two models, two corruptions x two severities, run twice against one corruption cache."""
+def two_runs(tmp_path_factory, _migrated_store, cli_for_setup):
+    """Two models, two corruptions x two severities, run twice against one corruption cache (in this process: no
+    interpreter start for a set-up; on 32x32 images: nothing checked depends on their size)."""
     tmp = tmp_path_factory.mktemp("robustness")
     cache = tmp / "cache"
+    shutil.copy(_migrated_store, tmp / "mlflow.db")  # already migrated: no seconds on the store's schema
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    common = ["models=[unet-resnet10t,fpn-resnet10t]", "data.val_samples=8", *TINY,
+    common = ["models=[unet-resnet10t,fpn-resnet10t]", "data.val_samples=8", "data.image_size=32", *TINY,
               "eval.corruptions=[gaussian_noise,contrast]", "eval.severities=[2,4]"]
-    first = _segbench("run", *common, f"output_dir={tmp / 'first'}", f"tracking.uri={uri}", cache=cache)
-    _segbench("run", *common, f"output_dir={tmp / 'second'}", "tracking.enabled=false", cache=cache)
-    return tmp, uri, first.stdout
+    env = {"SEGBENCH_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    runs = [cli_for_setup("run", *common, f"output_dir={tmp / 'first'}", f"tracking.uri={uri}", env=env, cwd=tmp),
+            cli_for_setup("run", *common, f"output_dir={tmp / 'second'}", "tracking.enabled=false", env=env, cwd=tmp)]
+    for code, _, err in runs:
+        assert code == 0, err[-3000:]
+    return tmp, uri, runs[0][1]
 
 
 def _results(folder: Path) -> dict:
@@ -183,7 +177,7 @@ def test_the_report_shows_robustness(two_runs, cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_corrupted_view_scores_as_images_corrupted_beforehand(tmp_path):
+def test_a_corrupted_view_scores_as_images_corrupted_beforehand(tmp_path, cli_for_setup):
     """segbench's evaluation under gaussian_blur at severity 2 equals evaluating the same model on a folder whose
     images were corrupted with the package first."""
     masks = {f"img{i}": stripes(tuple(np.arange(i, i + 8) % 3)) for i in range(4)}
@@ -194,13 +188,17 @@ def test_a_corrupted_view_scores_as_images_corrupted_beforehand(tmp_path):
         Image.fromarray(np.uint8(imagecorruptions.corrupt(pixels, corruption_name="gaussian_blur",
                                                           severity=2))).save(path)
     folder = ["data.name=folder", "data.classes=[a,b,c]", "models=[unet-resnet10t]", *TINY]
-    _segbench("run", *folder, f"data.root={clean}", "eval.corruptions=[gaussian_blur]", "eval.severities=[2]",
-              f"output_dir={tmp_path / 'under'}", "tracking.enabled=false", cache=tmp_path / "cache")
+    env = {"SEGBENCH_CACHE_DIR": str(tmp_path / "cache")}  # both runs in this process: no interpreter starts
+    code, _, err = cli_for_setup("run", *folder, f"data.root={clean}", "eval.corruptions=[gaussian_blur]",
+                                 "eval.severities=[2]", f"output_dir={tmp_path / 'under'}", "tracking.enabled=false",
+                                 env=env, cwd=tmp_path)
+    assert code == 0, err[-3000:]
     under = _results(tmp_path / "under")["models"][0]
     checkpoint = tmp_path / "under" / under["checkpoint"]["path"]
-    _segbench("run", *folder, f"data.root={corrupted}", "train.enabled=false",
-              f"weights.unet-resnet10t={checkpoint}", f"output_dir={tmp_path / 'before'}", "tracking.enabled=false",
-              cache=tmp_path / "cache")
+    code, _, err = cli_for_setup("run", *folder, f"data.root={corrupted}", "train.enabled=false",
+                                 f"weights.unet-resnet10t={checkpoint}", f"output_dir={tmp_path / 'before'}",
+                                 "tracking.enabled=false", env=env, cwd=tmp_path)
+    assert code == 0, err[-3000:]
     before = _results(tmp_path / "before")["models"][0]
     scored = under["robustness"]["conditions"][0]["metrics"]
     assert scored == pytest.approx(before["metrics"], abs=1e-12)

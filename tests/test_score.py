@@ -43,7 +43,7 @@ def write_predictions(cfg: SuiteConfig, folder, convert=lambda target: target, n
     return folder
 
 
-def test_cityscapes_ground_truth_as_label_ids_or_train_ids_scores_one(tmp_path, mlflow_uri):
+def test_cityscapes_ground_truth_as_label_ids_or_train_ids_scores_one(tmp_path, mlflow_uri, monkeypatch):
     cfg = suite(tmp_path, name="cityscapes", root=str(make_cityscapes(tmp_path / "cs")))
     cfg.tracking = TrackingConfig(uri=mlflow_uri)
     # label ids, named like the images and kept in city folders (what MMSegmentation and the official script use)
@@ -64,7 +64,7 @@ def test_cityscapes_ground_truth_as_label_ids_or_train_ids_scores_one(tmp_path, 
 
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # not mlflow.set_tracking_uri: it would outlive this test
     runs = mlflow.search_runs(experiment_names=["t"])
     child = runs[runs["tags.mlflow.runName"] == "ids"].iloc[0]
     assert child["metrics.mIoU"] == 1.0 and child["metrics.IoU.category.flat"] == 1.0

@@ -42,7 +42,6 @@ def test_bad_shards_are_refused(value, env, message):
         parse_shard(value, "h", env)
 
 
-@pytest.mark.slow
 def test_the_shards_of_a_sweep_merge_in_one_report(cli, tmp_path, mlflow_uri, monkeypatch):
     monkeypatch.setenv("SEGBENCH_SWEEP", "sweep-42")
     models = "models=[unet-resnet10t,fpn-resnet10t,pspnet-resnet10t]"

@@ -93,7 +93,6 @@ def test_a_backbone_file_is_fed_its_backbones_timm_statistics(cli, tmp_path, rec
     assert len(note) == 1 and f"normalisation.{BACKBONE}" in note[0]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("key", [BACKBONE, MODEL])
 def test_an_explicit_setting_overrides_the_default(cli, tmp_path, received, key):
     save_file(backbone_state(), tmp_path / "lite0.safetensors")

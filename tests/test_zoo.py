@@ -94,7 +94,6 @@ def test_download_checks_the_sum_and_caches(tmp_path):
     assert not list((tmp_path / "cache2" / "weights").iterdir())  # nothing half-downloaded is kept
 
 
-@pytest.mark.slow
 def test_card_from_a_training_run_verifies_to_1e_6(cli, tmp_path):
     run_dir = tmp_path / "run"
     code, _, err = cli("run", "models=[pspnet-resnet10t]", *TINY, "tracking.enabled=false",
