@@ -254,6 +254,27 @@ def test_output_dir_and_tracking_write_what_the_cli_writes(tmp_path, monkeypatch
     assert {p.name for p in tmp_path.iterdir()} <= {"run", "mlflow.db", "mlruns"}  # the store's own artifacts
 
 
+def test_the_default_store_is_the_working_folders_of_each_call(tmp_path, monkeypatch):
+    """A notebook that changes folder between calls logs each call into that folder's ``mlflow.db``: MLflow caches
+    a store under its address for the life of the process, and the default address is relative."""
+    import mlflow
+
+    import segbench
+
+    ids = {}
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        ids[folder] = segbench.evaluate(_net(3), overrides=SMALL, tracking=True).mlflow.parent_run_id
+    for folder, parent in ids.items():
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path / folder / 'mlflow.db'}")
+        parents = {run.info.run_id for experiment in client.search_experiments()
+                   for run in client.search_runs([experiment.experiment_id])
+                   if "mlflow.parentRunId" not in run.data.tags}
+        assert parents == {parent}, folder  # each store holds its own call's run, and only it
+
+
 def test_read_results_gate_and_report_return_what_the_cli_prints(tmp_path, monkeypatch, cli):
     import segbench
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 from segbench.config.schema import TrackingConfig, resource_dir
 from segbench.errors import UserError
 from segbench.results.schema import RESULTS_NAME, Results, read_results
-from segbench.results.tracking import PARENT_TAG, check_store, tracking_uri
+from segbench.results.tracking import PARENT_TAG, check_store, client_uri, tracking_uri
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 RESULTS_KINDS = ("run", "score")  # parent runs whose artifact is a results.json
@@ -62,7 +62,7 @@ def store_client(uri: str | None = None):
     """An ``MlflowClient`` of the store ``store_uri(uri)`` names."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=store_uri(uri))
+    return MlflowClient(tracking_uri=client_uri(store_uri(uri)))
 
 
 def mlflow_results(run_id: str, uri: str | None = None) -> Results:

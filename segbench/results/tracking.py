@@ -48,6 +48,19 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def client_uri(uri: str) -> str:
+    """The address an MLflow client of this process opens for ``uri``: a sqlite file named relative to the working
+    folder (the default ``sqlite:///mlflow.db``) made absolute. MLflow caches stores and database engines under the
+    address as written for the life of the process, so a relative one would stay bound to the folder of its first
+    use: a notebook that changes folder would log into the first folder's store."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path, _, query = uri[len("sqlite:///"):].partition("?")
+    if not path or path == ":memory:" or Path(path).expanduser().is_absolute():
+        return uri
+    return "sqlite:///" + str(Path(path).expanduser().resolve()) + (f"?{query}" if query else "")
+
+
 def artifact_root(uri: str) -> str | None:
     """Where a new experiment of a sqlite store keeps its artifacts: ``mlruns`` beside the database file (MLflow's
     default is ``./mlruns`` in the working folder, wherever the store is); None: the store decides."""
@@ -269,7 +282,7 @@ class Tracker:
         _quiet_migrations()
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = MlflowClient(tracking_uri=client_uri(self.uri))
         self.experiment_id = self._guard(f"opening experiment '{self.experiment}'", self._experiment,
                                          self.experiment)
         if self.experiment_id is not None:
