@@ -37,19 +37,23 @@ def _runs(uri: str) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+TOGETHER = 3  # runs started at once
+
+
 @pytest.mark.slow
-def test_four_runs_started_together_in_an_empty_folder_all_finish(tmp_path):
-    procs = [_segbench("run", *TINY, "train.iters=2", cwd=tmp_path) for _ in range(4)]
+def test_runs_started_together_in_an_empty_folder_all_finish(tmp_path):
+    # three processes race to create and migrate one store on two cores (a fourth adds its start-up, not a new race)
+    procs = [_segbench("run", *TINY, "train.iters=2", cwd=tmp_path) for _ in range(TOGETHER)]
     outputs = [p.communicate(timeout=400) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
+    assert [p.returncode for p in procs] == [0] * TOGETHER, [err[-2000:] for _, err in outputs]
     runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 4 and len(children) == 4
+    assert len(parents) == TOGETHER and len(children) == TOGETHER
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all("mIoU" in r.data.metrics for r in children)
     folders = sorted((tmp_path / "outputs" / "synthetic").iterdir())
-    assert len(folders) == 4 and all((f / "results.json").is_file() for f in folders)
+    assert len(folders) == TOGETHER and all((f / "results.json").is_file() for f in folders)
     assert not list(tmp_path.glob(".mlflow.db.*"))  # no migration leftovers
 
 
