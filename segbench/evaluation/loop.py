@@ -149,8 +149,13 @@ class SplitScores:
     matrix: np.ndarray
     intersection: np.ndarray  # images x classes
     union: np.ndarray
-    metrics: dict[str, float]  # the summary and the passport's headline metrics
+    passport_metrics: dict[str, float]  # the passport's headline metrics (none when it was off)
     passport: dict | None  # the model record's ``passport`` (None when it was off and nothing was saved)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The summary metrics, then the passport's."""
+        return self.scores.summary() | self.passport_metrics
 
 
 def score_split(result: EvalResult, dataset: Dataset, writer: PredictionWriter | None = None,
@@ -162,8 +167,7 @@ def score_split(result: EvalResult, dataset: Dataset, writer: PredictionWriter |
     intersection, union = result.confusion.per_image_stats()
     scores = result.confusion.compute()
     extra, record = passport_record(result, scores, dataset, intersection, union, writer, out_dir)
-    return SplitScores(scores, result.confusion.matrix.cpu().numpy(), intersection, union,
-                       scores.summary() | extra, record)
+    return SplitScores(scores, result.confusion.matrix.cpu().numpy(), intersection, union, extra, record)
 
 
 def _total(count: torch.Tensor) -> int:

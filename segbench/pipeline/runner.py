@@ -165,9 +165,8 @@ def _evaluate(model: torch.nn.Module, spec: ModelSpec, info: DatasetInfo, val_se
         raise RuntimeError(f"{spec.name}: {images} images evaluated over {world.size} processes, expected "
                            f"{len(val_set)}")
     seconds = max(gather(result.seconds))
-    record.set_scores(info.classes, split.scores, split.matrix, split.intersection, split.union, info.categories)
-    record.metrics = plain(split.metrics, nan_as_null=False)
-    record.passport = plain(split.passport, nan_as_null=False)
+    record.set_scores(info.classes, split.scores, split.matrix, split.intersection, split.union, info.categories,
+                      split.passport_metrics, split.passport)
     record.invalid_reason = result.invalid_reason or None
     record.evaluation = Evaluation(
         **describe_mode(cfg.eval), crf=cfg.eval.crf.enabled, precision=cfg.eval.precision,

@@ -20,7 +20,6 @@ import torch
 from tqdm.auto import tqdm
 
 from segbench.config.schema import SuiteConfig
-from segbench.config.typed import plain
 from segbench.data.base import LabelMap
 from segbench.data.checks import describe_error, read_mask
 from segbench.data.pairs import SegmentationFiles
@@ -236,9 +235,7 @@ def score_predictions(cfg: SuiteConfig, pred_dir: Path, label_space: str = "auto
 
     name = pred_dir.resolve().name
     record = ModelRecord(name=name, source="predictions")
-    record.set_scores(info.classes, scores, matrix, *per_image[space], info.categories)
-    record.metrics |= plain(extra_metrics, nan_as_null=False)
-    record.passport = plain(passport, nan_as_null=False)
+    record.set_scores(info.classes, scores, matrix, *per_image[space], info.categories, extra_metrics, passport)
     record.evaluation = Evaluation(
         mode="predictions", split=dataset.split, images=len(predictions), seconds=seconds,
         pred_dir=str(pred_dir.resolve()), label_space=space, label_space_detected=label_space == "auto",

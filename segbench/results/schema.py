@@ -211,19 +211,22 @@ class ModelRecord(Record):
     invalid_reason: str | None = None
 
     def set_scores(self, classes: Sequence[str], scores: SegMetrics, matrix: np.ndarray, intersection: np.ndarray,
-                   union: np.ndarray, categories: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> None:
-        """The scores of one evaluated split, the same for ``run`` and ``score``: summary metrics, per-class
-        scores, the confusion matrix (ground truth in K rows; ``score`` adds a void column), per-image
-        intersections and unions, and category IoU and their mean where the data set groups its classes."""
+                   union: np.ndarray, categories: tuple[tuple[str, tuple[int, ...]], ...] = (),
+                   passport_metrics: dict[str, float] | None = None, passport: dict | None = None) -> None:
+        """The scores of one evaluated split, the same for ``run`` and ``score``: summary metrics (then the
+        passport's headline metrics), per-class scores, the confusion matrix (ground truth in K rows; ``score`` adds
+        a void column), per-image intersections and unions, category IoU and their mean where the data set groups
+        its classes, and the passport's record."""
         from segbench.metrics.confusion import category_iou, nanmean
 
-        self.metrics = plain(scores.summary(), nan_as_null=False)
+        self.metrics = plain(scores.summary() | (passport_metrics or {}), nan_as_null=False)
         self.per_class = class_scores(classes, scores)
         self.confusion_matrix = matrix.tolist()
         self.per_image = PerImage(intersection=intersection.tolist(), union=union.tolist())
         if categories:
             iou = category_iou(matrix, categories)
             self.categories = {"IoU": iou, "mIoU": float(nanmean(np.array(list(iou.values()))))}
+        self.passport = plain(passport, nan_as_null=False)
 
     @property
     def first_speed(self) -> Speed | None:
