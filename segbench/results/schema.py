@@ -320,11 +320,15 @@ def read_results(path: Path | str) -> Results:
         path = path / RESULTS_NAME
     if not path.is_file():
         raise UserError(f"no results file at {path}")
+    return parse_results(_read_json(path), str(path))
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON data of ``path``; a UserError if it is not JSON."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc})") from None
-    return parse_results(data, str(path))
 
 
 def write_results(path: Path | str, results: Results, compact: bool = False) -> Path:
@@ -338,11 +342,7 @@ def write_results(path: Path | str, results: Results, compact: bool = False) -> 
 
 def read_model(path: Path | str) -> ModelRecord:
     """One model's record as a JSON file of its own (a resumed run's finished models); a UserError if it is not."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})") from None
-    return _typed(ModelRecord, data, str(path))
+    return _typed(ModelRecord, _read_json(Path(path)), str(path))
 
 
 def check_headlines(results: Results, source: str = "results to write") -> None:
