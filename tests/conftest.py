@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fresh_process import forget_cached_stores
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 # OpenMP threads sleep instead of spinning while they wait: on a shared 2-core machine spinning threads of
@@ -72,7 +71,6 @@ def cli(capsys, monkeypatch):
     from segbench.cli.main import entry
 
     def invoke(*args: str) -> tuple[int, str, str]:
-        forget_cached_stores()  # as in a new process
         monkeypatch.setattr(sys, "argv", ["segbench", *args])
         code = 0
         try:
@@ -93,7 +91,6 @@ def _in_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None 
 
     from segbench.cli.main import entry
 
-    forget_cached_stores()  # as in a new process
     out, err, code = io.StringIO(), io.StringIO(), 0
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         for key, value in (env or {}).items():

@@ -351,11 +351,8 @@ def expand_substitutions(line: str, folder: Path, env: dict[str, str]) -> str:
 def run_in_process(words: list[str], capsys) -> tuple[int, str, str]:
     """``segbench WORDS`` through the console entry point in this process (the words a shell would pass it):
     the same code as the script, without a new interpreter's seconds of imports for each command."""
-    from fresh_process import forget_cached_stores
-
     from segbench.cli.main import entry
 
-    forget_cached_stores()  # as in a new process
     saved = sys.argv
     sys.argv = ["segbench", *words]
     code = 0
