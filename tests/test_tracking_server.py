@@ -328,6 +328,7 @@ def test_a_server_killed_mid_training_loses_nothing_and_segbench_log_sends_the_r
     lines = [line for line in stderr.splitlines() if line.startswith("segbench: ")]
     assert len(lines) == 1 and lines[0].startswith(f"segbench: not logged: MLflow at {url}: "), stderr[-2000:]
     assert f"segbench log {out}" in lines[0] and "Traceback" not in stderr
+    assert f"logging to run {opened} failed" in lines[0]  # the first call after the outage: the trained model's
     results = read_results(out / "results.json")  # complete, in its final folder, with the checkpoint
     model = results.models[0]
     assert model.checkpoint is not None and (out / model.checkpoint.path / "model.safetensors").is_file()
