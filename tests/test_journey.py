@@ -199,10 +199,13 @@ def hub_cache(hf_home: Path, hub_id: str, source: Path) -> None:
     shutil.copytree(source, repo / "snapshots" / revision)
 
 
-def test_a_model_of_each_source_through_the_cli(tmp_path):
-    # Every command in its own process: run in-process after other tests on the same worker, the report left out one
-    # of the four runs (twice in full `-n auto` runs, never alone); a fresh process per command is what a user has.
-    shell = Shell(tmp_path)
+def test_a_model_of_each_source_through_the_cli(tmp_path, cli, monkeypatch, _migrated_store):
+    # In this process but the hub id's run. The report that once left a run out here (after other tests on the same
+    # worker) read the store of an earlier test's folder: MLflow kept the relative sqlite:///mlflow.db bound to the
+    # first folder that opened it; segbench now opens it by its absolute path, and this test would see a regression.
+    shell = Shell(tmp_path, cli, monkeypatch)
+    shutil.copy(_migrated_store, tmp_path / "mlflow.db")  # the default store, its schema made once per session
+    # (test_day_one has a first run create it in an empty folder)
     torchvision_checkpoint(tmp_path / "lraspp.pth", num_classes=len(SYNTHETIC_CLASSES))
     segformer_folder(tmp_path / "segformer", SYNTHETIC_CLASSES)
     hub_cache(tmp_path / ".hf", "segbench-tests/tiny-segformer", tmp_path / "segformer")
