@@ -205,6 +205,7 @@ def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_pat
     assert "[segbench-example-plugin 0.1.0]" in line and line.endswith("(user code: it runs in segbench's process)")
     assert not next(n for n in listed.splitlines() if n.startswith("unet ")).endswith("process)")
     code, datasets, err = cli("list", "datasets")
+    assert code == 0, err
     line = next(line for line in datasets.splitlines() if line.startswith("suffix_pairs "))
     assert line.endswith("(user code: it runs in segbench's process)")
     root = tmp_path / "data"
