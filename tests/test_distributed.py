@@ -1,14 +1,18 @@
-"""torchrun on the CPU (gloo): evaluation with 2 and 3 processes identical to a plain run's; ranks that train stay
-identical."""
+"""torchrun on the CPU (gloo): an evaluation by 3 processes, with a user's metric, identical to a plain one's; ranks
+that train stay identical."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -54,48 +58,121 @@ def _torchrun(processes: int, args: list[str], cwd: Path) -> subprocess.Complete
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+ERROR_RATE = '''
+import torch
+
+import segbench
+from segbench.metrics.protocol import Accumulator, Scores
+
+
+@segbench.register_metric("error_rate", higher_is_better=False,
+                          definition="labelled pixels predicted as another class / labelled pixels")
+class ErrorRate(Accumulator):
+    summed = ("counts",)
+
+    @classmethod
+    def build(cls, setup):
+        accumulator = cls()
+        accumulator.num_classes = setup.info.num_classes
+        accumulator.counts = torch.zeros(2, dtype=torch.float64, device=setup.device)
+        return accumulator
+
+    def update(self, batch):
+        labelled = batch.target < self.num_classes
+        self.counts += torch.stack([(labelled & (batch.pred != batch.target)).sum(), labelled.sum()]).double()
+
+    def compute(self, split):
+        wrong, labelled = self.counts.tolist()
+        return Scores({"error_rate": wrong / labelled})
+'''
+
+
+@contextlib.contextmanager
+def _user_module_forgotten(name: str):
+    """What importing the user's module ``name`` in this process registers is undone afterwards (registries,
+    sys.modules, sys.path), so that the tests after it see segbench's own components only."""
+    from segbench.core.plugins import USER_MODULES
+    from segbench.metrics import registry as metrics
+
+    entries, order = dict(metrics.REGISTRY._entries), list(metrics._ORDER)
+    path, users = list(sys.path), set(USER_MODULES)
+    try:
+        yield
+    finally:
+        metrics.REGISTRY._entries.clear()
+        metrics.REGISTRY._entries.update(entries)
+        metrics._ORDER[:] = order
+        sys.path[:] = path
+        sys.modules.pop(name, None)
+        USER_MODULES.intersection_update(users)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, _migrated_store, cli_for_setup) -> dict:
+    """One evaluation of a random model on the 7 images, with a user's metric (``imports=[my_metric]``): by torchrun
+    with 3 processes (uneven shards of 3, 2 and 2 images, one rank ending on a batch of one), logging to MLflow, and
+    by a plain `segbench eval` in this process, the reference. Returns the folder, the two results and the outputs."""
+    folder = tmp_path_factory.mktemp("ddp")
+    root = seven_images(folder / "data")
+    (folder / "my_metric.py").write_text(ERROR_RATE)
+    shutil.copy(_migrated_store, folder / "mlflow.db")  # already migrated: no seconds spent on the store's schema
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    common = ["eval", "imports=[my_metric]", *overrides(root)]
+    three = _torchrun(3, [*common, f"output_dir={folder / 'three'}", f"tracking.uri={uri}", "tracking.experiment=ddp"],
+                      folder)
+    assert three.returncode == 0, three.stderr[-3000:]
+    with _user_module_forgotten("my_metric"):
+        code, stdout, stderr = cli_for_setup(*common, f"output_dir={folder / 'one'}", "tracking.enabled=false",
+                                             cwd=folder, env={"SEGBENCH_CACHE_DIR": str(folder / ".cache")})
+    assert code == 0, stderr[-3000:]
+    results = {name: json.loads((folder / name / "results.json").read_text()) for name in ("one", "three")}
+    return {"folder": folder, "uri": uri, "results": results, "stdout": {"one": stdout, "three": three.stdout}}
+
+
 @pytest.mark.slow
-def test_evaluation_is_identical_for_1_2_and_3_processes(tmp_path, mlflow_uri, cli, monkeypatch):
+def test_evaluation_by_3_torchrun_processes_is_identical_to_one_process(evaluated):
     from mlflow.tracking import MlflowClient
 
-    root = seven_images(tmp_path / "data")
-    uri = mlflow_uri  # already migrated: the first job does not spend seconds on the store's schema
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEGBENCH_CACHE_DIR", str(tmp_path / ".cache"))
     records = {}
-    for processes in (1, 2, 3):
-        out = tmp_path / f"eval{processes}"
-        args = ["run", *overrides(root), "train.enabled=false", f"output_dir={out}", f"tracking.uri={uri}",
-                "tracking.experiment=ddp"]
-        if processes == 1:  # the reference: a plain `segbench run` (in this process, no interpreter start)
-            code, stdout, stderr = cli(*args)
-        else:
-            done = _torchrun(processes, args, tmp_path)
-            code, stdout, stderr = done.returncode, done.stdout, done.stderr
-        assert code == 0, stderr[-3000:]
-        assert stdout.count("results: ") == 1  # rank 0 alone reports (and writes)
-        results = json.loads((out / "results.json").read_text())
+    for name, processes in (("one", 1), ("three", 3)):
+        results = evaluated["results"][name]
+        assert evaluated["stdout"][name].count("results: ") == 1  # rank 0 alone reports (and writes)
         records[processes] = results["models"][0]
         assert results["environment"]["world_size"] == processes
         assert records[processes]["evaluation"]["world_size"] == processes
         assert len(records[processes]["evaluation"]["images_per_second_per_rank"]) == processes
-    one = records[1]
+    one, three = records[1], records[3]
     assert one["evaluation"]["images"] == 7 and len(one["per_image"]["intersection"]) == 7
     assert np.array(one["confusion_matrix"]).sum() == 7 * 32 * 32
-    for processes in (2, 3):
-        assert records[processes]["evaluation"]["images"] == 7
-        assert records[processes]["confusion_matrix"] == one["confusion_matrix"]
-        assert records[processes]["per_image"] == one["per_image"]
-        # everything counted is identical; the calibration error sums float32 softmax confidences, which differ
-        # in the last bits when the same image is computed in another batch (as with another eval.batch_size)
-        counted = {k: v for k, v in one["metrics"].items() if k != "ECE"}
-        assert {k: v for k, v in records[processes]["metrics"].items() if k != "ECE"} == counted
-        assert records[processes]["metrics"]["ECE"] == pytest.approx(one["metrics"]["ECE"], rel=1e-6)
-        assert records[processes]["passport"]["boundary"] == one["passport"]["boundary"]
-    client = MlflowClient(tracking_uri=uri)
+    assert three["evaluation"]["images"] == 7
+    assert three["confusion_matrix"] == one["confusion_matrix"]
+    assert three["per_image"] == one["per_image"]
+    # everything counted is identical; the calibration error sums float32 softmax confidences, which differ in the
+    # last bits when the same image is computed in another batch (as with another eval.batch_size)
+    counted = {k: v for k, v in one["metrics"].items() if k != "ECE"}
+    assert {k: v for k, v in three["metrics"].items() if k != "ECE"} == counted
+    assert three["metrics"]["ECE"] == pytest.approx(one["metrics"]["ECE"], rel=1e-6)
+    assert three["passport"]["boundary"] == one["passport"]["boundary"]
+    client = MlflowClient(tracking_uri=evaluated["uri"])
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 3 and len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(parents) == 1 and len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # rank 0 alone
+
+
+@pytest.mark.slow
+def test_a_user_metric_is_recorded_gated_and_summed_exactly_under_torchrun(evaluated, cli):
+    one, three = evaluated["results"]["one"], evaluated["results"]["three"]
+    rate = one["models"][0]["metrics"]["error_rate"]
+    assert rate == three["models"][0]["metrics"]["error_rate"]  # exact: summed over the ranks' shards
+    matrix = np.array(one["models"][0]["confusion_matrix"])
+    assert 0 < rate < 1 and rate == pytest.approx(1 - np.trace(matrix) / matrix.sum(), abs=1e-12)  # by hand
+    for results in (one, three):
+        definition = results["metric_definitions"]["error_rate"]
+        assert definition["higher_is_better"] is False and definition["origin"]["module"] == "my_metric"
+    # the gate reads the two files (the metric's definition is in them): in this process, no interpreter start
+    folder = evaluated["folder"]
+    code, out, err = cli("gate", str(folder / "three"), str(folder / "one"), "--max-drop", "error_rate=0.0")
+    assert code == 0 and "error_rate" in out, out + err
 
 
 def _free_port() -> int:
@@ -130,10 +207,38 @@ def _train_rank(rank: int, size: int, port: int, root: str, out: str) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
 
 
+def _rank_here(rank: int, *args, failures: list[BaseException]) -> None:
+    """``_train_rank`` in this process (a thread of it), which keeps its environment, random states and threads."""
+    import random
+
+    states = random.getstate(), np.random.get_state(), torch.get_num_threads()
+    try:
+        with mock.patch.dict(os.environ), torch.random.fork_rng():
+            _train_rank(rank, *args)
+    except BaseException as exc:  # reported by the test
+        failures.append(exc)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_num_threads(states[2])
+
+
 @pytest.mark.slow
 def test_two_ranks_that_train_hold_identical_weights(tmp_path):
     root = seven_images(tmp_path / "data")
-    torch.multiprocessing.spawn(_train_rank, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2)
+    args = (2, _free_port(), str(root), str(tmp_path))
+    # rank 1 in a process of its own; rank 0 in this one, where torch and segbench are imported already
+    other = torch.multiprocessing.get_context("spawn").Process(target=_train_rank, args=(1, *args), daemon=True)
+    other.start()
+    failures: list[BaseException] = []
+    here = threading.Thread(target=_rank_here, args=(0, *args), kwargs={"failures": failures}, daemon=True)
+    here.start()
+    while here.is_alive() and other.exitcode in (None, 0):  # a rank that fails stops the test, not a hang
+        here.join(0.5)
+    other.join(timeout=10 if failures else 300)  # after a failure here, the other rank may wait for this one
+    if other.is_alive():
+        other.kill()
+    assert not failures and other.exitcode == 0, (failures, other.exitcode)
     first, second = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     initial = load_file(tmp_path / "initial0.safetensors")
     assert first.keys() == second.keys()

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -54,17 +55,27 @@ def headonly(backbone, num_classes):
 
 @pytest.fixture(autouse=True)
 def _registries_restored():
-    """Registrations made by one test's user modules do not leak into the next (in-process tests)."""
+    """Registrations made by one test's user modules do not leak into the next (in-process tests): the registries,
+    the user's modules and the folders their imports added to sys.path."""
     from segbench.data.registry import DATASETS
+    from segbench.metrics import registry as metrics
     from segbench.models.archs import ARCHITECTURES
     from segbench.models.registry import check_user_model
 
-    saved = {registry: dict(registry._entries) for registry in (ARCHITECTURES, DATASETS)}
+    saved = {registry: dict(registry._entries) for registry in (ARCHITECTURES, DATASETS, metrics.REGISTRY)}
+    order, path, modules = list(metrics._ORDER), list(sys.path), set(sys.modules)
     yield
     for registry, entries in saved.items():
         registry._entries.clear()
         registry._entries.update(entries)
+    metrics._ORDER[:] = order
     check_user_model.cache_clear()
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:  # the tests' own modules (and what they imported), never segbench's
+        if not name.startswith(("segbench.", "torch", "timm", "mlflow")):
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if file.startswith((tempfile.gettempdir(), str(EXAMPLE))):
+                sys.modules.pop(name)
 
 
 def segbench_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -79,14 +90,14 @@ def _created(folder: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_module_named_by_imports_registers_a_model_that_is_trained_evaluated_timed_and_reported(tmp_path, mlflow_uri,
-                                                                                                cli):
+def test_a_module_named_by_imports_registers_a_model_that_is_trained_evaluated_timed_and_reported(tmp_path, cli,
+                                                                                                monkeypatch):
     (tmp_path / "my_models.py").write_text(TINYNET)
-    store = mlflow_uri  # tmp_path/mlflow.db, already migrated
-    done = segbench_cli("run", "imports=[my_models]", "models=[tinynet,headonly-resnet10t]", *SMALL,
-                        "bench.batch_sizes=[1]", "bench.iters=2", "bench.repeats=1", "bench.warmup=1",
-                        f"tracking.uri={store}", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)  # imports=[my_models]: found in the working folder, as a user's shell finds it
+    code, _, err = cli("run", "imports=[my_models]", "models=[tinynet,headonly-resnet10t]", *SMALL,
+                       "bench.batch_sizes=[1]", "bench.iters=2", "bench.repeats=1", "bench.warmup=1",
+                       "tracking.enabled=false", f"output_dir={tmp_path / 'run'}")
+    assert code == 0, err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     records = {m["name"]: m for m in results["models"]}
     assert set(records) == {"tinynet", "headonly-resnet10t"}
@@ -96,7 +107,7 @@ def test_a_module_named_by_imports_registers_a_model_that_is_trained_evaluated_t
     assert plugin["sha256"] == hashlib.sha256((tmp_path / "my_models.py").read_bytes()).hexdigest()
     for record in records.values():
         assert record["train"] is not None and 0.0 <= record["metrics"]["mIoU"] <= 1.0
-        assert record["speed"] and record["speed"][0]["images_per_second"] > 0  # timed in a fresh process too
+        assert record["speed"] and record["speed"][0]["images_per_second"] > 0
     code, _, err = cli("report", str(tmp_path / "run"), "--out", str(tmp_path / "reports"))  # reads files only
     assert code == 0, err
     board = next((tmp_path / "reports").rglob("leaderboard.csv")).read_text()
@@ -169,27 +180,41 @@ def _site_with_example_plugin(site: Path) -> Path:
     return site
 
 
-@pytest.mark.slow
-def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_path):
-    from fixtures_layouts import write_image, write_mask
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """The example plugin installed (``_site_with_example_plugin``) for this process too: its folder on sys.path,
+    and segbench's once-per-process look-ups of entry points and distributions made again before and after."""
+    from segbench.core import plugins
 
     site = _site_with_example_plugin(tmp_path / "site")
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)])}
-    listed = segbench_cli("list", "models", cwd=tmp_path, env=env)
-    assert listed.returncode == 0, listed.stderr
-    line = next(line for line in listed.stdout.splitlines() if line.startswith("tinyseg "))
+    monkeypatch.syspath_prepend(str(site))
+    plugins.load_entry_points.cache_clear()
+    plugins._distributions.cache_clear()
+    yield site
+    plugins.load_entry_points.cache_clear()
+    plugins._distributions.cache_clear()
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_path, installed, cli):
+    from fixtures_layouts import write_image, write_mask
+
+    code, listed, err = cli("list", "models")
+    assert code == 0, err
+    line = next(line for line in listed.splitlines() if line.startswith("tinyseg "))
     assert "[segbench-example-plugin 0.1.0]" in line and line.endswith("(user code: it runs in segbench's process)")
-    assert not next(n for n in listed.stdout.splitlines() if n.startswith("unet ")).endswith("process)")
-    datasets = segbench_cli("list", "datasets", cwd=tmp_path, env=env)
-    line = next(line for line in datasets.stdout.splitlines() if line.startswith("suffix_pairs "))
+    assert not next(n for n in listed.splitlines() if n.startswith("unet ")).endswith("process)")
+    code, datasets, err = cli("list", "datasets")
+    assert code == 0, err
+    line = next(line for line in datasets.splitlines() if line.startswith("suffix_pairs "))
     assert line.endswith("(user code: it runs in segbench's process)")
     root = tmp_path / "data"
-    import numpy as np
-
     for split in ("train", "val"):
         for i in range(2):
             write_image(root / split / f"img{i}.png", seed=i, size=(32, 32))
             write_mask(root / split / f"img{i}_mask.png", (np.arange(32 * 32).reshape(32, 32) % 2).astype(np.uint8))
+    # the run as a user starts it: a new process that finds the package by its entry point alone
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(installed)])}
     done = segbench_cli("run", "models=[tinyseg]", "data.name=suffix_pairs", f"data.root={root}",
                         "data.classes=[even,odd]", "train.iters=2", "train.batch_size=2", "eval.batch_size=2",
                         "bench.enabled=false", "progress=false", "tracking.enabled=false",
@@ -201,12 +226,9 @@ def test_an_installed_plugin_package_is_listed_with_its_package_and_runs(tmp_pat
 
 
 @pytest.mark.slow
-def test_the_example_plugin_passes_its_own_tests(tmp_path):
-    site = _site_with_example_plugin(tmp_path / "site")
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(site)]), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+def test_the_example_plugin_passes_its_own_tests(tmp_path, installed, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:xdist", str(EXAMPLE / "tests")]) == 0
 
 
 def test_the_api_runs_a_suite_and_returns_typed_results(tmp_path, monkeypatch, mlflow_uri):
@@ -280,64 +302,11 @@ def test_import_segbench_does_not_import_torch():
 
 
 @pytest.mark.slow
-def test_the_readme_example_of_evaluate_runs_as_written(tmp_path):
+def test_the_readme_example_of_evaluate_runs_as_written(tmp_path, monkeypatch, capsys):
     readme = (REPO / "README.md").read_text()
     start = readme.index("```python", readme.index("segbench.evaluate"))
     code = textwrap.dedent(readme[start + len("```python"): readme.index("```", start + 3)])
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env=os.environ | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "mIoU" in done.stdout
-
-
-ERROR_RATE = '''
-import torch
-
-import segbench
-from segbench.metrics.protocol import Accumulator, Scores
-
-
-@segbench.register_metric("error_rate", higher_is_better=False,
-                          definition="labelled pixels predicted as another class / labelled pixels")
-class ErrorRate(Accumulator):
-    summed = ("counts",)
-
-    @classmethod
-    def build(cls, setup):
-        accumulator = cls()
-        accumulator.num_classes = setup.info.num_classes
-        accumulator.counts = torch.zeros(2, dtype=torch.float64, device=setup.device)
-        return accumulator
-
-    def update(self, batch):
-        labelled = batch.target < self.num_classes
-        self.counts += torch.stack([(labelled & (batch.pred != batch.target)).sum(), labelled.sum()]).double()
-
-    def compute(self, split):
-        wrong, labelled = self.counts.tolist()
-        return Scores({"error_rate": wrong / labelled})
-'''
-
-
-@pytest.mark.slow
-def test_a_user_metric_is_recorded_gated_and_summed_exactly_under_torchrun(tmp_path, cli):
-    from test_distributed import _torchrun, overrides, seven_images
-
-    (tmp_path / "my_metric.py").write_text(ERROR_RATE)
-    root = seven_images(tmp_path / "data")
-    common = ["imports=[my_metric]", *overrides(root), "train.enabled=false", "tracking.enabled=false", "seed=3"]
-    one = segbench_cli("eval", *common, f"output_dir={tmp_path / 'one'}", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr
-    two = _torchrun(2, ["eval", *common, f"output_dir={tmp_path / 'two'}"], tmp_path)
-    assert two.returncode == 0, two.stderr[-3000:]
-    first, second = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
-    assert second["environment"]["world_size"] == 2
-    rate = first["models"][0]["metrics"]["error_rate"]
-    assert rate == second["models"][0]["metrics"]["error_rate"]  # exact: summed over the ranks' shards
-    matrix = np.array(first["models"][0]["confusion_matrix"])
-    assert rate == pytest.approx(1 - np.trace(matrix) / matrix.sum(), abs=1e-12)  # by hand, from the matrix
-    definition = first["metric_definitions"]["error_rate"]
-    assert definition["higher_is_better"] is False and definition["origin"]["module"] == "my_metric"
-    # the gate reads the two files (the metric's definition is in them): in this process, no interpreter start
-    code, out, err = cli("gate", str(tmp_path / "two"), str(tmp_path / "one"), "--max-drop", "error_rate=0.0")
-    assert code == 0 and "error_rate" in out, out + err
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})  # its own namespace: as a script
+    assert "mIoU" in capsys.readouterr().out
+    assert _created(tmp_path) == set()  # nothing written, no store opened
