@@ -1,3 +1,3 @@
-from segbench.cli.main import entry
+from segbench.cli.main import console_script
 
-entry()
+console_script()

@@ -13,6 +13,7 @@ that stopped it (a user's mistake keeps its one line).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import random
 import subprocess
@@ -170,4 +171,6 @@ def main(request_path: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    code = main(*sys.argv[1:3])
+    gc.freeze()  # the process ends here: see segbench.cli.main.console_script
+    sys.exit(code)
