@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from user_code import user_code_forgotten
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 # OpenMP threads sleep instead of spinning while they wait: on a shared 2-core machine spinning threads of
@@ -45,6 +46,14 @@ def pytest_collection_modifyitems(config, items):
         if any(found[-1].scope == "module" and found[-1].baseid == module for found in definitions):
             item.add_marker(pytest.mark.xdist_group(module))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _user_code_forgotten_after_each_test():
+    """No test sees the models, data sets, metrics or modules that another test's user code registered (in-process
+    runs: the `cli` fixture, segbench.evaluate)."""
+    with user_code_forgotten():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ that train stay identical."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import pytest
 import torch
 from fixtures_layouts import write_image, write_mask
 from safetensors.torch import load_file, save_file
+from user_code import user_code_forgotten
 
 from segbench.core.distributed import World, shard
 
@@ -87,26 +87,6 @@ class ErrorRate(Accumulator):
 '''
 
 
-@contextlib.contextmanager
-def _user_module_forgotten(name: str):
-    """What importing the user's module ``name`` in this process registers is undone afterwards (registries,
-    sys.modules, sys.path), so that the tests after it see segbench's own components only."""
-    from segbench.core.plugins import USER_MODULES
-    from segbench.metrics import registry as metrics
-
-    entries, order = dict(metrics.REGISTRY._entries), list(metrics._ORDER)
-    path, users = list(sys.path), set(USER_MODULES)
-    try:
-        yield
-    finally:
-        metrics.REGISTRY._entries.clear()
-        metrics.REGISTRY._entries.update(entries)
-        metrics._ORDER[:] = order
-        sys.path[:] = path
-        sys.modules.pop(name, None)
-        USER_MODULES.intersection_update(users)
-
-
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, _migrated_store, cli_for_setup) -> dict:
     """One evaluation of a random model on the 7 images, with a user's metric (``imports=[my_metric]``): by torchrun
@@ -121,7 +101,7 @@ def evaluated(tmp_path_factory, _migrated_store, cli_for_setup) -> dict:
     three = _torchrun(3, [*common, f"output_dir={folder / 'three'}", f"tracking.uri={uri}", "tracking.experiment=ddp"],
                       folder)
     assert three.returncode == 0, three.stderr[-3000:]
-    with _user_module_forgotten("my_metric"):
+    with user_code_forgotten("my_metric"):
         code, stdout, stderr = cli_for_setup(*common, f"output_dir={folder / 'one'}", "tracking.enabled=false",
                                              cwd=folder, env={"SEGBENCH_CACHE_DIR": str(folder / ".cache")})
     assert code == 0, stderr[-3000:]

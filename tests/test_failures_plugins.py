@@ -6,7 +6,6 @@ marker file written by code that should not have run."""
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -90,27 +89,6 @@ CASES = [
      ["eval", "imports=[nothing]", "data.name=nothing", "models=[fcn32s-resnet10t]"],
      r"data\.name=nothing: the val split has no samples \(expected at least one image and its mask\)$"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _registries_restored():
-    """Registrations made by one row's modules do not leak into the next (in-process runs)."""
-    from segbench.data.registry import DATASETS
-    from segbench.metrics import registry as metrics
-    from segbench.models.archs import ARCHITECTURES
-    from segbench.models.registry import check_user_model
-
-    saved = {registry: dict(registry._entries) for registry in (ARCHITECTURES, DATASETS, metrics.REGISTRY)}
-    order = list(metrics._ORDER)
-    yield
-    for registry, entries in saved.items():
-        registry._entries.clear()
-        registry._entries.update(entries)
-    metrics._ORDER[:] = order
-    check_user_model.cache_clear()
-    for name in USER_MODULES:  # the rows' own modules, imported again by the next row that names them
-        if getattr(sys.modules.get(name), "__file__", "").startswith(tempfile.gettempdir()):
-            sys.modules.pop(name, None)
 
 
 @pytest.mark.parametrize(("files", "args", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -51,31 +50,6 @@ def headonly(backbone, num_classes):
 
     return Net()
 '''
-
-
-@pytest.fixture(autouse=True)
-def _registries_restored():
-    """Registrations made by one test's user modules do not leak into the next (in-process tests): the registries,
-    the user's modules and the folders their imports added to sys.path."""
-    from segbench.data.registry import DATASETS
-    from segbench.metrics import registry as metrics
-    from segbench.models.archs import ARCHITECTURES
-    from segbench.models.registry import check_user_model
-
-    saved = {registry: dict(registry._entries) for registry in (ARCHITECTURES, DATASETS, metrics.REGISTRY)}
-    order, path, modules = list(metrics._ORDER), list(sys.path), set(sys.modules)
-    yield
-    for registry, entries in saved.items():
-        registry._entries.clear()
-        registry._entries.update(entries)
-    metrics._ORDER[:] = order
-    check_user_model.cache_clear()
-    sys.path[:] = path
-    for name in set(sys.modules) - modules:  # the tests' own modules (and what they imported), never segbench's
-        if not name.startswith(("segbench.", "torch", "timm", "mlflow")):
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if file.startswith((tempfile.gettempdir(), str(EXAMPLE))):
-                sys.modules.pop(name)
 
 
 def segbench_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
