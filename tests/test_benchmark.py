@@ -242,7 +242,6 @@ def test_speed_metrics_name_each_backend():
     assert "images_per_second.onnxruntime.bs4" not in metrics
 
 
-@pytest.mark.slow
 def test_an_isolated_child_reports_a_users_mistake_on_one_line():
     from segbench.config.schema import SuiteConfig
     from segbench.deploy.speed import time_isolated

@@ -95,7 +95,6 @@ def test_report_writes_markdown_csv_and_html(cli, tmp_path):
     assert [row[3] for row in rows] == ["91.56", "68.61", "57.55"]
 
 
-@pytest.mark.slow
 def test_report_without_sources_reads_the_default_store(cli, tmp_path, monkeypatch, mlflow_uri):
     store = Path(mlflow_uri[len("sqlite:///"):]).rename(tmp_path / "migrated.db")  # not yet where segbench looks
     (tmp_path / "cwd").mkdir()

@@ -87,7 +87,6 @@ def test_found_cases_exit_0_or_2_and_create_nothing(stopped_cli, tmp_path, items
     check(stopped_cli, tmp_path, "run", items)
 
 
-@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(command=st.sampled_from(["run", "bench"]), items=overrides)

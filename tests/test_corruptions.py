@@ -53,8 +53,7 @@ def test_deterministic_corruptions_equal_the_package_output(name, store):
         assert np.array_equal(corrupt(image, name, severity, "b", store), expected), severity  # from the cache
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "glass_blur" else n
-                                  for n in RANDOMISED])  # glass_blur alone takes seconds
+@pytest.mark.parametrize("name", RANDOMISED)  # glass_blur alone takes 3 s
 def test_randomised_corruptions_are_the_same_for_the_same_key(name, store):
     image = scene()
     uncached = CorruptionCache(store.folder, limit_bytes=0)

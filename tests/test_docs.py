@@ -465,7 +465,6 @@ def test_the_commands_of_the_docs_run_as_written(tmp_path, capsys, monkeypatch, 
     assert failures == [], "\n\n".join(failures)
 
 
-@pytest.mark.slow
 def test_the_api_page_example_runs_as_written_and_leaves_only_what_it_asks_for(tmp_path, capsys, monkeypatch):
     """docs/api.md's notebook example, run as written in an empty folder: its tables, confusion matrix and figures
     work, and it leaves only the files it asks for (nothing from evaluate without output_dir, no MLflow store). It

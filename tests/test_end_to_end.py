@@ -29,7 +29,6 @@ def run_tiny(cli, tmp_path, mlflow_uri, name="out", *extra):
     return out, stdout
 
 
-@pytest.mark.slow
 def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri, monkeypatch):
     out, stdout = run_tiny(cli, tmp_path, mlflow_uri)
     path = out / "results.json"
@@ -79,7 +78,6 @@ def test_run_writes_results_and_mlflow_runs(cli, tmp_path, mlflow_uri, monkeypat
     assert len(client.get_metric_history(children.iloc[0]["run_id"], "train_loss")) == 4
 
 
-@pytest.mark.slow
 def test_same_seed_same_metrics(cli, tmp_path, mlflow_uri):
     first, _ = run_tiny(cli, tmp_path, mlflow_uri, "a", "tracking.enabled=false")
     second, _ = run_tiny(cli, tmp_path, mlflow_uri, "b", "tracking.enabled=false")

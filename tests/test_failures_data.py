@@ -115,7 +115,6 @@ def write_gray(path: Path, values: np.ndarray) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_16_bit_images_are_read_with_their_range(cli, tmp_path, mlflow_uri, monkeypatch):
     """A 16-bit PNG holding v * 257 trains and evaluates exactly as the 8-bit PNG holding v (not saturated)."""
     monkeypatch.chdir(tmp_path)

@@ -63,7 +63,6 @@ def _created(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts}
 
 
-@pytest.mark.slow
 def test_a_module_named_by_imports_registers_a_model_that_is_trained_evaluated_timed_and_reported(tmp_path, cli,
                                                                                                 monkeypatch):
     (tmp_path / "my_models.py").write_text(TINYNET)
@@ -275,7 +274,6 @@ def test_import_segbench_does_not_import_torch():
     assert done.stdout.split() == ["False", "False"], done.stderr
 
 
-@pytest.mark.slow
 def test_the_readme_example_of_evaluate_runs_as_written(tmp_path, monkeypatch, capsys):
     readme = (REPO / "README.md").read_text()
     start = readme.index("```python", readme.index("segbench.evaluate"))

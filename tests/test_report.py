@@ -178,7 +178,6 @@ def csv_rows(path) -> pd.DataFrame:
     return pd.read_csv(path).drop(columns="source")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("chunk_bytes", [None, 8 * 40 * 7], ids=["counts-at-once", "counts-in-blocks"])
 def test_report_from_mlflow_equals_the_report_from_files(tmp_path, mlflow_uri, suite, monkeypatch, chunk_bytes):
     if chunk_bytes:  # the bootstrap's counts drawn 7 resamples at a time: the same intervals

@@ -142,7 +142,6 @@ print(sum(float(batch.sum()) for batch in batches))
 """
 
 
-@pytest.mark.slow
 def test_a_hand_over_the_command_abandons_prints_nothing_in_the_loader_workers(tmp_path):
     """The cause of a traceback on interrupt under load: a signal lands while the command receives a batch's
     tensors from a loader worker (a file descriptor each, over a socket); the worker's resource-sharer thread
@@ -183,7 +182,6 @@ def test_a_half_migrated_store_is_refused_with_its_remedy(cli, tmp_path):
     assert "move it away" in err and not (tmp_path / "out.partial").exists()
 
 
-@pytest.mark.slow
 def test_an_internal_error_is_one_line_exit_3_and_its_traceback_only_under_debug(cli, tmp_path, monkeypatch,
                                                                                  mlflow_uri):
     import segbench.pipeline.runner
@@ -333,7 +331,6 @@ def test_a_backbone_trained_on_other_inputs_gets_them(monkeypatch):
         torch.testing.assert_close(model(images), by_hand)
 
 
-@pytest.mark.slow
 def test_the_report_shows_the_saved_predictions(cli, tmp_path, mlflow_uri):
     import base64
 

@@ -176,7 +176,6 @@ def test_the_report_shows_robustness(two_runs, cli, tmp_path):
     assert "rPC" in markdown and "contrast" in markdown
 
 
-@pytest.mark.slow
 def test_a_corrupted_view_scores_as_images_corrupted_beforehand(tmp_path, cli_for_setup):
     """segbench's evaluation under gaussian_blur at severity 2 equals evaluating the same model on a folder whose
     images were corrupted with the package first."""

@@ -23,7 +23,6 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGBENCH_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.mark.slow  # 41 s measured: a model evaluated at 2048x1024
 def test_score_of_a_runs_saved_predictions_gives_the_runs_record(tmp_path):
     root = make_cityscapes_instances(tmp_path / "cs")  # label ids, instance ids: iIoU and the categories too
     settings = ["suite=cityscapes", f"data.root={root}", "data.num_workers=0", "models=[unet-resnet10t]",

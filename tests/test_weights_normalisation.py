@@ -115,7 +115,6 @@ def test_imagenet_preset_feeds_segbenchs_data_unchanged(cli, tmp_path, received)
     torch.testing.assert_close(received[0], first_batch(args), rtol=0, atol=0)
 
 
-@pytest.mark.slow
 def test_a_checkpoint_folder_keeps_its_own_normalisation(cli, tmp_path, received):
     save_file(backbone_state(), tmp_path / "lite0.safetensors")
     train = ["train.iters=1", "train.batch_size=2", "data.train_samples=2", *SMALL,

@@ -166,7 +166,6 @@ def test_malformed_card_fields_are_one_line_naming_file_and_field(cli, tmp_path,
     assert "\n" not in line and str(tmp_path / "bad.yaml") in line and field in line
 
 
-@pytest.mark.slow
 def test_one_bad_card_does_not_break_the_others(cli, tmp_path, monkeypatch):
     from segbench.zoo.cards import zoo_dir
 
