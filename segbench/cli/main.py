@@ -152,7 +152,6 @@ def entry() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-
 def console_script() -> None:
     """The ``segbench`` console script and ``python -m segbench``: :func:`entry` in a process that ends with it. On
     the way out its objects are frozen out of the garbage collector: the interpreter's last collections would walk
