@@ -85,11 +85,11 @@ def _raised_in(exc: BaseException) -> str:
 
 
 def entry() -> None:
-    """Console-script entry point: exit 0 on success, 1 for a regression or a verification mismatch, 2 for bad
-    input or a file-system failure (one line, no traceback), 3 for an internal error (its traceback only with
-    --debug or SEGBENCH_DEBUG=1), 4 when a command finished and wrote its results but the tracking store failed on
-    the way (``segbench log`` sends them later),
-    128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
+    """Run the command of ``sys.argv`` and exit (in this process; the console script is :func:`console_script`):
+    0 on success, 1 for a regression or a verification mismatch, 2 for bad input or a file-system failure (one
+    line, no traceback), 3 for an internal error (its traceback only with --debug or SEGBENCH_DEBUG=1), 4 when a
+    command finished and wrote its results but the tracking store failed on the way (``segbench log`` sends them
+    later), 128 + N for signal N (Ctrl-C, SIGTERM, SIGHUP), after open MLflow runs were marked KILLED."""
     from segbench.cli.run import NOT_LOGGED
     from segbench.core.interrupts import signals_interrupt
     from segbench.errors import NotLogged
