@@ -130,17 +130,13 @@ def test_a_user_metric_that_fails_on_the_evaluations_batches_is_one_line_naming_
     assert {run.info.status for run in store_runs(mlflow_uri)} == {"FAILED"}
 
 
-def test_a_user_model_that_fails_while_timed_in_a_fresh_process_is_named_as_the_users(tmp_path, monkeypatch):
-    """`segbench bench` times each model in a fresh process (bench.isolate): a user's model that fails there (at
-    the timing size only, past the checks) comes back as the one line the CLI gives it in one process (exit 2),
-    not as an internal error of segbench. The child's entry point runs here, on the request the parent writes
-    (``time_isolated`` turns a result marked as the user's into a UserError:
-    tests/test_benchmark.py::test_an_isolated_child_reports_a_users_mistake_on_one_line)."""
-    import json
 
-    from segbench.config.schema import SuiteConfig, to_dict
-    from segbench.deploy.speed import main
-
+@pytest.mark.slow  # 5 s: the timing process's start-up
+def test_a_user_model_that_fails_in_benchs_fresh_timing_process_is_one_line_naming_it(cli, tmp_path, mlflow_uri,
+                                                                                        monkeypatch):
+    """`segbench bench` times each model in a fresh process (bench.isolate, the default): a user's model that fails
+    there (at the timing size only, past the checks) is named in one line with exit 2, as in one process, not as an
+    internal error of segbench; no bench.json is written and no run is left FINISHED."""
     (tmp_path / "bigfail.py").write_text(HEAD + "class Small(nn.Conv2d):\n    def forward(self, x):\n"
                                          "        assert x.shape[-1] <= 64, 'too wide'\n"
                                          "        return super().forward(x)\n\n\n"
@@ -148,13 +144,12 @@ def test_a_user_model_that_fails_while_timed_in_a_fresh_process_is_named_as_the_
                                          "    return Small(3, num_classes, 1)\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = SuiteConfig(models=["small"], imports=["bigfail"])
-    cfg.bench.warmup, cfg.bench.iters, cfg.bench.repeats, cfg.bench.batch_sizes = 1, 1, 1, [1]
-    request, result = tmp_path / "request.json", tmp_path / "result.json"
-    request.write_text(json.dumps({"config": to_dict(cfg), "model": "small", "image_size": [32, 96],
-                                   "device": "cpu"}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
 
-    assert main(str(request), str(result)) == 2
-    assert json.loads(result.read_text()) == {
-        "error": "a user's module (bigfail) raised AssertionError: too wide; the command stopped unfinished",
-        "user": True}
+    code, out, err = cli("bench", "imports=[bigfail]", "models=[small]", *SMALL, "bench.batch_sizes=[1]",
+                         "bench.input_size=[32,96]", "output_dir=out")
+
+    assert_refused(code, out, err, r"a user's module \(bigfail\) raised AssertionError: too wide; the command "
+                                   r"stopped unfinished$")
+    assert not list(tmp_path.rglob("bench.json"))
+    assert {run.info.status for run in store_runs(mlflow_uri)} == {"FAILED"}  # none left RUNNING

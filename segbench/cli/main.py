@@ -127,15 +127,14 @@ def entry() -> None:
                 typer.echo(f"segbench: error: {where}{exc.strerror or exc} (a file-system error: free space, "
                            "permissions, or a file where a folder is expected)", err=True)
                 sys.exit(2)
-            from segbench.core.plugins import user_module_of
+            from segbench.core.plugins import users_failure
 
             first = (str(exc).splitlines() or [""])[0][:300]
-            user = user_module_of(exc)
+            users = users_failure(exc)
             if debug:
                 traceback.print_exc()
-            if user is not None:  # the user's code failed, not segbench
-                typer.echo(f"segbench: error: a user's module ({user}) raised {type(exc).__name__}: {first}; the "
-                           "command stopped unfinished", err=True)
+            if users is not None:  # the user's code failed, not segbench
+                typer.echo(f"segbench: error: {users}", err=True)
                 sys.exit(2)
             if debug:
                 sys.exit(INTERNAL_ERROR)

@@ -85,6 +85,15 @@ def user_module_of(exc: BaseException) -> str | None:
     return found
 
 
+def users_failure(exc: BaseException) -> str | None:
+    """The one line for ``exc`` when a user's module raised it (its code is in the traceback), or None when segbench's
+    own code did: the user's mistake, not segbench's bug (exit 2)."""
+    user = user_module_of(exc)
+    if user is None:
+        return None
+    return f"a user's module ({user}) raised {_first_line(exc)[:300]}; the command stopped unfinished"
+
+
 def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 

@@ -27,7 +27,7 @@ import torch
 from segbench.config.schema import SuiteConfig, to_dict
 from segbench.config.typed import plain
 from segbench.core.files import atomic_write
-from segbench.core.plugins import import_modules, user_module_of
+from segbench.core.plugins import import_modules, users_failure
 from segbench.deploy.backends import BackendUnavailable
 from segbench.deploy.timing import Reference, TimingPlan, measure_throughput
 from segbench.errors import UserError, warn
@@ -159,13 +159,11 @@ def main(request_path: str, result_path: str) -> int:
     except UserError as exc:
         out, code = {"error": str(exc), "user": True}, 2
     except Exception as exc:
-        first = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
-        user = user_module_of(exc)
-        if user is not None:  # the user's model failed, not segbench: the line the CLI gives it in one process
-            out, code = {"error": f"a user's module ({user}) raised {first}; the command stopped unfinished",
-                         "user": True}, 2
+        users = users_failure(exc)  # the user's model failed, not segbench: the line it gets in one process
+        if users is not None:
+            out, code = {"error": users, "user": True}, 2
         else:
-            out, code = {"error": first}, 3
+            out, code = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"}, 3
     atomic_write(result_path, json.dumps(out, allow_nan=True))
     return code
 
