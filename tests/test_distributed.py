@@ -9,9 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -187,38 +185,11 @@ def _train_rank(rank: int, size: int, port: int, root: str, out: str) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
 
 
-def _rank_here(rank: int, *args, failures: list[BaseException]) -> None:
-    """``_train_rank`` in this process (a thread of it), which keeps its environment, random states and threads."""
-    import random
-
-    states = random.getstate(), np.random.get_state(), torch.get_num_threads()
-    try:
-        with mock.patch.dict(os.environ), torch.random.fork_rng():
-            _train_rank(rank, *args)
-    except BaseException as exc:  # reported by the test
-        failures.append(exc)
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_num_threads(states[2])
-
-
 @pytest.mark.slow
 def test_two_ranks_that_train_hold_identical_weights(tmp_path):
     root = seven_images(tmp_path / "data")
-    args = (2, _free_port(), str(root), str(tmp_path))
-    # rank 1 in a process of its own; rank 0 in this one, where torch and segbench are imported already
-    other = torch.multiprocessing.get_context("spawn").Process(target=_train_rank, args=(1, *args), daemon=True)
-    other.start()
-    failures: list[BaseException] = []
-    here = threading.Thread(target=_rank_here, args=(0, *args), kwargs={"failures": failures}, daemon=True)
-    here.start()
-    while here.is_alive() and other.exitcode in (None, 0):  # a rank that fails stops the test, not a hang
-        here.join(0.5)
-    other.join(timeout=10 if failures else 300)  # after a failure here, the other rank may wait for this one
-    if other.is_alive():
-        other.kill()
-    assert not failures and other.exitcode == 0, (failures, other.exitcode)
+    # both ranks in processes of their own: spawn stops the job, and fails the test, when either rank fails
+    torch.multiprocessing.spawn(_train_rank, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2)
     first, second = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     initial = load_file(tmp_path / "initial0.safetensors")
     assert first.keys() == second.keys()
